@@ -1,0 +1,156 @@
+/**
+ * The one typed event stream of a run. The training loop emits; the terminal UI, the plain logger and the MLflow
+ * tracker subscribe. The loop knows nothing of Ink or MLflow.
+ */
+import type { ExperimentConfig } from '../spec/types.js';
+
+export type RunStatus = 'FINISHED' | 'FAILED' | 'KILLED';
+
+export interface RunStartEvent {
+  type: 'run-start';
+  time: number;
+  runId: string;
+  runDir: string;
+  name: string;
+  config: ExperimentConfig;
+  /** Resolved encoder name, e.g. 'resnet50' or 'convnext(depths=[3,3,9,3],dims=[96,192,384,768])'. */
+  encoder: string;
+  /** Backend actually in use, e.g. 'tensorflow', 'cpu'. */
+  backend: string;
+  totalSteps: number;
+  stepsPerEpoch: number;
+  totalEpochs: number;
+  /** First step this process will run (> 0 when resumed). */
+  startStep: number;
+  resumed: boolean;
+  /** Path of the spec file the run came from (null when built in code). */
+  specPath: string | null;
+  /** Sweep membership, when the run is a sweep trial. */
+  sweep?: { sweepDir: string; trial: number; trialName: string; params: Record<string, unknown> };
+}
+
+export interface StepEvent {
+  type: 'step';
+  time: number;
+  /** Optimizer step just completed, 1-based (step 1 = first update). */
+  step: number;
+  epoch: number;
+  /** Step within the epoch, 1-based. */
+  epochStep: number;
+  loss: number;
+  lr: number;
+  wd: number;
+  gradNorm: number;
+  imgPerSec: number;
+  etaSec: number;
+  memory?: { numTensors: number; numBytes: number; rssBytes: number };
+}
+
+export interface EpochEvent {
+  type: 'epoch';
+  time: number;
+  /** Epoch just completed, 1-based. */
+  epoch: number;
+  step: number;
+  meanLoss: number;
+  minLoss: number;
+  seconds: number;
+}
+
+export interface CheckpointEvent {
+  type: 'checkpoint';
+  time: number;
+  step: number;
+  epoch: number;
+  path: string;
+}
+
+export interface ReconstructionEvent {
+  type: 'reconstruction';
+  time: number;
+  step: number;
+  epoch: number;
+  /** PNG written in the run folder. */
+  path: string;
+  loss: number;
+}
+
+export interface WarningEvent {
+  type: 'warning';
+  time: number;
+  /** Stable code, e.g. 'skipped-files', 'tracking-offline', 'tracking-online'. */
+  code: string;
+  message: string;
+}
+
+export interface LogEvent {
+  type: 'log';
+  time: number;
+  level: 'debug' | 'info' | 'warn' | 'error';
+  message: string;
+}
+
+export interface RunEndEvent {
+  type: 'run-end';
+  time: number;
+  status: RunStatus;
+  step: number;
+  epoch: number;
+  finalLoss: number | null;
+  error?: string;
+  /** Command that resumes the run, when it was interrupted. */
+  resumeCommand?: string;
+}
+
+export type RunEvent =
+  | RunStartEvent
+  | StepEvent
+  | EpochEvent
+  | CheckpointEvent
+  | ReconstructionEvent
+  | WarningEvent
+  | LogEvent
+  | RunEndEvent;
+
+export type RunEventType = RunEvent['type'];
+
+/** A subscriber: gets every event synchronously; `close()` is awaited when the run ends (flush buffers). */
+export interface RunSubscriber {
+  onEvent(e: RunEvent): void;
+  close?(): Promise<void>;
+}
+
+/** Synchronous fan-out. A subscriber that throws is reported once as a `log` error and does not stop the run. */
+export class EventBus {
+  private subs: RunSubscriber[] = [];
+  private failed = new Set<RunSubscriber>();
+
+  subscribe(sub: RunSubscriber | ((e: RunEvent) => void)): () => void {
+    const s: RunSubscriber = typeof sub === 'function' ? { onEvent: sub } : sub;
+    this.subs.push(s);
+    return () => {
+      this.subs = this.subs.filter((x) => x !== s);
+    };
+  }
+
+  emit(e: RunEvent): void {
+    for (const s of this.subs) {
+      try {
+        s.onEvent(e);
+      } catch (err) {
+        if (!this.failed.has(s)) {
+          this.failed.add(s);
+          const msg = err instanceof Error ? err.message : String(err);
+          for (const o of this.subs) if (o !== s) o.onEvent({ type: 'log', time: Date.now(), level: 'error', message: `event subscriber failed: ${msg}` });
+        }
+      }
+    }
+  }
+
+  /** Await every subscriber's close(), in order. */
+  async close(): Promise<void> {
+    for (const s of this.subs) {
+      if (s.close) await s.close();
+    }
+  }
+}
