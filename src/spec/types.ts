@@ -4,7 +4,7 @@
  * this type and the schema agree (every property here exists there and vice versa).
  */
 
-/** A parameterised encoder, or the name of a preset (`resnet50`, `convnext_small`, `resnet_tiny`, ...). */
+/** A parameterised encoder, or the name of a preset (`resnet50`, `convnext_small`, `resnet_mini`, ...; src/models/registry.ts PRESET_NAMES). */
 export type EncoderSpec =
   | string
   | { family: 'resnet'; layers: [number, number, number, number]; width?: number; name?: string }

@@ -1,12 +1,13 @@
 /**
- * Test helper: initialise the backend named by $SPARK_BACKEND (default 'auto') once per test process.
- * Heavy tests call `requireNative(t)` and skip, with the reason printed, on a non-native backend.
+ * Test helper: initialise the backend named by $SPARK_BACKEND (auto | tensorflow | wasm | cpu; default 'auto')
+ * once per test process. Heavy tests call `requireNative(t)` and skip, with the reason printed, on a non-native
+ * backend.
  */
 import type { TestContext } from 'node:test';
-import { initBackend, type BackendInfo, type BackendRequest } from '../../src/backend/init.js';
+import { initBackend, parseBackendRequest, type BackendInfo } from '../../src/backend/init.js';
 
 export async function testBackend(): Promise<BackendInfo> {
-  const req = (process.env['SPARK_BACKEND'] ?? 'auto') as BackendRequest;
+  const req = parseBackendRequest(process.env['SPARK_BACKEND'] || 'auto', 'SPARK_BACKEND');
   return initBackend(req);
 }
 
@@ -14,7 +15,8 @@ export async function testBackend(): Promise<BackendInfo> {
 export async function requireNative(t: TestContext, what = 'full-size model'): Promise<boolean> {
   const info = await testBackend();
   if (!info.native) {
-    t.skip(`${what} is too heavy for the '${info.name}' backend; run \`npm run setup:native\` for the tensorflow backend`);
+    const why = info.request === 'auto' ? ` (auto chose ${info.name}: ${info.reason})` : ` (SPARK_BACKEND=${info.request})`;
+    t.skip(`${what} is too heavy for the '${info.name}' backend${why}; run \`npm run setup:native\` for the tensorflow backend`);
     return false;
   }
   return true;

@@ -1,8 +1,60 @@
-// Placeholder: the module that owns `spark validate` replaces this file.
-import { SparkError } from '../../util/errors.js';
+/**
+ * `spark validate <spec…> [--set a.b=c …] [--print]`: check specs (with their `extends:` chain and overrides)
+ * without running anything. Prints `ok <file>` per valid spec and the located error otherwise; exit 0 when all are
+ * valid, 2 when any is not. Imports only the spec loader, so TensorFlow is never loaded.
+ */
+import { parseArgs } from 'node:util';
+import { loadExperiment } from '../../spec/load.js';
+import { SpecError, UsageError } from '../../util/errors.js';
 
-export const summary = '(not implemented yet)';
+export const summary = 'check experiment specs (extends, --set overrides, schema) without running them';
 
-export default async function validate(_argv: string[]): Promise<number> {
-  throw new SparkError('spark validate is not implemented yet');
+const USAGE = `usage: spark validate <spec.yaml…> [--set key=value …] [--print]
+
+Checks each spec: YAML syntax, extends chain, --set overrides, schema (types, ranges, unknown keys)
+and cross-field rules. Prints "ok <file>" for a valid spec, the error located as file:line:col otherwise.
+
+options:
+  -s, --set key=value   override a field after extends merging (repeatable), e.g. --set model.mask_ratio=0.75
+  -p, --print           print the resolved config (defaults filled in) of each valid spec as YAML
+  -h, --help            show this help
+
+exit status: 0 all valid, 2 some spec invalid or bad usage`;
+
+export default async function validate(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        set: { type: 'string', short: 's', multiple: true },
+        print: { type: 'boolean', short: 'p' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n${USAGE}`);
+  }
+  if (parsed.values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const files = parsed.positionals;
+  if (files.length === 0) throw new UsageError(`give at least one spec file\n${USAGE}`);
+  const set = parsed.values.set ?? [];
+  let failed = 0;
+  for (const file of files) {
+    try {
+      const loaded = await loadExperiment(file, { set });
+      process.stdout.write(`ok ${file}\n`);
+      if (parsed.values.print) process.stdout.write(loaded.resolvedYaml.replace(/^/gm, '  ').trimEnd() + '\n');
+    } catch (err) {
+      if (!(err instanceof SpecError)) throw err;
+      process.stderr.write(err.format() + '\n');
+      failed++;
+    }
+  }
+  return failed ? 2 : 0;
 }

@@ -1,0 +1,18 @@
+/** Public API of the data pipeline (spec §6.1 data aug and sampler). */
+export { createLoader, type Loader, type LoaderOptions, type Batch, type SkippedFile, type AugmentMode } from './loader.js';
+export { IMAGENET_MEAN, IMAGENET_STD, denormalize, denormalizeToUint8, normalizeRgb } from './normalize.js';
+export { countImages, scanImageFolder, isImageFile, IMAGE_EXTENSIONS, type ImageFolder } from './imagefolder.js';
+export {
+  loadEvalImage,
+  decodeEval,
+  decodeTrain,
+  sampleRandomResizedCrop,
+  preShrinkFactor,
+  type CropBox,
+  type EvalOptions,
+  type TrainTransform,
+  type DecodedImage,
+} from './transforms.js';
+export { syntheticImage, syntheticLabelled, syntheticLabel, SYNTHETIC_MAX_CLASSES, SHAPE_KINDS, FILL_KINDS } from './synthetic.js';
+export { writeSyntheticFolder, type SyntheticFolder, type SyntheticFolderOptions } from './synthetic-folder.js';
+export { EpochBatchSampler, type StepSlots } from './sampler.js';

@@ -1,0 +1,68 @@
+/**
+ * Single-process `DistInfiniteBatchSampler` (spec §6.1, SparK `pretrain/sampler.py`): each epoch is a shuffled
+ * permutation of the N images; an epoch has ceil(N / B) iterations, and the permutation is extended with its own
+ * beginning ("filling" by wrapping around) so every batch is full. Epoch e's permutation comes from
+ * `Rng.from(seed, 'epoch', e)`, so the batch of global step s is a pure function of (seed, s) and resume is exact.
+ */
+import { Rng } from '../util/rng.js';
+
+export interface StepSlots {
+  /** Global step (0-based). */
+  step: number;
+  /** Epoch (0-based) = floor(step / stepsPerEpoch). */
+  epoch: number;
+  /** Positions in the epoch's extended order, [stepInEpoch·B, stepInEpoch·B + B). */
+  positions: number[];
+  /** Dataset index at each position (order[position mod N]). */
+  indices: number[];
+  /** How many leading entries are first visits in this epoch (the rest are wrap-around fill). */
+  fresh: number;
+}
+
+export class EpochBatchSampler {
+  readonly stepsPerEpoch: number;
+  private cache = new Map<number, Int32Array>();
+
+  constructor(
+    readonly numItems: number,
+    readonly batchSize: number,
+    readonly seed: number,
+    readonly shuffle = true,
+  ) {
+    if (!Number.isInteger(numItems) || numItems < 1) throw new RangeError(`sampler: need at least one item, got ${numItems}`);
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`sampler: batch size must be a positive integer, got ${batchSize}`);
+    this.stepsPerEpoch = Math.ceil(numItems / batchSize);
+  }
+
+  /** The epoch's order of dataset indices (a permutation of 0..N-1; identity when shuffle is off). */
+  order(epoch: number): Int32Array {
+    let o = this.cache.get(epoch);
+    if (!o) {
+      o = this.shuffle ? Int32Array.from(Rng.from(this.seed, 'epoch', epoch).permutation(this.numItems)) : Int32Array.from({ length: this.numItems }, (_, i) => i);
+      this.cache.set(epoch, o);
+      // keep the current and the next epoch (prefetch crosses epoch boundaries)
+      for (const k of this.cache.keys()) if (k < epoch - 1 || k > epoch + 1) this.cache.delete(k);
+    }
+    return o;
+  }
+
+  /** Dataset index at `position` of the epoch's extended order (positions ≥ N wrap to the start). */
+  indexAt(epoch: number, position: number): number {
+    return this.order(epoch)[position % this.numItems]!;
+  }
+
+  slots(step: number): StepSlots {
+    if (!Number.isInteger(step) || step < 0) throw new RangeError(`sampler: step must be a non-negative integer, got ${step}`);
+    const epoch = Math.floor(step / this.stepsPerEpoch);
+    const first = (step - epoch * this.stepsPerEpoch) * this.batchSize;
+    const order = this.order(epoch);
+    const positions: number[] = [];
+    const indices: number[] = [];
+    for (let k = 0; k < this.batchSize; k++) {
+      positions.push(first + k);
+      indices.push(order[(first + k) % this.numItems]!);
+    }
+    const fresh = Math.max(0, Math.min(this.batchSize, this.numItems - first));
+    return { step, epoch, positions, indices, fresh };
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * Tracking: MLflow runs in a local file store (`./mlruns`, default) or on a tracking server (http(s)://).
+ *
+ *   openStore(uri)                → TrackingStore (FileStore | RestStore)
+ *   createRunTracker(opts)        → RunTracker (a RunSubscriber bound to one MLflow run; no-op when disabled)
+ *   createParentRun(opts)         → ParentRun (a sweep's parent run; trials pass its runId as parentRunId)
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { atomicWriteFileSync } from '../util/atomic.js';
+import { TrackingError } from '../util/errors.js';
+import type { ExperimentConfig } from '../spec/types.js';
+import type { RunEvent } from '../train/events.js';
+import { FileStore } from './filestore.js';
+import { RestStore, chunkBatch, isUnreachable, type RestOptions } from './rest.js';
+import { JOURNAL_FILE, readJournal } from './journal.js';
+import { configParams, systemTags } from './params.js';
+import { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE, type RunTracker, type TrackingState } from './tracker.js';
+import type { Metric, MlflowRunStatus, TrackingStore } from './types.js';
+
+export type { RunTracker, TrackingState } from './tracker.js';
+export { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE } from './tracker.js';
+export * from './types.js';
+export { FileStore, readStore, fileStoreRoot, type StoreSnapshot } from './filestore.js';
+export { RestStore, chunkBatch, isUnreachable, UNREACHABLE, type RestOptions } from './rest.js';
+export { parseFilter, filterRuns, sortRuns, parseOrderBy } from './filter.js';
+export { replayJournal, readJournal, JOURNAL_FILE } from './journal.js';
+export { configParams, flattenParams, systemTags } from './params.js';
+export { validateKey, formatNumber, formatValue } from './keys.js';
+
+/** The tracking URI in force: the config's, else $MLFLOW_TRACKING_URI, else ./mlruns (absolute for file stores). */
+export function resolveTrackingUri(uri?: string | null, env: NodeJS.ProcessEnv = process.env): string {
+  const u = uri || env['MLFLOW_TRACKING_URI'] || './mlruns';
+  if (/^https?:\/\//i.test(u)) return u.replace(/\/+$/, '');
+  return new FileStore(u).root;
+}
+
+/** Retry settings for a training run: fail over to the offline journal quickly instead of waiting minutes. */
+export const TRACKER_REST_OPTIONS: RestOptions = { maxRetries: 2, backoffFactor: 0.25, backoffJitter: 0.1, backoffMax: 2, timeout: 20 };
+
+/** Open a tracking store: http(s):// → REST client; a path or file: URI → file store. */
+export function openStore(uri?: string | null, restOptions?: RestOptions): TrackingStore {
+  const u = uri || process.env['MLFLOW_TRACKING_URI'] || './mlruns';
+  if (/^https?:\/\//i.test(u)) return new RestStore(u, restOptions);
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(u)?.[1]?.toLowerCase();
+  if (scheme && scheme !== 'file' && !/^[a-z]$/i.test(scheme)) {
+    throw new TrackingError(
+      `tracking URI '${u}' is not supported: use a local folder (./mlruns) or an MLflow server (http://host:5000). ` +
+        `For a ${scheme} backend, run \`mlflow server --backend-store-uri ${u}\` and point tracking.uri at it.`,
+      'UNSUPPORTED_URI',
+    );
+  }
+  return new FileStore(u);
+}
+
+export interface CreateRunTrackerOptions {
+  config: ExperimentConfig;
+  runDir: string;
+  specPath: string | null;
+  resolvedYaml: string;
+  resume: boolean;
+  parentRunId?: string;
+  extraTags?: Record<string, string>;
+  /** Optional: receives tracking warnings (tracking-offline / tracking-online / tracking-error). */
+  emit?: (e: RunEvent) => void;
+  /** Optional: use this store instead of opening tracking.uri (tests, sweeps). */
+  store?: TrackingStore;
+  /** Flush every N steps (default 50) or S seconds (default 10). */
+  flushEvery?: number;
+  flushSeconds?: number;
+}
+
+function unreachableAtStart(uri: string, err: unknown): TrackingError {
+  return new TrackingError(
+    `cannot start MLflow tracking: ${(err as Error).message}. Start the server, set tracking.uri to a local folder, or disable tracking (--set tracking.enabled=false).`,
+    (err as TrackingError).errorCode,
+  );
+}
+
+/** The RunTracker of one run (new or resumed). Tracking disabled → a no-op tracker. */
+export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<RunTracker> {
+  const t = opts.config.tracking;
+  if (!t || !t.enabled) return new NoopTracker();
+  const store = opts.store ?? openStore(resolveTrackingUri(t.uri), TRACKER_REST_OPTIONS);
+  mkdirSync(opts.runDir, { recursive: true });
+  const journal = await readJournal(path.join(opts.runDir, JOURNAL_FILE));
+  const base = {
+    store,
+    runDir: opts.runDir,
+    flushEvery: opts.flushEvery,
+    flushSeconds: opts.flushSeconds,
+    emit: opts.emit,
+    journalLastSeq: journal.lastSeq,
+    journalPending: journal.pending.length > 0,
+  };
+
+  const prev = opts.resume ? readTrackingState(opts.runDir) : null;
+  if (prev && prev.uri === store.uri) {
+    const tracker = new MlflowRunTracker({ ...base, experimentId: prev.experimentId, runId: prev.runId, lastLoggedStep: prev.lastLoggedStep });
+    tracker.enqueue({ type: 'terminate', runId: prev.runId, status: 'RUNNING', endTime: Date.now() });
+    void tracker.flushNow();
+    return tracker;
+  }
+  if (prev && prev.uri !== store.uri) {
+    opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `tracking URI changed (${prev.uri} → ${store.uri}): the resumed run is logged as a new MLflow run` });
+  }
+
+  let experimentId: string;
+  let runId: string;
+  const runName = t.run_name ?? opts.config.name;
+  const tags: Record<string, string> = {
+    ...systemTags({ runName, specPath: opts.specPath, parentRunId: opts.parentRunId, note: opts.config.description }),
+    ...t.tags,
+    ...(opts.extraTags ?? {}),
+    'mlflow.runName': runName,
+  };
+  try {
+    experimentId = await store.getOrCreateExperiment(t.experiment);
+    const info = await store.createRun({ experimentId, runName, startTime: Date.now(), tags, userId: tags['mlflow.user'] });
+    runId = info.runId;
+  } catch (err) {
+    if (isUnreachable(err)) throw unreachableAtStart(store.uri, err);
+    throw err;
+  }
+  const tracker = new MlflowRunTracker({ ...base, experimentId, runId, lastLoggedStep: 0 });
+  for (const chunk of chunkBatch({ params: Object.entries(configParams(opts.config)).map(([key, value]) => ({ key, value })) })) {
+    tracker.enqueue({ type: 'batch', runId, batch: chunk });
+  }
+  if (opts.specPath && existsSync(opts.specPath)) tracker.enqueue({ type: 'artifact', runId, localPath: path.resolve(opts.specPath), artifactPath: 'spec' });
+  if (opts.resolvedYaml) {
+    const f = path.join(opts.runDir, '.mlflow', 'resolved.yaml');
+    atomicWriteFileSync(f, opts.resolvedYaml);
+    tracker.enqueue({ type: 'artifact', runId, localPath: f, artifactPath: 'spec' });
+  }
+  void tracker.flushNow();
+  return tracker;
+}
+
+// ---------------------------------------------------------------------------------------------------- sweeps
+
+export interface ParentRun {
+  runId: string;
+  experimentId: string;
+  uri: string;
+  store: TrackingStore;
+  /** Log summary metrics (best_loss, trials_done, ...) at a step. */
+  logMetrics(metrics: Record<string, number>, step?: number): Promise<void>;
+  setTags(tags: Record<string, string>): Promise<void>;
+  finish(status: MlflowRunStatus): Promise<void>;
+}
+
+export interface CreateParentRunOptions {
+  /** Tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns). */
+  uri?: string | null;
+  experiment: string;
+  runName: string;
+  /** Sweep-level params (e.g. the swept dimensions: `sweep.grid.model.mask_ratio` = '[0.4,0.6]'). */
+  params?: Record<string, string>;
+  tags?: Record<string, string>;
+  specPath?: string | null;
+  /** Folder where `mlflow.json` keeps the parent run across a resumed sweep. */
+  stateDir?: string;
+  store?: TrackingStore;
+}
+
+/** Create (or, with stateDir, reopen) a sweep's parent run. Trials then use createRunTracker({ parentRunId }). */
+export async function createParentRun(o: CreateParentRunOptions): Promise<ParentRun> {
+  const store = o.store ?? openStore(resolveTrackingUri(o.uri), TRACKER_REST_OPTIONS);
+  let state: TrackingState | null = o.stateDir ? readTrackingState(o.stateDir) : null;
+  if (state && state.uri !== store.uri) state = null;
+  if (!state) {
+    const tags: Record<string, string> = { ...systemTags({ runName: o.runName, specPath: o.specPath ?? null }), ...(o.tags ?? {}), 'spark.sweep': 'parent' };
+    let experimentId: string;
+    let runId: string;
+    try {
+      experimentId = await store.getOrCreateExperiment(o.experiment);
+      runId = (await store.createRun({ experimentId, runName: o.runName, tags, userId: tags['mlflow.user'] })).runId;
+    } catch (err) {
+      if (isUnreachable(err)) throw unreachableAtStart(store.uri, err);
+      throw err;
+    }
+    if (o.params && Object.keys(o.params).length) await store.logParams(runId, o.params);
+    if (o.specPath && existsSync(o.specPath)) await store.logArtifact(runId, path.resolve(o.specPath), 'spec');
+    state = { uri: store.uri, experimentId, runId, lastLoggedStep: 0 };
+    if (o.stateDir) atomicWriteFileSync(path.join(o.stateDir, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+  } else {
+    await store.setTerminated(state.runId, 'RUNNING');
+  }
+  const { runId, experimentId } = state;
+  return {
+    runId,
+    experimentId,
+    uri: store.uri,
+    store,
+    async logMetrics(metrics, step = 0) {
+      const now = Date.now();
+      const ms: Metric[] = Object.entries(metrics).map(([key, value]) => ({ key, value, timestamp: now, step }));
+      await store.logMetrics(runId, ms);
+    },
+    async setTags(tags) {
+      await store.setTags(runId, tags);
+    },
+    async finish(status) {
+      await store.setTerminated(runId, status, Date.now());
+    },
+  };
+}

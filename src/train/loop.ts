@@ -1,0 +1,160 @@
+/**
+ * The training loop: runs iterations `state.step .. totalSteps-1`, emits step / epoch / checkpoint / warning events,
+ * writes checkpoints every `output.checkpoint_every` steps, at the end and when interrupted (AbortSignal), and stops
+ * with FAILED on a non-finite loss without overwriting the last good checkpoint.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { EventBus, RunStatus } from './events.js';
+import type { SparkOptimizer } from './optimizers.js';
+import type { Schedule } from './schedule.js';
+import type { RunFolder, TrainState } from './checkpoint.js';
+import { trainStep, type TrainableModel } from './step.js';
+
+/** Where the micro-batches of each iteration come from (a pure function of (seed, iteration)). */
+export interface BatchSource {
+  stepsPerEpoch: number;
+  /** The `accumulate` micro-batches of 0-based iteration `it`, normalised NHWC; the loop disposes them. */
+  batches(it: number): Promise<tf.Tensor4D[]>;
+}
+
+export interface LoopOptions {
+  model: TrainableModel;
+  optimizer: SparkOptimizer;
+  schedule: Schedule;
+  source: BatchSource;
+  bus: EventBus;
+  folder: RunFolder;
+  /** Mutable training state; `state.step` is the number of steps already done (0 for a new run). */
+  state: TrainState;
+  seed: number;
+  checkpointEvery: number;
+  logEvery: number;
+  signal?: AbortSignal;
+  /** Called after each completed step (tests use it to interrupt at a chosen step). */
+  onStep?: (step: number, loss: number) => void | Promise<void>;
+}
+
+export interface LoopResult {
+  status: RunStatus;
+  step: number;
+  epoch: number;
+  finalLoss: number | null;
+  error?: string;
+  checkpointPath?: string;
+}
+
+const TAIL = 200;
+const testDelayMs = Number(process.env['SPARK_TEST_STEP_DELAY_MS'] ?? 0) || 0;
+
+export async function runLoop(o: LoopOptions): Promise<LoopResult> {
+  const { model, optimizer, schedule, source, bus, folder, state } = o;
+  const total = schedule.maxIters;
+  const spe = Math.max(1, source.stepsPerEpoch);
+  const effBatch = schedule.effectiveBatch;
+  let lastCkptStep = folder.hasCheckpoint() ? state.step : -1;
+  let checkpointPath: string | undefined;
+  const segmentStart = Date.now();
+  const trainSecondsBefore = state.trainSeconds;
+  let epochStart = Date.now();
+  let stepSecEma: number | null = null;
+  let logWindow = { t: Date.now(), steps: 0 };
+
+  const saveCheckpoint = async (): Promise<void> => {
+    state.epoch = Math.floor(state.step / spe);
+    state.dataPosition = { iteration: state.step, epoch: Math.floor(state.step / spe), indexInEpoch: state.step % spe };
+    const opt = optimizer.getState();
+    state.optimizer = { kind: optimizer.kind, groupSteps: opt.groupSteps };
+    state.savedAt = new Date().toISOString();
+    state.trainSeconds = trainSecondsBefore + (Date.now() - segmentStart) / 1000;
+    checkpointPath = await folder.writeCheckpoint({ params: model.params, buffers: model.buffers, optimizer: { tensors: opt.tensors }, state });
+    lastCkptStep = state.step;
+    bus.emit({ type: 'checkpoint', time: Date.now(), step: state.step, epoch: state.epoch, path: checkpointPath });
+  };
+
+  const result = (status: RunStatus, error?: string): LoopResult => ({
+    status,
+    step: state.step,
+    epoch: Math.floor(state.step / spe),
+    finalLoss: state.lastLoss,
+    ...(error ? { error } : {}),
+    ...(checkpointPath ? { checkpointPath } : {}),
+  });
+
+  while (state.step < total) {
+    if (o.signal?.aborted) {
+      if (lastCkptStep !== state.step) await saveCheckpoint();
+      return result('KILLED');
+    }
+    const it = state.step;
+    const t0 = Date.now();
+    const micro = await source.batches(it);
+    let r;
+    try {
+      r = trainStep(model, optimizer, micro, { seed: o.seed, it, hyper: schedule.at(it) });
+    } finally {
+      tf.dispose(micro);
+    }
+    const step = it + 1;
+    if (!r.applied || !Number.isFinite(r.gradNorm)) {
+      const what = !r.applied ? `loss is ${r.loss}` : `gradient norm is ${r.gradNorm} (loss ${r.loss})`;
+      const kept = lastCkptStep >= 0 ? `the last good checkpoint (step ${lastCkptStep}) is kept` : 'no checkpoint was written';
+      const msg = `training diverged at step ${step}: ${what}; ${kept}`;
+      bus.emit({ type: 'warning', time: Date.now(), code: 'non-finite-loss', message: msg });
+      state.lastLoss = Number.isFinite(r.loss) ? r.loss : state.lastLoss;
+      return { ...result('FAILED', msg), step: it };
+    }
+    state.step = step;
+    state.lastLoss = r.loss;
+    state.minLoss = state.minLoss === null ? r.loss : Math.min(state.minLoss, r.loss);
+    state.epochLosses.push(r.loss);
+    state.lossTail.push([step, r.loss]);
+    if (state.lossTail.length > TAIL) state.lossTail.splice(0, state.lossTail.length - TAIL);
+
+    const dt = (Date.now() - t0) / 1000;
+    stepSecEma = stepSecEma === null ? dt : 0.9 * stepSecEma + 0.1 * dt;
+    logWindow.steps++;
+    if (step % Math.max(1, o.logEvery) === 0 || step === total || step === 1) {
+      const now = Date.now();
+      const secs = Math.max(1e-6, (now - logWindow.t) / 1000);
+      const { lr, wd } = schedule.at(it);
+      const mem = tf.memory();
+      bus.emit({
+        type: 'step',
+        time: now,
+        step,
+        epoch: Math.floor(it / spe) + 1,
+        epochStep: (it % spe) + 1,
+        loss: r.loss,
+        lr,
+        wd,
+        gradNorm: r.gradNorm,
+        imgPerSec: (effBatch * logWindow.steps) / secs,
+        etaSec: (total - step) * stepSecEma,
+        memory: { numTensors: mem.numTensors, numBytes: mem.numBytes, rssBytes: process.memoryUsage().rss },
+      });
+      logWindow = { t: now, steps: 0 };
+    }
+    if (step % spe === 0) {
+      const losses = state.epochLosses;
+      const mean = losses.reduce((a, b) => a + b, 0) / Math.max(1, losses.length);
+      bus.emit({
+        type: 'epoch',
+        time: Date.now(),
+        epoch: step / spe,
+        step,
+        meanLoss: mean,
+        minLoss: Math.min(...losses),
+        seconds: (Date.now() - epochStart) / 1000,
+      });
+      state.epochLosses = [];
+      epochStart = Date.now();
+    }
+    if ((o.checkpointEvery > 0 && step % o.checkpointEvery === 0) || step === total) await saveCheckpoint();
+    if (o.onStep) await o.onStep(step, r.loss);
+    // let signal handlers and I/O run between steps ($SPARK_TEST_STEP_DELAY_MS slows steps down for signal tests)
+    if (testDelayMs > 0) await new Promise<void>((res) => setTimeout(res, testDelayMs));
+    else await new Promise<void>((res) => setImmediate(res));
+  }
+  if (lastCkptStep !== state.step) await saveCheckpoint();
+  return result('FINISHED');
+}

@@ -1,0 +1,62 @@
+/** Shared fixtures of the train-* tests: a tiny spec on synthetic data and a way to spawn the spark CLI. */
+import { mkdtempSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadExperiment } from '../../src/spec/index.js';
+import type { ExperimentConfig } from '../../src/spec/types.js';
+
+export function tmpDir(prefix = 'spark-train-'): string {
+  return mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A tiny ConvNeXt SparK (fast on every backend) on 64 px synthetic images, written as a spec file. */
+export function tinySpecYaml(opts: { outDir: string; name?: string; steps?: number; checkpointEvery?: number; backend?: string; extra?: string }): string {
+  const backend = opts.backend ?? process.env['SPARK_BACKEND'] ?? 'auto';
+  return `name: ${opts.name ?? 'tiny'}
+task: pretrain
+model:
+  encoder: {family: convnext, depths: [1, 1, 1, 1], dims: [8, 16, 32, 64]}
+  decoder: {type: light, width: 32}
+  mask_ratio: 0.5
+  drop_path: 0.1
+data:
+  source: synthetic
+  synthetic_size: 8
+  input_size: 64
+  workers: 0
+  prefetch: 1
+train:
+  steps: ${opts.steps ?? 6}
+  batch_size: 2
+  accumulate: 1
+  optimizer: {name: lamb, base_lr: 1.0e-3, base_batch_size: 2}
+  warmup_steps: 2
+runtime: {backend: ${backend}, seed: 7, threads: 1}
+output: {dir: ${JSON.stringify(opts.outDir)}, checkpoint_every: ${opts.checkpointEvery ?? 2}, log_every: 1, reconstruct_every: 0}
+tracking: {enabled: false}
+${opts.extra ?? ''}`;
+}
+
+export async function tinyConfig(opts: Parameters<typeof tinySpecYaml>[0]): Promise<{ config: ExperimentConfig; specPath: string; resolvedYaml: string }> {
+  const file = path.join(opts.outDir, `${opts.name ?? 'tiny'}.yaml`);
+  writeFileSync(file, tinySpecYaml(opts));
+  const l = await loadExperiment(file);
+  return { config: l.config, specPath: l.specPath, resolvedYaml: l.resolvedYaml };
+}
+
+/** The command that runs the CLI from this checkout: compiled (dist/) or sources through tsx. */
+export function sparkCli(): string[] {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const js = path.resolve(here, '../../src/cli/main.js');
+  if (existsSync(js)) return [process.execPath, js];
+  return [process.execPath, '--import', 'tsx', path.resolve(here, '../../src/cli/main.ts')];
+}
+
+/** The single run folder under `<outDir>/<name>/`. */
+export function onlyRunDir(outDir: string, name: string): string {
+  const d = path.join(outDir, name);
+  const runs = readdirSync(d).filter((n) => !n.startsWith('.'));
+  if (runs.length !== 1) throw new Error(`expected one run in ${d}, found ${runs.join(', ')}`);
+  return path.join(d, runs[0]!);
+}

@@ -1,0 +1,162 @@
+/**
+ * The SparK model: O2 (shapes), O5 (no leak of masked pixels), built variable counts = arithmetic, reconstruction
+ * composite, determinism of init, the dense encoder with a head. Small variants at 64×64 on every backend.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { testBackend } from './helpers/backend.js';
+import type { ModelConfig } from '../src/spec/types.js';
+import { buildEncoder, buildSparK, patchify } from '../src/models/spark.js';
+import { describeEncoder, sparkParamCount } from '../src/models/registry.js';
+import { Rng } from '../src/util/rng.js';
+
+await testBackend();
+
+const cfg = (encoder: string, width = 64, dropPath: number | null = 0.1): ModelConfig => ({
+  encoder,
+  decoder: { type: 'light', width },
+  mask_ratio: 0.6,
+  drop_path: dropPath,
+  densify_norm: 'auto',
+});
+
+function randn(shape: number[], seed: number): tf.Tensor4D {
+  const r = Rng.from(seed, 'test-input');
+  const n = shape.reduce((a, b) => a * b, 1);
+  const d = new Float32Array(n);
+  for (let i = 0; i < n; i++) d[i] = r.normal();
+  return tf.tensor4d(d, shape as [number, number, number, number]);
+}
+
+function countParams(m: { params: Map<string, tf.Variable> }): number {
+  let n = 0;
+  for (const v of m.params.values()) n += v.size;
+  return n;
+}
+
+/** The O6 mask at f = 2: image 0 [[1,0],[0,1]], image 1 [[0,1],[0,0]]. */
+const o6Mask = () => tf.tensor4d([1, 0, 0, 1, 0, 1, 0, 0], [2, 2, 2, 1]);
+
+for (const enc of ['resnet_mini', 'convnext_mini']) {
+  test(`${enc}: O2 shapes, built counts = arithmetic, lenKeep, deterministic init`, () => {
+    const m = buildSparK(cfg(enc), 64, 7);
+    try {
+      assert.equal(m.fmap, 2);
+      assert.equal(m.lenKeep, 2); // round(4·0.4 = 1.6) = 2
+      assert.equal(countParams(m), sparkParamCount(cfg(enc), 64));
+      const info = describeEncoder(enc);
+      const x = randn([2, 64, 64, 3], 1);
+      const mask = o6Mask();
+      const feats = m.encode(x, mask, { training: false });
+      assert.deepEqual(feats.map((f) => f.shape), [16, 8, 4, 2].map((s, i) => [2, s, s, info.stageChannels[i]]));
+      const dense = m.encode(x, null, { training: false });
+      assert.deepEqual(dense.map((f) => f.shape), feats.map((f) => f.shape));
+      const { loss, pred } = m.forward(x, mask, { training: false });
+      assert.deepEqual(pred.shape, [2, 64, 64, 3]);
+      assert.deepEqual(loss.shape, []);
+      // same seed ⇒ same init; a different seed ⇒ different init
+      const m2 = buildSparK(cfg(enc), 64, 7);
+      const m3 = buildSparK(cfg(enc), 64, 8);
+      const key = enc === 'resnet_mini' ? 'sparse_encoder.sp_cnn.conv1.weight' : 'sparse_encoder.sp_cnn.stages.0.0.pwconv1.weight';
+      assert.deepEqual(Array.from(m2.params.get(key)!.dataSync()), Array.from(m.params.get(key)!.dataSync()));
+      assert.notDeepEqual(Array.from(m3.params.get(key)!.dataSync()), Array.from(m.params.get(key)!.dataSync()));
+      m2.dispose();
+      m3.dispose();
+      tf.dispose([x, mask, feats, dense, loss, pred]);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  test(`${enc}: O5 no leak — masked pixels do not change any encoder output; outputs are 0 at masked positions`, () => {
+    const m = buildSparK(cfg(enc, 64, 0.3), 64, 3);
+    try {
+      const mask = o6Mask();
+      const x1 = randn([2, 64, 64, 3], 10);
+      const noise = randn([2, 64, 64, 3], 11);
+      const up = tf.tidy(() => tf.tile(mask.reshape([2, 2, 1, 2, 1, 1]), [1, 1, 32, 1, 32, 1]).reshape([2, 64, 64, 1]));
+      // x2 = x1 at visible pixels, different values (×100 noise) at masked pixels
+      const x2 = tf.tidy(() => tf.add(tf.mul(x1, up), tf.mul(tf.mul(noise, 100), tf.sub(1, up))) as tf.Tensor4D);
+      const f1 = m.encode(x1, mask, { training: true, rng: Rng.from(5, 'droppath', 0) });
+      const f2 = m.encode(x2, mask, { training: true, rng: Rng.from(5, 'droppath', 0) });
+      for (let i = 0; i < 4; i++) {
+        const a = f1[i]!.dataSync();
+        const b = f2[i]!.dataSync();
+        assert.equal(a.length, b.length);
+        let same = true;
+        for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) same = false;
+        assert.ok(same, `stage ${i} output is bit-identical`);
+        const s = f1[i]!.shape[1];
+        const mUp = tf.tidy(() => tf.tile(mask.reshape([2, 2, 1, 2, 1, 1]), [1, 1, s / 2, 1, s / 2, 1]).reshape([2, s, s, 1]));
+        const leaked = tf.tidy(() => tf.max(tf.abs(tf.mul(f1[i]!, tf.sub(1, mUp)))).dataSync()[0]);
+        assert.equal(leaked, 0, `stage ${i} is exactly 0 at masked positions`);
+        const visible = tf.tidy(() => tf.max(tf.abs(tf.mul(f1[i]!, mUp))).dataSync()[0]!);
+        assert.ok(visible > 0, `stage ${i} has non-zero visible outputs`);
+        mUp.dispose();
+      }
+      // without masking (dense encoder), the same change does alter the outputs: the test can fail
+      const d1 = m.encode(x1, null, { training: false });
+      const d2 = m.encode(x2, null, { training: false });
+      assert.ok(tf.tidy(() => tf.max(tf.abs(tf.sub(d1[3]!, d2[3]!))).dataSync()[0]!) > 0);
+      tf.dispose([mask, x1, noise, up, x2, f1, f2, d1, d2]);
+    } finally {
+      m.dispose();
+    }
+  });
+}
+
+test('reconstruct: masked input, composite = input at visible pixels and de-normalised prediction elsewhere', () => {
+  const m = buildSparK(cfg('convnext_mini'), 64, 2);
+  try {
+    const x = randn([2, 64, 64, 3], 30);
+    const mask = o6Mask();
+    const nbtBefore = m.buffers.size ? [...m.buffers.values()].map((b) => b.dataSync()[0]) : [];
+    const { masked, composite, loss, pred } = m.reconstruct(x, mask);
+    assert.deepEqual(composite.shape, [2, 64, 64, 3]);
+    const xp = patchify(x).arraySync() as number[][][];
+    const mp = patchify(masked).arraySync() as number[][][];
+    const cp = patchify(composite).arraySync() as number[][][];
+    const pp = patchify(pred).arraySync() as number[][][];
+    const mv = mask.dataSync();
+    for (let b = 0; b < 2; b++)
+      for (let l = 0; l < 4; l++) {
+        if (mv[b * 4 + l]) {
+          assert.deepEqual(mp[b]![l], xp[b]![l]);
+          assert.deepEqual(cp[b]![l], xp[b]![l]);
+        } else {
+          assert.ok(mp[b]![l]!.every((v) => v === 0));
+          const n = 3072;
+          const mean = xp[b]![l]!.reduce((s, v) => s + v, 0) / n;
+          const std = Math.sqrt(xp[b]![l]!.reduce((s, v) => s + (v - mean) ** 2, 0) / (n - 1) + 1e-6);
+          for (const j of [0, 1, 100, 3071]) assert.ok(Math.abs(cp[b]![l]![j]! - (pp[b]![l]![j]! * std + mean)) < 1e-4);
+        }
+      }
+    assert.ok(Number.isFinite(loss.dataSync()[0]!));
+    // eval mode: no buffer changed
+    assert.deepEqual([...m.buffers.values()].map((b) => b.dataSync()[0]), nbtBefore);
+    tf.dispose([x, mask, masked, composite, loss, pred]);
+  } finally {
+    m.dispose();
+  }
+});
+
+test('buildEncoder: dense encoder with a classification head (timm / official keys)', () => {
+  for (const enc of ['resnet_mini', 'convnext_mini']) {
+    const e = buildEncoder(enc, { seed: 1, numClasses: 5 });
+    try {
+      const info = describeEncoder(enc);
+      assert.equal(countParams(e), info.encoderParams + info.headParams(5));
+      assert.ok(e.params.has(enc.startsWith('resnet') ? 'fc.weight' : 'head.weight'));
+      assert.ok(e.params.has(enc.startsWith('resnet') ? 'conv1.weight' : 'downsample_layers.0.0.weight'));
+      const x = randn([2, 64, 64, 3], 40);
+      const logits = e.classify(x, { training: false });
+      assert.deepEqual(logits.shape, [2, 5]);
+      const feats = e.encode(x, null, { training: false });
+      assert.equal(feats.length, 4);
+      tf.dispose([x, logits, feats]);
+    } finally {
+      e.dispose();
+    }
+  }
+});

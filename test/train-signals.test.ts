@@ -1,0 +1,114 @@
+/**
+ * Signals: `spark run` in a child process, stopped by SIGTERM (graceful: checkpoint, exit 143, resume hint) or by
+ * SIGKILL after a checkpoint, then `spark run --resume`, ends with the same weights as an uninterrupted run.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { testBackend } from './helpers/backend.js';
+import { tinyConfig, tinySpecYaml, tmpDir, sparkCli, onlyRunDir } from './helpers/train.js';
+import { runExperiment } from '../src/train/run.js';
+import { loadCheckpoint } from '../src/train/checkpoint.js';
+import { toFloat32 } from '../src/util/safetensors.js';
+import type { RunEvent } from '../src/train/events.js';
+
+const STEPS = 6;
+
+async function assertSameWeights(a: string, b: string, tol = 1e-6): Promise<void> {
+  const ca = await loadCheckpoint(a);
+  const cb = await loadCheckpoint(b);
+  assert.equal(ca.step, STEPS);
+  assert.equal(cb.step, STEPS);
+  for (const kind of ['params', 'buffers'] as const) {
+    assert.deepEqual([...ca[kind].keys()].sort(), [...cb[kind].keys()].sort());
+    for (const [name, ta] of ca[kind]) {
+      const tb = cb[kind].get(name)!;
+      if (ta.dtype !== 'F32') {
+        assert.deepEqual(Buffer.from(tb.data), Buffer.from(ta.data), `${name}`);
+        continue;
+      }
+      const va = toFloat32(ta);
+      const vb = toFloat32(tb);
+      let worst = 0;
+      for (let i = 0; i < va.length; i++) worst = Math.max(worst, Math.abs(va[i]! - vb[i]!));
+      assert.ok(worst <= tol, `${kind} ${name}: max abs diff ${worst}`);
+    }
+  }
+}
+
+let reference: { runDir: string; losses: number[] } | null = null;
+
+/** The uninterrupted run every interrupted one is compared with (computed once per test file). */
+async function referenceRun(): Promise<{ runDir: string; losses: number[] }> {
+  if (reference) return reference;
+  const out = tmpDir();
+  const c = await tinyConfig({ outDir: out, name: 'ref', steps: STEPS });
+  const losses: number[] = [];
+  const res = await runExperiment({ ...c, subscribers: [{ onEvent: (e: RunEvent) => void (e.type === 'step' && losses.push(e.loss)) }] });
+  assert.equal(res.status, 'FINISHED');
+  assert.equal(res.step, STEPS);
+  assert.equal(losses.length, STEPS);
+  reference = { runDir: res.runDir, losses };
+  return reference;
+}
+
+function spawnRun(args: string[], env: NodeJS.ProcessEnv = {}): { child: ReturnType<typeof spawn>; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> } {
+  const [cmd, ...pre] = sparkCli();
+  const child = spawn(cmd!, [...pre, 'run', ...args, '--plain'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
+    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
+  );
+  return { child, done };
+}
+
+/** Resolves once the run folder's checkpoint reached `step` (polling). */
+async function waitForCheckpoint(outDir: string, name: string, step: number, timeoutMs = 120_000): Promise<string> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    try {
+      const dir = onlyRunDir(outDir, name);
+      const f = path.join(dir, 'checkpoint', 'state.json');
+      if (existsSync(f) && (JSON.parse(readFileSync(f, 'utf8')) as { step: number }).step >= step) return dir;
+    } catch {
+      /* not yet */
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no checkpoint at step ${step} within ${timeoutMs} ms`);
+}
+
+for (const mode of ['SIGTERM', 'SIGKILL'] as const) {
+  test(`spark run interrupted by ${mode} after a checkpoint, then --resume: same weights as an uninterrupted run`, async () => {
+    const info = await testBackend();
+    const ref = await referenceRun();
+    const out = tmpDir();
+    const name = mode.toLowerCase();
+    const spec = path.join(out, `${name}.yaml`);
+    writeFileSync(spec, tinySpecYaml({ outDir: out, name, steps: STEPS, checkpointEvery: 1, backend: info.name }));
+    // a slow loader keeps the child mid-run while the signal arrives
+    const { child, done } = spawnRun([spec], { SPARK_TEST_STEP_DELAY_MS: '200' });
+    const runDir = await waitForCheckpoint(out, name, 2);
+    child.kill(mode);
+    const r = await done;
+    if (mode === 'SIGTERM') {
+      assert.equal(r.code, 143, `exit code (stderr: ${r.stderr.slice(-500)})`);
+      assert.match(r.stderr, /resume with: spark run --resume \S+/);
+      assert.match(r.stdout + r.stderr, /KILLED/);
+    } else {
+      assert.equal(r.signal, 'SIGKILL');
+    }
+    const st = JSON.parse(readFileSync(path.join(runDir, 'checkpoint', 'state.json'), 'utf8')) as { step: number };
+    assert.ok(st.step >= 2 && st.step < STEPS, `interrupted mid-run (checkpoint at step ${st.step})`);
+
+    const again = spawnRun(['--resume', runDir]);
+    const r2 = await again.done;
+    assert.equal(r2.code, 0, `resume exit code (stderr: ${r2.stderr.slice(-800)})`);
+    await assertSameWeights(ref.runDir, runDir);
+  });
+}
