@@ -255,7 +255,7 @@ function stepExtract(wheel) {
     if (strip && have('strip')) {
       for (const l of LIBS) {
         const r = run('strip', ['--strip-unneeded', path.join(tmp, 'lib', l)]);
-        if (!r.ok) throw new StepError(`strip ${l} failed: ${tail(r.err)}`, 're-run with --no-strip');
+        if (!r.ok) throw new StepError(`strip ${l} failed: ${tail(r.err)}`, 're-run `npm run setup:native -- --no-strip`');
       }
       stripped = true;
     }
@@ -284,7 +284,7 @@ function stepSymbols() {
   }
   for (const [lib, names] of Object.entries(SYMBOLS)) {
     const r = run('nm', ['-D', '--defined-only', path.join(libCache, 'lib', lib)]);
-    if (!r.ok) throw new StepError(`nm -D ${lib} failed: ${tail(r.err)}`, 'delete the cache folder and re-run (the library may be damaged)');
+    if (!r.ok) throw new StepError(`nm -D ${lib} failed: ${tail(r.err)}`, `delete ${libCache} and re-run (the library may be damaged)`);
     // Lines look like "000000000123abcd T TFE_NewOp@@tensorflow": drop the ELF symbol version.
     const exported = new Set(r.out.split('\n').map((s) => s.trim().split(/\s+/).pop()?.replace(/@.*$/, '')).filter(Boolean));
     const missing = names.filter((n) => !exported.has(n));
@@ -436,7 +436,7 @@ function stepBuild(pkg, restaged) {
     const hint = /gyp.*(download|ENOTFOUND|EAI_AGAIN)|getaddrinfo/i.test(out)
       ? 'node-gyp tried to download Node headers: set npm_config_nodedir to a folder with include/node'
       : /cannot find -ltensorflow|tensorflow\/c\/.*No such file/.test(out)
-        ? 're-run with --force (deps/ is incomplete)'
+        ? 're-run `npm run setup:native -- --force` (deps/ is incomplete)'
         : 'install g++, make and python3; see the compiler output above';
     throw new StepError(`node-pre-gyp ${args.join(' ')} failed in ${pkg}:\n${out}`, hint);
   }
@@ -491,9 +491,9 @@ function stepVerify(pkg, changed) {
     /* reported below */
   }
   if (!r.ok || !res) {
-    throw new StepError(`loading @tensorflow/tfjs-node failed:\n${tail(r.err || r.out, 12)}`, 're-run with --force; if it still fails, report the message above');
+    throw new StepError(`loading @tensorflow/tfjs-node failed:\n${tail(r.err || r.out, 12)}`, 're-run `npm run setup:native -- --force`; if it still fails, report the message above');
   }
-  if (res.tf !== TF_VERSION) throw new StepError(`the addon reports TensorFlow ${res.tf}, expected ${TF_VERSION}`, 're-run with --force');
+  if (res.tf !== TF_VERSION) throw new StepError(`the addon reports TensorFlow ${res.tf}, expected ${TF_VERSION}`, 're-run `npm run setup:native -- --force`');
   line('verify', `backend 'tensorflow', TF ${res.tf}${res.checks ? `; vs cpu max rel err: ${res.checks}` : '; Round int32, matmul and conv2d gradients run'}`);
 }
 
@@ -522,7 +522,7 @@ try {
   if (e instanceof StepError) {
     process.stderr.write(`setup-native: FAILED: ${e.message}\n  fix: ${e.fix}\n`);
   } else {
-    process.stderr.write(`setup-native: FAILED (unexpected): ${e?.stack ?? e}\n  fix: re-run with --force; report the error if it persists\n`);
+    process.stderr.write(`setup-native: FAILED (unexpected): ${e?.stack ?? e}\n  fix: re-run \`npm run setup:native -- --force\`; report the error if it persists\n`);
   }
   process.exit(1);
 }

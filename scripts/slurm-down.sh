@@ -65,7 +65,8 @@ for env in /proc/[0-9]*/environ; do
   pid="${env#/proc/}"
   pid="${pid%/environ}"
   [ "$pid" = "$$" ] && continue
-  if tr '\0' '\n' <"$env" 2>/dev/null | grep -qx "SLURM_CONF=$CONF" && tr '\0' '\n' <"$env" 2>/dev/null | grep -q '^SLURM_JOB_ID='; then
+  vars="$({ tr '\0' '\n' <"$env"; } 2>/dev/null)" || continue
+  if printf '%s\n' "$vars" | grep -qx "SLURM_CONF=$CONF" && printf '%s\n' "$vars" | grep -q '^SLURM_JOB_ID='; then
     kill -KILL "$pid" 2>/dev/null && step "killed leftover job process $pid"
   fi
 done

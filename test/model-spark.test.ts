@@ -10,6 +10,8 @@ import type { ModelConfig } from '../src/spec/types.js';
 import { buildEncoder, buildSparK, patchify } from '../src/models/spark.js';
 import { describeEncoder, sparkParamCount } from '../src/models/registry.js';
 import { Rng } from '../src/util/rng.js';
+import { exportState, importState } from '../src/models/weights.js';
+import { DataError } from '../src/util/errors.js';
 
 await testBackend();
 
@@ -158,5 +160,91 @@ test('buildEncoder: dense encoder with a classification head (timm / official ke
     } finally {
       e.dispose();
     }
+  }
+});
+
+test('initialisation follows the reference (spec §2.4, §2.5, §3.2, §3.3, §10.11)', () => {
+  const stats = (v: tf.Variable) => {
+    const d = v.dataSync();
+    let s = 0, s2 = 0, mx = 0;
+    for (const x of d) {
+      s += x;
+      s2 += x * x;
+      mx = Math.max(mx, Math.abs(x));
+    }
+    return { mean: s / d.length, std: Math.sqrt(s2 / d.length - (s / d.length) ** 2), max: mx, n: d.length };
+  };
+  const r = buildSparK(cfg('resnet_mini', 64), 64, 11);
+  const c = buildSparK(cfg('convnext_mini', 64), 64, 11);
+  try {
+    const P = (m: typeof r, k: string) => {
+      const v = m.params.get(k) ?? m.buffers.get(k);
+      assert.ok(v, `missing ${k}`);
+      return v;
+    };
+    // ResNet: kaiming normal fan_out (relu): std √(2/(O·k·k)); every bn3 γ = 0; other BN γ = 1, β = 0
+    const l3 = stats(P(r, 'sparse_encoder.sp_cnn.layer3.0.conv2.weight')); // 3x3, O = 64
+    assert.ok(Math.abs(l3.std - Math.sqrt(2 / (64 * 9))) < 0.1 * Math.sqrt(2 / (64 * 9)), `kaiming std ${l3.std}`);
+    for (const [k, v] of r.params) if (/\.bn3\.weight$/.test(k)) assert.equal(stats(v).max, 0, k);
+    assert.equal(stats(P(r, 'sparse_encoder.sp_cnn.layer1.0.bn1.weight')).mean, 1);
+    assert.deepEqual(Array.from(P(r, 'sparse_encoder.sp_cnn.bn1.running_var').dataSync()), new Array(16).fill(1));
+    // mask tokens: trunc normal(0, .02) within ±.02
+    const tok = stats(P(r, 'mask_tokens.0'));
+    assert.ok(tok.max <= 0.02 && tok.max > 0.01 && tok.std > 0.007 && tok.std < 0.015, JSON.stringify(tok));
+    // densify projections: PyTorch default U(±1/√fan_in), fan_in = e·k·k
+    const pj = stats(P(r, 'densify_projs.1.weight')); // 256 → 32, 3x3
+    const bound = 1 / Math.sqrt(256 * 9);
+    assert.ok(pj.max <= bound && pj.max > 0.95 * bound && Math.abs(pj.std - bound / Math.sqrt(3)) < 0.05 * bound, JSON.stringify(pj));
+    // decoder: conv trunc normal .02, transposed conv kaiming normal fan_out = cin·16, biases 0
+    const dc = stats(P(r, 'dense_decoder.dec.0.conv.0.weight'));
+    assert.ok(Math.abs(dc.std - 0.02) < 0.002, `decoder conv std ${dc.std}`);
+    const up = stats(P(r, 'dense_decoder.dec.0.up_sample.weight'));
+    assert.ok(Math.abs(up.std - Math.sqrt(2 / (64 * 16))) < 0.05 * Math.sqrt(2 / (64 * 16)), `up_sample std ${up.std}`);
+    assert.equal(stats(P(r, 'dense_decoder.dec.0.up_sample.bias')).max, 0);
+    // ConvNeXt: trunc normal .02 weights, zero biases, γ = 1e-6, LN 1/0
+    const pw = stats(P(c, 'sparse_encoder.sp_cnn.stages.2.1.pwconv1.weight'));
+    assert.ok(Math.abs(pw.std - 0.02) < 0.001 && Math.abs(pw.mean) < 0.001, JSON.stringify(pw));
+    assert.equal(stats(P(c, 'sparse_encoder.sp_cnn.stages.2.1.pwconv1.bias')).max, 0);
+    const g = P(c, 'sparse_encoder.sp_cnn.stages.0.0.gamma').dataSync();
+    assert.ok(g.every((v) => Math.abs(v - 1e-6) < 1e-12));
+    assert.equal(stats(P(c, 'densify_norms.0.weight')).mean, 1);
+    assert.ok(c.params.has('densify_projs.0.weight'), 'convnext_mini (256 → 64): densify_projs.0 is a conv');
+  } finally {
+    r.dispose();
+    c.dispose();
+  }
+});
+
+test('exportState / importState: torch-layout round trip, encoder from a SparK state, strict errors', () => {
+  const a = buildSparK(cfg('resnet_mini'), 64, 1);
+  const b = buildSparK(cfg('resnet_mini'), 64, 2);
+  const e = buildEncoder('resnet_mini', { seed: 3 });
+  try {
+    a.buffers.get('sparse_encoder.sp_cnn.bn1.num_batches_tracked')!.assign(tf.scalar(7, 'int32'));
+    const st = exportState(a, 'torch');
+    assert.deepEqual(st.get('sparse_encoder.sp_cnn.conv1.weight')!.shape, [16, 3, 7, 7]);
+    assert.deepEqual(st.get('mask_tokens.0')!.shape, [1, 512, 1, 1]);
+    const r = importState(b, st, { layout: 'torch' });
+    assert.equal(r.loaded.length, a.params.size + a.buffers.size);
+    for (const [k, v] of [...a.params, ...a.buffers]) {
+      const w = b.params.get(k) ?? b.buffers.get(k)!;
+      assert.deepEqual(Array.from(w.dataSync()), Array.from(v.dataSync()), k);
+    }
+    // the encoder part of a SparK state loads into a dense encoder (timm keys)
+    const re = importState(e, exportState(a, 'tf'), { prefix: 'sparse_encoder.sp_cnn.' });
+    assert.equal(re.loaded.length, e.params.size + e.buffers.size);
+    assert.deepEqual(Array.from(e.params.get('layer2.0.conv2.weight')!.dataSync()), Array.from(a.params.get('sparse_encoder.sp_cnn.layer2.0.conv2.weight')!.dataSync()));
+    // strict: a missing key, a shape mismatch
+    const partial = new Map(st);
+    partial.delete('dense_decoder.proj.bias');
+    assert.throws(() => importState(b, partial, { layout: 'torch', source: 'x.pth' }), (err: unknown) => err instanceof DataError && /x\.pth: .*missing 1 key\(s\) \(dense_decoder\.proj\.bias\)/.test(err.message));
+    assert.deepEqual(importState(b, partial, { layout: 'torch', strict: false }).missing, ['dense_decoder.proj.bias']);
+    const bad = new Map(st);
+    bad.set('mask_tokens.1', { shape: [1, 3, 1, 1], dtype: 'float32', data: new Float32Array(3) });
+    assert.throws(() => importState(b, bad, { layout: 'torch' }), (err: unknown) => err instanceof DataError && /mask_tokens\.1: shape \[1,3,1,1\]/.test(err.message));
+  } finally {
+    a.dispose();
+    b.dispose();
+    e.dispose();
   }
 });

@@ -161,3 +161,36 @@ test('varying paths ignore axes that are the same in every trial', () => {
   const raw = { ...base(), sweep: { grid: { 'model.mask_ratio': [0.5], 'train.batch_size': [2, 4] } } };
   assert.deepEqual(expandSweep(raw, [], { file: 'x.yaml' }).map((t) => t.name), ['batch_size=2', 'batch_size=4']);
 });
+
+test('the sweep schema: a full section loads through the spec loader; a misspelt key is a located spec error', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { loadExperiment } = await import('../src/spec/index.js');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'spark-sweep-schema-'));
+  const ok = path.join(dir, 'ok.yaml');
+  writeFileSync(
+    ok,
+    [
+      'name: sch',
+      'data: {source: synthetic, input_size: 64}',
+      'sweep:',
+      '  grid: {model.mask_ratio: [0.4, 0.6]}',
+      '  zip: {train.batch_size: [2, 4], train.optimizer.base_lr: [1.0e-4, 2.0e-4]}',
+      '  list: [{model.encoder: {family: convnext, depths: [1, 1, 2, 1], dims: [32, 64, 128, 256]}}]',
+      '  name_template: "t{index}-{model.mask_ratio}"',
+      '  metric: [loss, {name: val_acc, mode: max}]',
+      '',
+    ].join('\n'),
+  );
+  const loaded = await loadExperiment(ok);
+  const trials = expandSweep(loaded.raw, [], { file: loaded.specPath });
+  assert.deepEqual(trials.map((t) => t.name), ['t0-0.4', 't1-0.4', 't2-0.6', 't3-0.6', 't4-0.6']);
+  assert.deepEqual(trials[4]!.config.model.encoder, convnext);
+  const bad = path.join(dir, 'bad.yaml');
+  writeFileSync(bad, 'name: sch\nsweep:\n  gird: {model.mask_ratio: [0.4, 0.6]}\n');
+  await assert.rejects(loadExperiment(bad), (e: unknown) => e instanceof SpecError && e.line === 3 && /unknown key 'gird' in sweep/.test(e.message));
+  const bad2 = path.join(dir, 'bad2.yaml');
+  writeFileSync(bad2, 'name: sch\nsweep:\n  metric: {name: val_acc, mode: maximal}\n');
+  await assert.rejects(loadExperiment(bad2), SpecError);
+});

@@ -234,3 +234,57 @@ test('sweep.json lock serialises concurrent read-modify-write', async () => {
   assert.equal(s.cliSweeps.length, 20);
   assert.equal(await withSweepLock(r.sweepDir, async () => 7), 7);
 });
+
+test('--parallel child processes: events are read back from stdout; a child that dies unrecorded is FAILED', async () => {
+  const { childProcessRunner, EVENT_PREFIX } = await import('../src/sweep/runner.js');
+  const dir = tmp();
+  const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.6] } });
+  // a stand-in for `spark sweep trial <dir> <i>`: trial 0 emits events and exits 0 without touching sweep.json,
+  // trial 1 writes to stderr and exits 3
+  const fake = path.join(dir, 'fake-spark.sh');
+  writeFileSync(
+    fake,
+    [
+      'if [ "$4" = 0 ]; then',
+      `  printf '%s\\n' '${EVENT_PREFIX}{"type":"log","time":1,"level":"info","message":"hello"}' 'plain line'`,
+      `  printf '%s\\n' '${EVENT_PREFIX}{"type":"run-end","time":2,"status":"FINISHED","step":2,"epoch":1,"finalLoss":0.125}'`,
+      '  exit 0',
+      'fi',
+      'echo "trial $4 exploded" >&2',
+      'exit 3',
+      '',
+    ].join('\n'),
+  );
+  const events: Array<[number, string]> = [];
+  const board = {
+    trialSubscriber: (i: number) => ({ onEvent: (e: { type: string }) => void events.push([i, e.type]) }),
+    setStatus: () => {},
+    close: async () => {},
+  };
+  const prev = process.env['SPARK_CLI'];
+  process.env['SPARK_CLI'] = JSON.stringify(['/bin/bash', fake]);
+  try {
+    const r = await runSweep({ loaded, parallel: 2 }, { runTrial: childProcessRunner(), tracker: null, console: board, log: silent });
+    const s = await readSweep(r.sweepDir);
+    assert.deepEqual(s.trials.map((t) => t.status), ['FINISHED', 'FAILED']);
+    assert.equal(s.trials[0]!.finalLoss, 0.125);
+    assert.equal(s.trials[1]!.error, 'trial process exited with code 3: trial 1 exploded');
+    assert.deepEqual(events.filter(([i]) => i === 0).map(([, t]) => t), ['log', 'run-end']);
+    assert.match(readFileSync(path.join(r.sweepDir, 'trials', '000', 'output.log'), 'utf8'), /^plain line$/m);
+    assert.equal(r.exitCode, 1);
+  } finally {
+    if (prev === undefined) delete process.env['SPARK_CLI'];
+    else process.env['SPARK_CLI'] = prev;
+  }
+});
+
+test('a tracking store that refuses the parent run fails the sweep before any trial, leaving no sweep folder', async () => {
+  const dir = tmp();
+  const { runner, calls } = fakeRunner();
+  const tracker = { ...fakeTracker(), createParent: async () => Promise.reject(new Error('store is read-only')) };
+  const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.6] } });
+  await assert.rejects(runSweep({ loaded }, { runTrial: runner, tracker, console: null, log: silent }), /store is read-only/);
+  assert.equal(calls.length, 0);
+  const { readdirSync } = await import('node:fs');
+  assert.deepEqual(readdirSync(path.join(dir, 'runs', 'rs')), []);
+});

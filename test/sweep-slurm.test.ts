@@ -13,6 +13,7 @@ import {
   parseSacct,
   parseScontrol,
   parseSqueueJson,
+  querySlurmArray,
   slurmJobName,
 } from '../src/sweep/slurm.js';
 import { shellQuote, type LoadedSpec } from '../src/sweep/runner.js';
@@ -41,8 +42,8 @@ test('sbatch script: array range, options, quoting of a hostile spec name and fo
   mkdirSync(path.join(dir, 'slurm'), { recursive: true });
   mkdirSync(workdir, { recursive: true });
   // a stand-in for spark that prints what it received
-  const printer = path.join(root, HOSTILE, 'print args.mjs');
-  writeFileSync(printer, 'console.log(JSON.stringify({ argv: process.argv.slice(2), cwd: process.cwd(), uri: process.env.MLFLOW_TRACKING_URI }));\n');
+  const printer = path.join(root, HOSTILE, 'print args.sh');
+  writeFileSync(printer, 'printf "%s\\0" "$@" "cwd=$PWD" "uri=$MLFLOW_TRACKING_URI"\n');
   const script = buildSbatchScript({
     sweepDir: dir,
     sweepId: '20261126-000000-abcd',
@@ -51,7 +52,7 @@ test('sbatch script: array range, options, quoting of a hostile spec name and fo
     name: HOSTILE,
     trackingUri: path.join(root, HOSTILE, 'mlruns'),
     workdir,
-    command: [process.execPath, printer],
+    command: ['/bin/bash', printer],
     options: { partition: 'debug', time: '01:30:00', cpusPerTask: 4, mem: '8G', arrayParallel: 2, gres: 'gpu:1' },
   });
   const file = path.join(dir, 'slurm', 'sweep.sbatch');
@@ -75,10 +76,8 @@ test('sbatch script: array range, options, quoting of a hostile spec name and fo
   // run it as array task 3 would
   const r = spawnSync('bash', [file], { encoding: 'utf8', cwd: root, env: { ...process.env, SLURM_ARRAY_TASK_ID: '3' } });
   assert.equal(r.status, 0, r.stderr);
-  const got = JSON.parse(r.stdout.trim()) as { argv: string[]; cwd: string; uri: string };
-  assert.deepEqual(got.argv, ['sweep', 'trial', dir, '3', '--plain']);
-  assert.equal(got.cwd, workdir);
-  assert.equal(got.uri, path.join(root, HOSTILE, 'mlruns'));
+  const got = r.stdout.split('\0').slice(0, -1);
+  assert.deepEqual(got, ['sweep', 'trial', dir, '3', '--plain', `cwd=${workdir}`, `uri=${path.join(root, HOSTILE, 'mlruns')}`]);
   assert.equal(existsSync(path.join(root, 'PWNED')), false);
   assert.equal(existsSync(path.join(workdir, 'PWNED')), false);
   // outside an array job it refuses to run
@@ -184,15 +183,23 @@ test('real Slurm: a two-trial sweep submitted with sbatch runs to completion wit
     t.skip(why);
     return;
   }
-  const dir = tmp();
-  const r = await launchSlurm({ loaded: loadedFor(dir, 'slurm e2e'), options: { time: '00:10:00', cpusPerTask: 1 }, submit: true });
+  // a folder with a space and a quote: exercises #SBATCH --chdir="..." and the script's quoting for real
+  const dir = path.join(tmp(), "it's a dir");
+  const r = await launchSlurm({ loaded: loadedFor(dir, 'slurm-e2e'), options: { time: '00:10:00', cpusPerTask: 1 }, submit: true });
   assert.match(r.jobId ?? '', /^\d+$/);
-  assert.equal((await readSweep(r.dir)).launcher.type === 'slurm' && (await readSweep(r.dir)).launcher, (await readSweep(r.dir)).launcher);
+  const launched = await readSweep(r.dir);
+  assert.equal(launched.launcher.type === 'slurm' ? launched.launcher.jobId : null, r.jobId);
   const deadline = Date.now() + 540_000;
-  let s = await readSweep(r.dir);
+  let s = launched;
+  let gone = 0;
   while (Date.now() < deadline) {
     s = await readSweep(r.dir);
     if (s.status === 'FINISHED' || s.status === 'FAILED') break;
+    // stop waiting when Slurm has no pending/running task left (a task that died without recording anything)
+    const q = await querySlurmArray(r.jobId!);
+    const active = [...q.tasks.values()].some((x) => /PENDING|RUNNING|CONFIGURING|COMPLETING/.test(x.state));
+    gone = active ? 0 : gone + 1;
+    if (gone > 5) break;
     await new Promise((res) => setTimeout(res, 2000));
   }
   const outs = s.trials.map((x) => {

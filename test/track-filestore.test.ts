@@ -44,7 +44,7 @@ test('experiment and run meta.yaml match the golden store key by key and type by
     const mExp = metaTypes(path.join(root, expId, 'meta.yaml'));
     assert.deepEqual(mExp, gExp);
     assert.deepEqual(metaTypes(path.join(root, '0', 'meta.yaml')), metaTypes(path.join(goldenRoot, '0', 'meta.yaml')));
-    assert.ok(existsSync(path.join(root, '.trash')));
+    assert.ok(existsSync(path.join(root, '.trash')), 'existsSync(path.join(root, \'.trash\'))');
 
     // run meta: the golden run (ended) against ours (ended)
     const gRun = metaTypes(path.join(goldenRoot, GOLDEN_EXPERIMENT, GOLDEN_RUNS['mr=0.6']!, 'meta.yaml'));
@@ -69,7 +69,7 @@ test('experiment and run meta.yaml match the golden store key by key and type by
     // a running run has end_time null (key present)
     const r2 = await store.createRun({ experimentId: expId, runName: 'running' });
     const t2 = YAML.parse(readFileSync(path.join(root, expId, r2.runId, 'meta.yaml'), 'utf8'), { schema: 'yaml-1.1' }) as Record<string, unknown>;
-    assert.ok('end_time' in t2 && t2['end_time'] === null);
+    assert.ok('end_time' in t2 && t2['end_time'] === null, '\'end_time\' in t2 && t2[\'end_time\'] === null');
     assert.equal(t2['status'], 1);
     for (const [s, code] of [['FAILED', 4], ['KILLED', 5], ['FINISHED', 3]] as const) {
       await store.setTerminated(r2.runId, s, 5);
@@ -122,7 +122,7 @@ test('params, tags and metric files have the golden formats (nested keys, no tra
     // read back
     const run = await store.getRun(runId);
     assert.equal(run.data.metrics['train/loss'], 0.9333333333333333);
-    assert.ok(Number.isNaN(run.data.metrics['val_acc']));
+    assert.ok(Number.isNaN(run.data.metrics['val_acc']), 'Number.isNaN(run.data.metrics[\'val_acc\'])');
     assert.equal(run.data.metrics['x'], -Infinity);
     assert.deepEqual(run.data.params, { lr: '0.001', 'opt/name': 'adamw' });
     assert.equal(run.data.tags['team'], 'vision');
@@ -198,7 +198,7 @@ test('the reader reads the golden store written by MLflow 2.12.2', { skip }, asy
   assert.deepEqual(r.data.params, { lr: '0.001', mask_ratio: '0.4', 'opt/name': 'adamw' });
   assert.equal(r.data.tags['mlflow.parentRunId'], GOLDEN_PARENT);
   assert.equal(r.data.metrics['train/loss'], 0.7333333333333334);
-  assert.ok(Number.isNaN(r.data.metrics['val_acc']));
+  assert.ok(Number.isNaN(r.data.metrics['val_acc']), 'Number.isNaN(r.data.metrics[\'val_acc\'])');
   assert.deepEqual(
     r.history['train/loss']!.map((m) => [m.timestamp, m.value, m.step]),
     [

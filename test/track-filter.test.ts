@@ -110,7 +110,7 @@ test('every case of the MLflow 2.12.2 filter transcript, on the file store', { s
   const text = readFileSync(path.join(g!, 'filter_semantics_2.12.2.txt'), 'utf8');
   const cases = parseTranscript(text);
   assert.equal(cases.length, text.split('\n').filter((l) => l.trim()).length);
-  assert.ok(cases.length >= 20);
+  assert.ok(cases.length >= 20, 'cases.length >= 20');
   const idMap = transcriptIdMap(cases);
   assert.equal(Object.keys(idMap).length, 2, 'the transcript names the parent and one run by id');
   const root = await copyGoldenStore(true, idMap);
@@ -130,7 +130,7 @@ test('every case of the transcript through the REST client and the test server',
   try {
     const n = await runCases(t, new RestStore(srv.url, { maxRetries: 0 }), cases);
     assert.equal(n, cases.length);
-    assert.ok(srv.requests.some((r) => r.path.endsWith('/runs/search') && (r.body as { filter?: string }).filter === cases.find((c) => c.kind === 'filter')!.filter));
+    assert.ok(srv.requests.some((r) => r.path.endsWith('/runs/search') && (r.body as { filter?: string }).filter === cases.find((c) => c.kind === 'filter')!.filter), 'srv.requests.some((r) => r.path.endsWith(\'/runs/search\') && (r.body as { filter?: string }).filter === cases.find((...');
   } finally {
     await srv.close();
     rmSync(path.dirname(root), { recursive: true, force: true });
@@ -170,11 +170,11 @@ test('parser: aliases, quoting, IN lists, LIKE wildcards, error messages', () =>
   assert.throws(() => parseFilter("attributes.nope = '1'"), /Invalid attribute key 'nope'/);
   assert.throws(() => parseFilter("params.x = 'a"), /unterminated/);
   assert.throws(() => parseFilter("tags.t = 'a' AND"), /Could not be parsed/);
-  assert.ok(likeToRegExp('a_c%', false).test('abcdef'));
-  assert.ok(!likeToRegExp('a_c%', false).test('ac'));
+  assert.ok(likeToRegExp('a_c%', false).test('abcdef'), 'likeToRegExp(\'a_c%\', false).test(\'abcdef\')');
+  assert.ok(!likeToRegExp('a_c%', false).test('ac'), '!likeToRegExp(\'a_c%\', false).test(\'ac\')');
   assert.ok(!likeToRegExp('0.%', false).test('0x5'), "'.' is literal in LIKE");
-  assert.ok(likeToRegExp('ADAM%', true).test('adamw'));
-  assert.ok(!likeToRegExp('ADAM%', false).test('adamw'));
+  assert.ok(likeToRegExp('ADAM%', true).test('adamw'), 'likeToRegExp(\'ADAM%\', true).test(\'adamw\')');
+  assert.ok(!likeToRegExp('ADAM%', false).test('adamw'), '!likeToRegExp(\'ADAM%\', false).test(\'adamw\')');
 });
 
 test('order_by: missing values last both ways, NaN before missing, stable multi-key; pagination', () => {

@@ -35,7 +35,7 @@ test('experiments: get-by-name 404 → create; duplicate create is 400 RESOURCE_
   const e = await c.getExperiment(id);
   assert.equal(e.name, 'exp-a');
   assert.equal(e.artifactLocation, `mlflow-artifacts:/${id}`);
-  assert.ok((await c.listExperiments()).some((x) => x.experimentId === id));
+  assert.ok((await c.listExperiments()).some((x) => x.experimentId === id), '(await c.listExperiments()).some((x) => x.experimentId === id)');
   await assert.rejects(() => c.getRun('ffffffffffffffffffffffffffffffff'), isTE('RESOURCE_DOES_NOT_EXIST', 404));
 });
 
@@ -77,7 +77,7 @@ test('run lifecycle: create (name + system tags), log, terminate, get, search', 
   for (let i = 0; i < 3; i++) await c.createRun({ experimentId: expId, runName: `p${i}` });
   const p1 = await c.searchRuns([expId], '', [], 2);
   assert.equal(p1.runs.length, 2);
-  assert.ok(p1.nextPageToken);
+  assert.ok(p1.nextPageToken, 'p1.nextPageToken');
   const p2 = await c.searchRuns([expId], '', [], 2, p1.nextPageToken);
   assert.equal(p2.runs.length, 2);
   assert.equal(p2.nextPageToken, undefined);
@@ -93,14 +93,14 @@ test('log-batch is chunked to ≤1000 metrics / ≤100 params / ≤100 tags / �
   const n0 = srv.requests.length;
   await c.logBatch(runId, { metrics, params, tags });
   const reqs = srv.requests.slice(n0).filter((r) => r.path.endsWith('/runs/log-batch'));
-  assert.ok(reqs.length >= 3);
+  assert.ok(reqs.length >= 3, 'reqs.length >= 3');
   let nm = 0;
   let np = 0;
   let nt = 0;
   for (const r of reqs) {
     const b = r.body as { metrics: unknown[]; params: unknown[]; tags: unknown[] };
-    assert.ok(b.metrics.length <= 1000 && b.params.length <= 100 && b.tags.length <= 100);
-    assert.ok(b.metrics.length + b.params.length + b.tags.length <= 1000);
+    assert.ok(b.metrics.length <= 1000 && b.params.length <= 100 && b.tags.length <= 100, 'b.metrics.length <= 1000 && b.params.length <= 100 && b.tags.length <= 100');
+    assert.ok(b.metrics.length + b.params.length + b.tags.length <= 1000, 'b.metrics.length + b.params.length + b.tags.length <= 1000');
     nm += b.metrics.length;
     np += b.params.length;
     nt += b.tags.length;
@@ -119,7 +119,7 @@ test('log-batch is chunked to ≤1000 metrics / ≤100 params / ≤100 tags / �
   await assert.rejects(() => c.logBatchRequest(runId, { params: Array.from({ length: 101 }, (_, i) => ({ key: `q${i}`, value: '1' })) }), /at most 100 params/);
   // chunkBatch on its own: entities cap across kinds
   const chunks = chunkBatch({ params: params.slice(0, 100), metrics: metrics.slice(0, 1000), tags: tags.slice(0, 100) });
-  assert.ok(chunks.every((ch) => (ch.params?.length ?? 0) + (ch.metrics?.length ?? 0) + (ch.tags?.length ?? 0) <= 1000));
+  assert.ok(chunks.every((ch) => (ch.params?.length ?? 0) + (ch.metrics?.length ?? 0) + (ch.tags?.length ?? 0) <= 1000), 'chunks.every((ch) => (ch.params?.length ?? 0) + (ch.metrics?.length ?? 0) + (ch.tags?.length ?? 0) <= 1000)');
   assert.equal(chunks.reduce((s, ch) => s + (ch.metrics?.length ?? 0), 0), 1000);
 });
 
@@ -139,7 +139,7 @@ test('NaN and ±Infinity travel as "NaN" / "Infinity" / "-Infinity" strings, bot
   assert.match(raw, /"value":"-Infinity"/);
   assert.doesNotMatch(raw, /null/);
   const h = await c.getMetricHistory(runId, 'a');
-  assert.ok(Number.isNaN(h[0]!.value));
+  assert.ok(Number.isNaN(h[0]!.value), 'Number.isNaN(h[0]!.value)');
   const run = await c.getRun(runId);
   assert.equal(run.data.metrics['b'], Infinity);
   assert.equal(run.data.metrics['c'], -Infinity);
@@ -157,13 +157,13 @@ test('auth: Bearer from MLFLOW_TRACKING_TOKEN, Basic from USERNAME/PASSWORD; 401
   srv.requireAuth = 'Bearer s3cret';
   try {
     const ok = new RestStore(srv.url, { ...fast, env: { MLFLOW_TRACKING_TOKEN: 's3cret' } });
-    assert.ok(await ok.getOrCreateExperiment('exp-auth'));
+    assert.ok(await ok.getOrCreateExperiment('exp-auth'), 'await ok.getOrCreateExperiment(\'exp-auth\')');
     assert.equal(srv.requests[srv.requests.length - 1]!.headers['authorization'], 'Bearer s3cret');
     const none = new RestStore(srv.url, fast);
     await assert.rejects(() => none.getExperimentByName('exp-auth'), isTE('UNAUTHENTICATED', 401));
     srv.requireAuth = `Basic ${Buffer.from('alice:pw').toString('base64')}`;
     const basic = new RestStore(srv.url, { ...fast, env: { MLFLOW_TRACKING_USERNAME: 'alice', MLFLOW_TRACKING_PASSWORD: 'pw' } });
-    assert.ok(await basic.getExperimentByName('exp-auth'));
+    assert.ok(await basic.getExperimentByName('exp-auth'), 'await basic.getExperimentByName(\'exp-auth\')');
   } finally {
     srv.requireAuth = null;
   }
@@ -199,7 +199,7 @@ test('retries with backoff on 503/429, gives up after maxRetries; timeouts and r
   await dead.close();
   const t0 = Date.now();
   await assert.rejects(() => new RestStore(url, { ...fast, maxRetries: 1 }).getExperimentByName('x'), (e: unknown) => e instanceof TrackingError && e.errorCode === UNREACHABLE && /ECONNREFUSED/.test(e.message) && (e as { maybeSent?: boolean }).maybeSent === false);
-  assert.ok(Date.now() - t0 < 3000);
+  assert.ok(Date.now() - t0 < 3000, 'Date.now() - t0 < 3000');
 });
 
 test('unknown routes answer Flask HTML 404 → a clear ENDPOINT_NOT_FOUND; POST without JSON content type is 400', async () => {
@@ -231,8 +231,8 @@ test('artifacts are uploaded with PUT to mlflow-artifacts (files and folders)', 
     await c.logArtifact(runId, path.join(dir, 'spec.yaml'), 'spec');
     await c.logArtifact(runId, path.join(dir, 'recon'), null);
     const put = srv.requests.filter((r) => r.method === 'PUT').map((r) => r.path);
-    assert.ok(put.includes(`/api/2.0/mlflow-artifacts/artifacts/${expId}/${runId}/artifacts/spec/spec.yaml`));
-    assert.ok(put.includes(`/api/2.0/mlflow-artifacts/artifacts/${expId}/${runId}/artifacts/recon/a%20b.png`));
+    assert.ok(put.includes(`/api/2.0/mlflow-artifacts/artifacts/${expId}/${runId}/artifacts/spec/spec.yaml`), 'put.includes(`/api/2.0/mlflow-artifacts/artifacts/${expId}/${runId}/artifacts/spec/spec.yaml`)');
+    assert.ok(put.includes(`/api/2.0/mlflow-artifacts/artifacts/${expId}/${runId}/artifacts/recon/a%20b.png`), 'put.includes(`/api/2.0/mlflow-artifacts/artifacts/${expId}/${runId}/artifacts/recon/a%20b.png`)');
     assert.equal(readFileSync(path.join(srv.artifactsDir, expId, runId, 'artifacts', 'spec', 'spec.yaml'), 'utf8'), 'name: x\n');
     assert.deepEqual([...readFileSync(path.join(srv.artifactsDir, expId, runId, 'artifacts', 'recon', 'a b.png'))], [137, 80, 78, 71]);
     assert.throws(() => c.artifactBaseUrl('s3://bucket/x'), isTE('UNSUPPORTED_ARTIFACT_URI'));

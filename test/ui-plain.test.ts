@@ -58,6 +58,7 @@ test('plain logger: exact lines for start, steps, epoch, checkpoint, reconstruct
   log.onEvent({ type: 'epoch', time: 0, epoch: 3, step: 120, meanLoss: 0.85, minLoss: 0.8123, seconds: 12.34 });
   log.onEvent({ type: 'checkpoint', time: 0, step: 120, epoch: 3, path: 'runs/quickstart/r1/checkpoint' });
   log.onEvent({ type: 'reconstruction', time: 0, step: 120, epoch: 3, path: 'runs/quickstart/r1/reconstruction/epoch-3.png', loss: 0.7 });
+  log.onEvent({ type: 'metrics', time: 0, step: 120, epoch: 3, metrics: { val_top1: 71.234567, val_loss: 0.00012345 } });
   log.onEvent({ type: 'warning', time: 0, code: 'skipped-files', message: '2 unreadable images skipped' });
   log.onEvent({ type: 'log', time: 0, level: 'debug', message: 'not shown' });
   log.onEvent({ type: 'log', time: 0, level: 'error', message: 'tracker: HTTP 503' });
@@ -78,6 +79,7 @@ test('plain logger: exact lines for start, steps, epoch, checkpoint, reconstruct
     '[epoch 3/10] step 120 mean loss 0.8500 min 0.8123 (12.3 s)',
     '[checkpoint] step 120 epoch 3: runs/quickstart/r1/checkpoint',
     '[reconstruction] epoch 3 loss 0.7000: runs/quickstart/r1/reconstruction/epoch-3.png',
+    '[metrics] step 120 epoch 3: val_top1 71.23 val_loss 1.23e-4',
     'warning (skipped-files): 2 unreadable images skipped',
     'error: tracker: HTTP 503',
     // the last step is printed at the end even off the log_every grid

@@ -119,6 +119,7 @@ test('Ink sweep console: rows follow trial events and setStatus, the running tri
   // trial 0 runs to the end
   sc.setStatus(0, 'running');
   const sub0 = sc.trialSubscriber(0);
+  assert.equal(stdout.frames.length, 0, 'Ink mounts at the first trial event (after the trial has initialised its backend)');
   for (const e of demoRunEvents({ totalEpochs: 1, stepsPerEpoch: 4, name: 't0', runId: 'run-0' })) sub0.onEvent(e);
   await sub0.close?.();
   sc.setStatus(0, 'finished', { loss: 0.4321 });
@@ -176,4 +177,15 @@ test('plain sweep console: prefixed run lines, one line per status change, a sum
     '  2  0.004                    skipped   0.3000',
   ]);
   assert.equal(out.text.includes('\u001b'), false);
+});
+
+test('Ink sweep console: a board that saw no trial event still renders its final state on close', async () => {
+  const stdout = new FakeStdout();
+  const sc = createSweepConsole({ trials, stream: stdout as unknown as NodeJS.WriteStream, stdin: new FakeStdin() as unknown as NodeJS.ReadStream, mode: 'ink', debug: true, patchConsole: false });
+  for (const t of trials) sc.setStatus(t.index, 'skipped', { loss: 0.5, message: 'finished earlier' });
+  assert.equal(stdout.frames.length, 0);
+  await sc.close();
+  const f = stdout.frames.map(stripAnsi).filter((x) => x.trim() !== '').pop() ?? '';
+  assert.match(f, /spark sweep 3 trials\s+3 skipped/);
+  assert.equal((f.match(/skipped\s+0\.5000/g) ?? []).length, 3);
 });

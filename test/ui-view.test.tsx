@@ -87,7 +87,10 @@ test('run view frame shows header, progress, loss, ETA, checkpoint, warnings and
   const all = demoRunEvents({ totalEpochs: 3, stepsPerEpoch: 10, stepMs: 500 });
   // stop in the middle of epoch 2, after the epoch-1 checkpoint: step 15
   const cut = all.findIndex((e) => e.type === 'step' && e.step === 15);
-  const snap = snapshotAfter(all.slice(0, cut + 1), all[cut]!.time + 2000);
+  const events = all.slice(0, cut + 1);
+  events.push({ type: 'metrics', time: all[cut]!.time, step: 10, epoch: 1, metrics: { val_top1: 12.5 } });
+  events.push({ type: 'metrics', time: all[cut]!.time, step: 15, epoch: 1, metrics: { val_top5: 40.25 } });
+  const snap = snapshotAfter(events, all[cut]!.time + 2000);
   const { lastFrame, unmount } = render(<RunView s={snap} />);
   const f = stripAnsi(lastFrame() ?? '');
   unmount();
@@ -110,7 +113,24 @@ test('run view frame shows header, progress, loss, ETA, checkpoint, warnings and
   assert.match(f, /16\.0 img\/s/);
   assert.match(f, /1234 tensors \(56\.0 MiB\)\s+RSS 512\.0 MiB/);
   assert.match(f, /Ctrl-C stops gracefully/);
+  assert.match(f, /^metrics +val_top1 12\.5 val_top5 40\.25  \(step 15, epoch 1\)$/m, 'latest value of each metric');
   assert.ok(f.includes(progressBar(0.5, 30)), 'run progress bar at 50%');
+});
+
+test('run view: a long checkpoint path wraps without eating the label column', () => {
+  const ev = demoRunEvents({ totalEpochs: 1, stepsPerEpoch: 4, runDir: 'runs/' + 'very-long-folder-name/'.repeat(6) + 'r1' });
+  const f = stripAnsi(render(<RunView s={snapshotAfter(ev)} />).lastFrame() ?? '');
+  assert.match(f, /^checkpoint +step 4 \(epoch 1\)/m);
+  assert.match(f, /^last epoch +1: mean/m);
+});
+
+test('run view of a resumed run: header and checkpoint line say where it resumed', () => {
+  const ev = demoRunEvents({ totalEpochs: 2, stepsPerEpoch: 10, resumedAt: 13 });
+  const f = stripAnsi(render(<RunView s={snapshotAfter(ev.slice(0, 2))} />).lastFrame() ?? '');
+  assert.match(f, /resumed at step 13/);
+  assert.match(f, /^checkpoint +resumed from the checkpoint at step 13$/m);
+  assert.match(f, /^epoch 2\/2 .* 3\/10$/m);
+  assert.match(f, /13\/20 65\.0%/);
 });
 
 test('run view final frame: finished, failed and killed status lines', () => {

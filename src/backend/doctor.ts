@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { BACKEND_REQUESTS, type BackendRequest } from './init.js';
-import { detectNative, nvidiaGpuVisible, probeNativeInChild, SETUP_FIX, type NativeProvider } from './native.js';
+import { detectNative, nvidiaGpuVisible, probeNativeInChild, SETUP_FORCE_FIX, type NativeProvider } from './native.js';
 import { registerWasmTrainingKernels, wasmTrainingKernelsRegistered } from './wasm-kernels.js';
 
 const require = createRequire(import.meta.url);
@@ -73,7 +73,7 @@ function nativeStatus(provider: NativeProvider, threads: number): BackendStatus 
   if (!c.ready) return { ...base, available: false, trainable: false, reason: c.reason, fix: c.fix };
   const p = probeNativeInChild(c, threads);
   if (!p.ok) {
-    return { ...base, available: false, trainable: false, reason: `${provider} failed to load: ${p.error}`, fix: provider === 'tfjs-node' ? `${SETUP_FIX} --force` : c.fix };
+    return { ...base, available: false, trainable: false, reason: `${provider} failed to load: ${p.error}`, fix: provider === 'tfjs-node' ? SETUP_FORCE_FIX : c.fix };
   }
   if (provider === 'tfjs-node-gpu' && !p.gpu) {
     return { ...base, available: false, trainable: false, tfVersion: p.tfVersion, reason: 'tfjs-node-gpu loads but TensorFlow sees no GPU', fix: 'install CUDA 11.2 and cuDNN 8.1 (libtensorflow 2.9.1 GPU needs them)' };

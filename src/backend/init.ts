@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { BackendError } from '../util/errors.js';
-import { detectNative, loadNative, loadedNative, nvidiaGpuVisible, SETUP_FIX, type NativeCandidate, type NativeProvider } from './native.js';
+import { detectNative, loadNative, loadedNative, nvidiaGpuVisible, SETUP_FORCE_FIX, type NativeCandidate, type NativeProvider } from './native.js';
 import { registerCpuTrainingKernels, registerWasmTrainingKernels, wasmTrainingKernelsRegistered } from './wasm-kernels.js';
 
 export type BackendRequest = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
@@ -153,7 +153,7 @@ export async function initBackend(req: BackendRequest = 'auto', opts: { threads?
       } catch (e) {
         loadError = `${pick.provider} failed to load: ${firstLine(e)}`;
         if (req === 'tensorflow') {
-          throw new BackendError(`backend 'tensorflow' is unusable: ${loadError} (fix: ${SETUP_FIX} --force)`, `${SETUP_FIX} --force`);
+          throw new BackendError(`backend 'tensorflow' is unusable: ${loadError} (fix: ${SETUP_FORCE_FIX})`, SETUP_FORCE_FIX);
         }
       }
     } else if (req === 'tensorflow') {
@@ -161,7 +161,7 @@ export async function initBackend(req: BackendRequest = 'auto', opts: { threads?
       throw new BackendError(`backend 'tensorflow' is unusable: ${c.reason} (fix: ${c.fix})`, c.fix);
     }
     // auto: fall through to the portable backends, remembering why.
-    const why = [loadError ? `${loadError} (${SETUP_FIX} --force)` : fixText(failures[0] ?? {}), ...notes.filter((n) => !n.includes('not installed'))];
+    const why = [loadError ? `${loadError} (${SETUP_FORCE_FIX})` : fixText(failures[0] ?? {}), ...notes.filter((n) => !n.includes('not installed'))];
     try {
       const t = await useWasm(threads);
       if (wasmTrainingKernelsRegistered()) {

@@ -14,6 +14,7 @@ const require = createRequire(import.meta.url);
 
 export type NativeProvider = 'tfjs-node-gpu' | 'tfjs-node';
 export const SETUP_FIX = 'run `npm run setup:native`';
+export const SETUP_FORCE_FIX = 'run `npm run setup:native -- --force`';
 
 export interface NativeCandidate {
   provider: NativeProvider;

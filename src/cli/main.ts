@@ -59,6 +59,8 @@ export function reportError(err: unknown): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // image decoding (sharp/libvips, also inside the loader's worker threads) runs on libuv's pool: 4 threads by default
+  process.env['UV_THREADPOOL_SIZE'] ??= String(Math.max(4, (await import('node:os')).availableParallelism()));
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     await help();

@@ -311,12 +311,17 @@ class DataLoader implements Loader {
       let where = '';
       if (this.opts.runDir) {
         const file = path.join(this.opts.runDir, 'skipped-files.txt');
-        await atomicWriteFile(file, list.map((f) => `${f.path}\t${f.reason}`).join('\n') + '\n');
-        where = `, listed in ${file}`;
+        try {
+          await atomicWriteFile(file, list.map((f) => `${f.path}\t${f.reason}`).join('\n') + '\n');
+          where = `, listed in ${file}`;
+        } catch (e) {
+          where = ` (could not write ${file}: ${(e as Error).message})`;
+        }
       }
       const shown = found.slice(0, 5).map((i) => `'${this.ds.describe(i)}' (${this.bad.get(i)})`);
       const more = found.length > 5 ? ` and ${found.length - 5} more` : '';
       const msg = `skipped ${found.length} unreadable image file${found.length === 1 ? '' : 's'}: ${shown.join(', ')}${more}; ${list.length} skipped so far${where}`;
+      if (this.closed) return; // a dropped prefetch after close: the list above is still complete
       try {
         this.opts.onWarning?.('skipped-files', msg);
       } catch {

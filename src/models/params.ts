@@ -52,21 +52,34 @@ export function initValues(init: Init, n: number, rng: Rng): Float32Array {
       out.fill(init.value);
       break;
     case 'normal':
-      for (let i = 0; i < n; i++) out[i] = rng.normal() * init.std;
+      fillNormal(out, init.std, -Infinity, Infinity, rng);
       break;
     case 'truncNormal':
-      for (let i = 0; i < n; i++) {
-        let v: number;
-        do v = rng.normal() * init.std;
-        while (v < init.a || v > init.b);
-        out[i] = v;
-      }
+      fillNormal(out, init.std, init.a, init.b, rng);
       break;
     case 'uniform':
       for (let i = 0; i < n; i++) out[i] = (rng.float() * 2 - 1) * init.bound;
       break;
   }
   return out;
+}
+
+/**
+ * N(0, std²) values rejected outside [a, b], by Box–Muller using both outputs of each pair (uniforms from 32-bit
+ * draws: plenty for initialisation, and twice as fast as `Rng.normal`).
+ */
+function fillNormal(out: Float32Array, std: number, a: number, b: number, rng: Rng): void {
+  const twoPi = 2 * Math.PI;
+  let i = 0;
+  while (i < out.length) {
+    const u1 = (rng.nextU32() + 0.5) / 4294967296;
+    const u2 = rng.nextU32() / 4294967296;
+    const r = Math.sqrt(-2 * Math.log(u1)) * std;
+    const z0 = r * Math.cos(twoPi * u2);
+    const z1 = r * Math.sin(twoPi * u2);
+    if (z0 >= a && z0 <= b) out[i++] = z0;
+    if (i < out.length && z1 >= a && z1 <= b) out[i++] = z1;
+  }
 }
 
 export function numel(shape: readonly number[]): number {

@@ -12,7 +12,9 @@
  * | token          | 1×C×1×1         | [1, 1, 1, C]    | (0, 2, 3, 1)           |
  * | vector/scalar  | same            | same            | —                      |
  */
+import * as tf from '@tensorflow/tfjs';
 import type { EncoderSpec, ModelConfig } from '../spec/types.js';
+import { DataError } from '../util/errors.js';
 import type { LayoutKind, TensorDef } from './params.js';
 import { buildEncoder, buildSparK } from './spark.js';
 
@@ -168,4 +170,95 @@ export function sparkConfigEntry(model: ModelConfig, inputSize: number, sbn = fa
     'sparse_encoder.input_size': inputSize,
     'dense_decoder.width': model.decoder.width,
   };
+}
+
+/** One tensor of a state (TF or PyTorch layout, as named by the function using it). */
+export interface StateTensor {
+  shape: number[];
+  dtype: 'float32' | 'int32';
+  data: Float32Array | Int32Array;
+}
+
+/** Anything holding reference-named variables: a SparK model or an encoder. */
+export interface HasState {
+  params: Map<string, tf.Variable>;
+  buffers: Map<string, tf.Variable>;
+}
+
+/**
+ * Read all params and buffers (reference keys) as plain arrays, in TF layout (checkpoints) or PyTorch layout
+ * (export to `.pth`/safetensors for PyTorch users). `num_batches_tracked` is int32 here (int64 in PyTorch).
+ */
+export function exportState(m: HasState, layout: 'tf' | 'torch' = 'tf'): Map<string, StateTensor> {
+  const out = new Map<string, StateTensor>();
+  for (const [k, v] of [...m.params, ...m.buffers]) {
+    const data = v.dtype === 'int32' ? Int32Array.from(v.dataSync() as Int32Array) : Float32Array.from(v.dataSync() as Float32Array);
+    const t = layout === 'torch' ? toTorchLayout(k, v.shape, data) : { shape: [...v.shape], data };
+    out.set(k, { shape: t.shape, dtype: v.dtype === 'int32' ? 'int32' : 'float32', data: t.data });
+  }
+  return out;
+}
+
+export interface ImportStateOptions {
+  layout?: 'tf' | 'torch';
+  /** Throw when a model key is missing from the state or a state key is unknown (default true). */
+  strict?: boolean;
+  /**
+   * Only keys starting with this prefix are used, with the prefix removed (e.g. 'sparse_encoder.sp_cnn.' to load
+   * the encoder of a SparK state into a dense encoder).
+   */
+  prefix?: string;
+  /** Keys to ignore in the state (default: the deprecated SparK buffers and 'config'). */
+  ignore?: readonly string[];
+  /** Where the state came from, for error messages. */
+  source?: string;
+}
+
+/**
+ * Assign values to the model's variables by reference key, converting from PyTorch layout when asked. Shapes are
+ * checked; a mismatch (or, when strict, a missing/unexpected key) throws a DataError naming the key and the source.
+ * Returns the missing and unexpected keys (non-strict use).
+ */
+export function importState(m: HasState, state: Map<string, StateTensor> | Record<string, StateTensor>, opts: ImportStateOptions = {}): { loaded: string[]; missing: string[]; unexpected: string[] } {
+  const layout = opts.layout ?? 'tf';
+  const strict = opts.strict ?? true;
+  const src = opts.source ? `${opts.source}: ` : '';
+  const ignore = new Set<string>(opts.ignore ?? [...DEPRECATED_SPARK_KEYS, 'config']);
+  const entries = state instanceof Map ? [...state.entries()] : Object.entries(state);
+  const incoming = new Map<string, StateTensor>();
+  for (const [k0, t] of entries) {
+    if (ignore.has(k0)) continue;
+    if (opts.prefix) {
+      if (!k0.startsWith(opts.prefix)) continue;
+      incoming.set(k0.slice(opts.prefix.length), t);
+    } else incoming.set(k0, t);
+  }
+  const targets = new Map([...m.params, ...m.buffers]);
+  const missing = [...targets.keys()].filter((k) => !incoming.has(k));
+  const unexpected = [...incoming.keys()].filter((k) => !targets.has(k));
+  if (strict && (missing.length || unexpected.length)) {
+    const parts: string[] = [];
+    if (missing.length) parts.push(`missing ${missing.length} key(s) (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''})`);
+    if (unexpected.length) parts.push(`unexpected ${unexpected.length} key(s) (${unexpected.slice(0, 3).join(', ')}${unexpected.length > 3 ? ', ...' : ''})`);
+    throw new DataError(`${src}state does not match the model: ${parts.join('; ')}`);
+  }
+  // validate every shape before assigning anything
+  const plan: Array<[string, StateTensor]> = [];
+  for (const [k, t] of incoming) {
+    const v = targets.get(k);
+    if (!v) continue;
+    const conv = layout === 'torch' ? fromTorchLayout(k, t.shape, t.data) : { shape: t.shape, data: t.data };
+    const n = conv.shape.reduce((a, b) => a * b, 1);
+    if (conv.shape.length !== v.shape.length || conv.shape.some((d, i) => d !== v.shape[i]) || conv.data.length !== n) {
+      throw new DataError(`${src}${k}: shape ${JSON.stringify(t.shape)} (${layout} layout) does not fit the model's ${JSON.stringify(layout === 'torch' ? torchShape(k, v.shape) : v.shape)}`);
+    }
+    plan.push([k, { shape: conv.shape, dtype: t.dtype, data: conv.data }]);
+  }
+  for (const [k, t] of plan) {
+    const v = targets.get(k)!;
+    const value = tf.tensor(v.dtype === 'int32' ? Int32Array.from(t.data) : Float32Array.from(t.data), v.shape, v.dtype === 'int32' ? 'int32' : 'float32');
+    v.assign(value);
+    value.dispose();
+  }
+  return { loaded: plan.map(([k]) => k), missing, unexpected };
 }

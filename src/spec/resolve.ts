@@ -256,7 +256,8 @@ export function semanticIssues(cfg: ExperimentConfig, written: (p: ConfigPath) =
   const f = cfg.data.input_size / 32;
   const cells = f * f;
   const keep = roundHalfEven(cells * (1 - cfg.model.mask_ratio));
-  if (keep < 1 || keep >= cells) {
+  // masking only matters for pre-training (fine-tuning and probes run the dense encoder)
+  if (cfg.task === 'pretrain' && (keep < 1 || keep >= cells)) {
     const what = keep < 1 ? 'leaves no visible cell' : 'masks no cell';
     const p = written(['model', 'mask_ratio']) || !written(['data', 'input_size']) ? ['model', 'mask_ratio'] : ['data', 'input_size'];
     out.push({

@@ -168,8 +168,16 @@ export async function createSweep(o: CreateSweepOptions): Promise<{ dir: string;
   };
   let tracker: SweepTracker | null = null;
   if (uri) {
-    tracker = o.tracker === undefined ? await openSweepTracker(uri) : o.tracker;
-    if (tracker) {
+    try {
+      tracker = o.tracker === undefined ? await openSweepTracker(uri) : o.tracker;
+    } catch (e) {
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+  // the parent run; a store that refuses it leaves no half-made sweep folder behind
+  try {
+    if (uri && tracker) {
       const params = configParams(base);
       params['sweep.trials'] = String(trials.length);
       params['sweep.varying'] = sweep.varying.join(',').slice(0, 6000) || '-';
@@ -188,6 +196,9 @@ export async function createSweep(o: CreateSweepOptions): Promise<{ dir: string;
         },
       });
     }
+  } catch (e) {
+    await fsp.rm(dir, { recursive: true, force: true });
+    throw e;
   }
   await writeSweep(dir, sweep);
   return { dir, sweep, tracker };
@@ -333,9 +344,11 @@ export function childProcessRunner(opts: { device?: (slot: number) => string | u
       const env: NodeJS.ProcessEnv = { ...process.env, SPARK_SWEEP_EVENTS: 'json' };
       const dev = opts.device?.(slot);
       if (dev !== undefined) env['CUDA_VISIBLE_DEVICES'] = dev;
-      const child = spawn(cmd!, [...args, 'sweep', 'trial', req.sweepDir, String(req.trial.index), '--plain'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      // own process group: a terminal Ctrl-C reaches the parent only, which forwards exactly one SIGINT on abort
+      const child = spawn(cmd!, [...args, 'sweep', 'trial', req.sweepDir, String(req.trial.index), '--plain'], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
       const logFile = path.join(path.dirname(req.runDir), 'output.log');
       const log = createWriteStream(logFile, { flags: 'a' });
+      log.on('error', () => {});
       const tail: string[] = [];
       let lastEnd: Extract<RunEvent, { type: 'run-end' }> | null = null;
       const onAbort = () => child.kill('SIGINT');
@@ -585,8 +598,9 @@ export async function runSweepTrial(
     interrupted = true;
     abort.abort();
   };
-  process.once('SIGINT', onSig);
-  process.once('SIGTERM', onSig);
+  // stay installed for the whole trial: a second signal must not kill the process before its checkpoint is written
+  process.on('SIGINT', onSig);
+  process.on('SIGTERM', onSig);
   let rec: TrialRecord;
   try {
     rec = await executeTrial(dir, index, o.runTrial ?? inProcessRunner, { subscriber: sub, signal: abort.signal });

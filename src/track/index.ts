@@ -94,7 +94,19 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     journalPending: journal.pending.length > 0,
   };
 
-  const prev = opts.resume ? readTrackingState(opts.runDir) : null;
+  let prev = opts.resume ? readTrackingState(opts.runDir) : null;
+  if (prev && prev.uri === store.uri) {
+    // the run must still be there (deleted runs cannot be written to); an unreachable server is checked later
+    try {
+      const r = await store.getRun(prev.runId);
+      if (r.info.lifecycleStage === 'deleted') throw new TrackingError('deleted', 'RESOURCE_DOES_NOT_EXIST');
+    } catch (err) {
+      if (err instanceof TrackingError && err.errorCode === 'RESOURCE_DOES_NOT_EXIST') {
+        opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `MLflow run ${prev.runId} no longer exists at ${store.uri}: the resumed run is logged as a new MLflow run` });
+        prev = null;
+      } else if (!isUnreachable(err)) throw err;
+    }
+  }
   if (prev && prev.uri === store.uri) {
     const tracker = new MlflowRunTracker({ ...base, experimentId: prev.experimentId, runId: prev.runId, lastLoggedStep: prev.lastLoggedStep });
     tracker.enqueue({ type: 'terminate', runId: prev.runId, status: 'RUNNING', endTime: Date.now() });

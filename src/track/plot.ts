@@ -27,7 +27,7 @@ function esc(s: string): string {
 }
 
 /** "Nice" tick positions covering [lo, hi] (1-2-5 steps). */
-export function niceTicks(lo: number, hi: number, target = 6): number[] {
+export function niceTicks(lo: number, hi: number, target = 6, integer = false): number[] {
   if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [];
   if (hi === lo) {
     const d = Math.abs(lo) > 0 ? Math.abs(lo) * 0.1 : 1;
@@ -36,7 +36,8 @@ export function niceTicks(lo: number, hi: number, target = 6): number[] {
   }
   const raw = (hi - lo) / Math.max(1, target - 1);
   const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  let step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  if (integer) step = Math.max(1, Math.round(step));
   const ticks: number[] = [];
   for (let v = Math.floor(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
   if (ticks[ticks.length - 1]! < hi) ticks.push(Number((ticks[ticks.length - 1]! + step).toPrecision(12)));
@@ -89,7 +90,7 @@ export function buildCurvesSvg(series: Series[], o: PlotOptions): string {
     y0 = 0;
     y1 = 1;
   }
-  const xt = niceTicks(x0, x1);
+  const xt = niceTicks(x0, x1, 6, all.every((p) => Number.isInteger(p[0])));
   const yt = niceTicks(y0, y1);
   if (xt.length) {
     x0 = Math.min(x0, xt[0]!);

@@ -75,6 +75,15 @@ export interface ReconstructionEvent {
   loss: number;
 }
 
+/** Named scalar metrics at a step (evaluation results such as `val_top1`, `val_top5`, `probe_top1`). */
+export interface MetricsEvent {
+  type: 'metrics';
+  time: number;
+  step: number;
+  epoch: number;
+  metrics: Record<string, number>;
+}
+
 export interface WarningEvent {
   type: 'warning';
   time: number;
@@ -108,6 +117,7 @@ export type RunEvent =
   | EpochEvent
   | CheckpointEvent
   | ReconstructionEvent
+  | MetricsEvent
   | WarningEvent
   | LogEvent
   | RunEndEvent;

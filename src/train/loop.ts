@@ -30,6 +30,8 @@ export interface LoopOptions {
   checkpointEvery: number;
   logEvery: number;
   signal?: AbortSignal;
+  /** Called (awaited) after each completed epoch, 1-based (reconstruction grids). */
+  onEpochEnd?: (epoch: number, step: number) => Promise<void>;
   /** Called after each completed step (tests use it to interrupt at a chosen step). */
   onStep?: (step: number, loss: number) => void | Promise<void>;
 }
@@ -147,6 +149,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
         seconds: (Date.now() - epochStart) / 1000,
       });
       state.epochLosses = [];
+      if (o.onEpochEnd) await o.onEpochEnd(step / spe, step);
       epochStart = Date.now();
     }
     if ((o.checkpointEvery > 0 && step % o.checkpointEvery === 0) || step === total) await saveCheckpoint();

@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
 import type { ExperimentConfig } from '../spec/types.js';
 import { configToYaml, loadExperiment } from '../spec/index.js';
@@ -292,9 +293,34 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `run already complete at step ${startStep}` });
     }
 
+    // periodic reconstruction grids of a fixed batch (eval mode: no state changes, so resume stays exact)
+    const reconEvery = config.output.reconstruct_every;
+    let reconImages: Float32Array[] | null = null;
+    const m = model;
+    const reconstruct = async (label: string, epoch: number, step: number): Promise<void> => {
+      try {
+        const ui = await import('../ui/reconstruction.js');
+        reconImages ??= await ui.fixedValidationBatch(config, Math.max(1, config.output.reconstruct_images));
+        const file = folder.path('reconstructions', `${label}.png`);
+        mkdirSync(path.dirname(file), { recursive: true });
+        const r = await ui.renderReconstructionGrid(m, reconImages, null, config.data.input_size, file, { seed });
+        bus.emit({ type: 'reconstruction', time: Date.now(), step, epoch, path: file, loss: r.loss });
+      } catch (e) {
+        warn('reconstruction-failed', `reconstruction grid not written: ${(e as Error).message}`);
+      }
+    };
+    let lastReconStep = -1;
+    const onEpochEnd = async (epoch: number, step: number): Promise<void> => {
+      if (reconEvery > 0 && epoch % reconEvery === 0) {
+        await reconstruct(`epoch-${String(epoch).padStart(4, '0')}`, epoch, step);
+        lastReconStep = step;
+      }
+    };
+
     let res;
     try {
       res = await runLoop({
+        onEpochEnd,
         model,
         optimizer,
         schedule,
@@ -308,7 +334,10 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
         signal: stop.signal,
         onStep: opts.onStep,
       });
-      if (res.status === 'FINISHED') await folder.writeEncoder(model.params, model.buffers, model.encoderName);
+      if (res.status === 'FINISHED') {
+        await folder.writeEncoder(model.params, model.buffers, model.encoderName);
+        if (reconEvery > 0 && lastReconStep !== res.step) await reconstruct('final', res.epoch, res.step);
+      }
     } catch (e) {
       res = { status: 'FAILED' as const, step: state.step, epoch: Math.floor(state.step / spe), finalLoss: state.lastLoss, error: (e as Error).message };
     }
@@ -345,6 +374,10 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       await tracker.close?.().catch(() => undefined);
     }
     await cleanup();
+    // a new run that failed before training leaves no folder behind (a resumed or sweep folder is kept)
+    if (!opts.resumeDir && !opts.runDir && !started && !folder.hasCheckpoint()) {
+      await rm(folder.dir, { recursive: true, force: true }).catch(() => undefined);
+    }
     throw e;
   }
 }

@@ -12,6 +12,7 @@ import {
   formatDuration,
   formatGradNorm,
   formatLoss,
+  formatMetrics,
   formatParamValue,
   formatPercent,
   formatSci,
@@ -28,12 +29,19 @@ export interface RunViewProps {
   sparkWidth?: number;
   /** Hide the header (the sweep board shows its own). */
   compact?: boolean;
+  /** Hide the sweep-trial line (the sweep board's rows already show the parameters). */
+  hideSweep?: boolean;
 }
 
 const LABEL = 11;
 
 function Label({ children }: { children: string }): React.JSX.Element {
-  return <Text color="gray">{children.padEnd(LABEL)}</Text>;
+  // fixed width, never shrunk when the value next to it wraps
+  return (
+    <Box width={Math.max(LABEL, children.length + 1)} flexShrink={0}>
+      <Text color="gray">{children}</Text>
+    </Box>
+  );
 }
 
 export function StatusLine({ s }: { s: RunSnapshot }): React.JSX.Element {
@@ -66,7 +74,7 @@ export function StatusLine({ s }: { s: RunSnapshot }): React.JSX.Element {
   return <Text color="gray">{'running · Ctrl-C stops gracefully (writes a checkpoint)'}</Text>;
 }
 
-export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false }: RunViewProps): React.JSX.Element {
+export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hideSweep = false }: RunViewProps): React.JSX.Element {
   const spe = s.stepsPerEpoch;
   const epochFrac = spe > 0 ? s.epochStep / spe : 0;
   const runFrac = s.totalSteps > 0 ? s.step / s.totalSteps : 0;
@@ -85,7 +93,7 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false }: 
           {s.resumed ? <Text color="magenta">{`  resumed at step ${s.startStep}`}</Text> : null}
         </Box>
       )}
-      {!compact && s.sweep ? (
+      {!compact && !hideSweep && s.sweep ? (
         <Text color="gray">
           {`sweep trial ${s.sweep.trial} (${s.sweep.trialName}) ` +
             Object.entries(s.sweep.params)
@@ -145,7 +153,7 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false }: 
             <Text color="gray">{s.checkpoint.path}</Text>
           </Text>
         ) : (
-          <Text color="gray">none yet</Text>
+          <Text color="gray">{s.resumed ? `resumed from the checkpoint at step ${s.startStep}` : 'none yet'}</Text>
         )}
       </Box>
       {s.reconstruction ? (
@@ -154,6 +162,15 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false }: 
           <Text>
             {`epoch ${s.reconstruction.epoch} loss ${formatLoss(s.reconstruction.loss)}  `}
             <Text color="gray">{s.reconstruction.path}</Text>
+          </Text>
+        </Box>
+      ) : null}
+      {s.metrics ? (
+        <Box>
+          <Label>metrics</Label>
+          <Text>
+            {formatMetrics(s.metrics.values)}
+            <Text color="gray">{`  (step ${s.metrics.step}, epoch ${s.metrics.epoch})`}</Text>
           </Text>
         </Box>
       ) : null}

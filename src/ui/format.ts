@@ -119,3 +119,10 @@ export function stripAnsi(s: string): string {
   // eslint-disable-next-line no-control-regex
   return s.replace(/\u001B\[[0-9;?]*[ -/]*[@-~]|\u001B\][^\u0007]*\u0007/g, '');
 }
+
+/** `val_top1 71.23 val_top5 90.10` — metric values with 4 significant digits, in the given key order. */
+export function formatMetrics(values: Record<string, number>): string {
+  return Object.entries(values)
+    .map(([k, v]) => `${k} ${Number.isFinite(v) ? (Math.abs(v) >= 1e-3 || v === 0 ? String(Number(v.toPrecision(4))) : v.toExponential(2)) : String(v)}`)
+    .join(' ');
+}

@@ -12,6 +12,7 @@ import {
   formatWd,
   stripAnsi,
   formatParamValue,
+  formatMetrics,
 } from './format.js';
 import { applyEvent, initialRunState, type RunState } from './store.js';
 
@@ -103,6 +104,9 @@ export class PlainLogger implements RunSubscriber {
         break;
       case 'reconstruction':
         this.line(`[reconstruction] epoch ${e.epoch} loss ${formatLoss(e.loss)}: ${e.path}`);
+        break;
+      case 'metrics':
+        this.line(`[metrics] step ${e.step} epoch ${e.epoch}: ${formatMetrics(e.metrics)}`);
         break;
       case 'warning':
         this.line(`warning (${e.code}): ${e.message}`);

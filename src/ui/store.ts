@@ -3,7 +3,7 @@
  * bounded loss history), and a throttle that hands immutable snapshots to the views at most every `intervalMs`.
  * React never sees individual events, so a fast training loop pays only for `applyEvent`.
  */
-import type { RunEndEvent, RunEvent, RunStatus } from '../train/events.js';
+import type { RunEndEvent, RunEvent } from '../train/events.js';
 
 /** Number of recent step losses kept for the sparkline. */
 export const LOSS_HISTORY = 120;
@@ -61,6 +61,8 @@ export interface RunState {
   lastEpoch: { epoch: number; meanLoss: number; minLoss: number; seconds: number } | null;
   checkpoint: { path: string; step: number; epoch: number; time: number } | null;
   reconstruction: { path: string; step: number; epoch: number; loss: number; time: number } | null;
+  /** Latest value of each named metric (`metrics` events: val_top1, probe_top1, ...) and where it was taken. */
+  metrics: { step: number; epoch: number; values: Record<string, number> } | null;
   warnings: WarningItem[];
   tracking: { state: 'online' | 'offline'; message: string } | null;
   logs: Array<{ level: string; message: string; time: number }>;
@@ -107,6 +109,7 @@ export function initialRunState(): RunState {
     lastEpoch: null,
     checkpoint: null,
     reconstruction: null,
+    metrics: null,
     warnings: [],
     tracking: null,
     logs: [],
@@ -176,6 +179,9 @@ export function applyEvent(s: RunState, e: RunEvent): void {
     case 'reconstruction':
       s.reconstruction = { path: e.path, step: e.step, epoch: e.epoch, loss: e.loss, time: e.time };
       break;
+    case 'metrics':
+      s.metrics = { step: e.step, epoch: e.epoch, values: { ...(s.metrics?.values ?? {}), ...e.metrics } };
+      break;
     case 'warning':
       if (e.code === 'tracking-offline' || e.code === 'tracking-online') {
         s.tracking = { state: e.code === 'tracking-offline' ? 'offline' : 'online', message: e.message };
@@ -191,8 +197,14 @@ export function applyEvent(s: RunState, e: RunEvent): void {
       break;
     case 'run-end':
       s.end = e;
-      s.step = Math.max(s.step, e.step);
-      if (e.epoch) s.epoch = e.epoch;
+      if (e.step > s.step) {
+        // steps run after the last step event (the trainer may report every log_every steps only)
+        s.step = e.step;
+        if (s.stepsPerEpoch > 0 && e.step > 0) {
+          s.epoch = Math.floor((e.step - 1) / s.stepsPerEpoch) + 1;
+          s.epochStep = ((e.step - 1) % s.stepsPerEpoch) + 1;
+        }
+      }
       break;
   }
 }
@@ -225,14 +237,11 @@ export function takeSnapshot(s: RunState, now: number): RunSnapshot {
   return {
     ...rest,
     warnings: s.warnings.map((w) => ({ ...w })),
+    metrics: s.metrics ? { ...s.metrics, values: { ...s.metrics.values } } : null,
     logs: s.logs.slice(),
     now,
     lossHistory: lossHistoryView(s),
   };
-}
-
-export function statusWord(st: RunStatus): string {
-  return st === 'FINISHED' ? 'finished' : st === 'FAILED' ? 'failed' : 'stopped';
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ export interface SweepConsoleOptions {
   handleSigint?: boolean;
   forceExit?: () => void;
   debug?: boolean;
+  patchConsole?: boolean;
 }
 
 export interface SweepConsole {
@@ -171,7 +172,7 @@ export function SweepView({ s, barWidth = 16 }: { s: SweepSnapshot; barWidth?: n
       {s.detail && s.detailIndex != null ? (
         <Box flexDirection="column" marginTop={1}>
           <Text bold>{`trial ${s.detailIndex}`}</Text>
-          <RunView s={s.detail} />
+          <RunView s={s.detail} hideSweep />
         </Box>
       ) : null}
       {s.stopping && !s.closed ? (
@@ -343,23 +344,32 @@ function inkSweep(board: Board, varying: string[], opts: SweepConsoleOptions, st
     },
     cleanup: () => finish(),
   });
-  instance = render(<SweepApp s={snap()} controller={interrupter} />, {
-    stdout: stream,
-    stdin: opts.stdin ?? process.stdin,
-    exitOnCtrlC: false,
-    patchConsole: true,
-    maxFps: 10,
-    debug: opts.debug ?? false,
-  });
-  const exited = instance.waitUntilExit().catch(() => undefined);
-  const heartbeat = setInterval(() => throttle.poke(), 1000);
-  heartbeat.unref();
+  // Ink is mounted at the first trial event, not before: a trial's run-start comes after the compute backend is
+  // initialised, and native TensorFlow writes its start-up lines straight to fd 2, which would otherwise leave a
+  // stale copy of the first frame on screen.
+  let exited: Promise<unknown> = Promise.resolve();
+  let heartbeat: ReturnType<typeof setInterval> | null = null;
+  function mount(): void {
+    if (instance || finished) return;
+    instance = render(<SweepApp s={snap()} controller={interrupter} />, {
+      stdout: stream,
+      stdin: opts.stdin ?? process.stdin,
+      exitOnCtrlC: false,
+      patchConsole: opts.patchConsole ?? true,
+      maxFps: 10,
+      debug: opts.debug ?? false,
+    });
+    exited = instance.waitUntilExit().catch(() => undefined);
+    heartbeat = setInterval(() => throttle.poke(), 1000);
+    heartbeat.unref();
+  }
 
   function finish(): void {
     if (finished) return;
+    mount(); // a board that never saw a trial event still shows its final state
     finished = true;
     board.closed = true;
-    clearInterval(heartbeat);
+    if (heartbeat) clearInterval(heartbeat);
     throttle.stop();
     publish();
     instance?.unmount();
@@ -371,6 +381,7 @@ function inkSweep(board: Board, varying: string[], opts: SweepConsoleOptions, st
       return {
         onEvent(e: RunEvent): void {
           if (finished) return;
+          mount();
           applyTrialEvent(board, index, e);
           if (e.type === 'run-start' && board.stopping) board.runs.get(index)!.stopping = true;
           if (e.type === 'run-start' || e.type === 'run-end') throttle.flush(true);

@@ -1,0 +1,284 @@
+/**
+ * Shared pieces of the step-throughput benchmark (bench/step-throughput.ts): the benchmark cases (encoder, input
+ * size, batch), a FLOP count of the whole SparK network, the "dense twin" of a SparK model, and the timing of one
+ * case on the current backend through the trainer's own `trainStep` and `Lamb`.
+ *
+ * Modes of one case (all run through src/train/step.ts `trainStep` + src/train/optimizers.ts `Lamb`, exactly as
+ * `spark run` does: variableGrads → gradient map → LAMB with clip 5, wd 0.04, lr 1e-4):
+ *  - `sparse`:  the SparK step: a fresh random mask per image and step (ratio from the config, e.g. 0.6).
+ *  - `visible`: the same SparK model and graph with an all-ones mask passed in (`trainStep(..., { masks })`). Every
+ *               masking op still runs (× ones, BN statistics over all positions through the masked formula), so
+ *               this differs from `sparse` only through data-dependent kernel speed. The loss averages over masked
+ *               patches only, so it is exactly 0 and so are the gradients (the backward pass still runs in full).
+ *  - `dense`:   the dense twin: the same encoder, densify and decoder parameters, but the encoder runs without a
+ *               mask (no × mask, ordinary BN / LN statistics), densify is norm → projection without the mask-token
+ *               fill, and the loss is the SparK loss of the same random mask. This is what the network would cost
+ *               without the sparse emulation; `sparse / dense` is the sparse overhead.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { ModelConfig } from '../../src/spec/types.js';
+import { Rng } from '../../src/util/rng.js';
+import { buildSparK, randomMask, sparkLoss, type SparKModel } from '../../src/models/spark.js';
+import { describeEncoder, resolveEncoder, decoderChannels, resolveDensifyNorm, DOWNSAMPLE_RATIO, type ResolvedEncoder } from '../../src/models/registry.js';
+import { ParamStore, torchDefaultBound } from '../../src/models/params.js';
+import { defineResNet, type EncoderCore } from '../../src/models/resnet.js';
+import { defineConvNeXt } from '../../src/models/convnext.js';
+import { defineLightDecoder } from '../../src/models/decoder.js';
+import { batchNorm, conv2d, layerNorm, type BatchNormVars } from '../../src/models/ops.js';
+import { trainStep, type TrainableModel } from '../../src/train/step.js';
+import { buildParamGroups, Lamb } from '../../src/train/optimizers.js';
+import { syntheticImage } from '../../src/data/synthetic.js';
+import { normalizeRgb } from '../../src/data/normalize.js';
+
+export type Mode = 'sparse' | 'visible' | 'dense';
+export const MODES: readonly Mode[] = ['sparse', 'visible', 'dense'];
+
+/** One benchmark case: a model config at an input size and batch. */
+export interface BenchCase {
+  /** Label in the table (`resnet50`, `convnext_small`, `quickstart`, or a preset name). */
+  label: string;
+  model: ModelConfig;
+  inputSize: number;
+  batch: number;
+  /** LAMB β2 the trainer would use (0.95 ResNets, 0.999 ConvNeXts). */
+  beta2: number;
+}
+
+/** Everything a non-TS implementation needs to rebuild the same network (what bench/torch_spark.py reads). */
+export interface ResolvedCase {
+  label: string;
+  family: 'resnet' | 'convnext';
+  layers?: number[];
+  width?: number;
+  depths?: number[];
+  dims?: number[];
+  decoder_width: number;
+  densify_norm: 'bn' | 'ln' | 'none';
+  drop_path: number;
+  mask_ratio: number;
+  size: number;
+  batch: number;
+  beta2: number;
+}
+
+export function resolveCase(c: BenchCase): ResolvedCase {
+  const r = resolveEncoder(c.model.encoder);
+  const base = {
+    label: c.label,
+    decoder_width: c.model.decoder.width,
+    densify_norm: resolveDensifyNorm(r.family, c.model.densify_norm),
+    drop_path: c.model.drop_path ?? r.defaultDropPath,
+    mask_ratio: c.model.mask_ratio,
+    size: c.inputSize,
+    batch: c.batch,
+    beta2: c.beta2,
+  };
+  return r.family === 'resnet'
+    ? { ...base, family: 'resnet', layers: [...r.layers], width: r.width }
+    : { ...base, family: 'convnext', depths: [...r.depths], dims: [...r.dims] };
+}
+
+/**
+ * Multiply-accumulates of one forward pass of the whole SparK network per image (dense count: the sparse emulation
+ * computes every position): encoder backbone + densify projections + LightDecoder.
+ */
+export function sparkMacs(model: ModelConfig, inputSize: number): { encoder: number; densify: number; decoder: number; total: number } {
+  const info = describeEncoder(model.encoder);
+  const encoder = info.flops(inputSize);
+  const f = inputSize / DOWNSAMPLE_RATIO;
+  const ch = decoderChannels(model.decoder.width);
+  const eW = [3, 2, 1, 0].map((j) => info.stageChannels[j]!);
+  let densify = 0;
+  for (let i = 0; i < 4; i++) {
+    const r = f * 2 ** i;
+    if (i === 0) densify += eW[0] === ch[0] ? 0 : r * r * eW[0]! * ch[0]!;
+    else densify += r * r * 9 * eW[i]! * ch[i]!;
+  }
+  let decoder = 0;
+  for (let i = 0; i < ch.length - 1; i++) {
+    const cin = ch[i]!;
+    const cout = ch[i + 1]!;
+    const rIn = f * 2 ** i;
+    const r = 2 * rIn;
+    decoder += rIn * rIn * 16 * cin * cin; // ConvTranspose 4×4 s2
+    decoder += r * r * 9 * cin * cin; // conv 3×3
+    decoder += r * r * 9 * cin * cout; // conv 3×3
+  }
+  decoder += inputSize * inputSize * ch[ch.length - 1]! * 3; // proj 1×1
+  return { encoder, densify, decoder, total: encoder + densify + decoder };
+}
+
+/** FLOPs of one training step (forward + input and weight gradients ≈ 3 × forward, 2 FLOPs per MAC). */
+export function stepFlops(c: BenchCase): number {
+  return 6 * sparkMacs(c.model, c.inputSize).total * c.batch;
+}
+
+/** The dense twin of `buildSparK` (see the file header): same parameters and keys, no masking in the network. */
+export function buildDenseTwin(model: ModelConfig, inputSize: number, seed: number): TrainableModel & { dispose(): void; paramCount: number } {
+  const r: ResolvedEncoder = resolveEncoder(model.encoder);
+  const dropPath = model.drop_path ?? r.defaultDropPath;
+  const store = new ParamStore(seed, true);
+  const root = store.scope('');
+  const encScope = root.scope('sparse_encoder.sp_cnn.');
+  const core: EncoderCore = r.family === 'resnet' ? defineResNet(encScope, r, dropPath) : defineConvNeXt(encScope, r, dropPath);
+  const decoder = defineLightDecoder(root.scope('dense_decoder.'), model.decoder.width);
+  const densifyNorm = resolveDensifyNorm(r.family, model.densify_norm);
+  const eWidths = [3, 2, 1, 0].map((j) => core.stageChannels[j]!);
+  // mask tokens exist (same parameter set as SparK) but get no gradient here: trainStep skips them
+  for (let i = 0; i < 4; i++) root.param(`mask_tokens.${i}`, [1, 1, 1, eWidths[i]!], { kind: 'truncNormal', std: 0.02, a: -0.02, b: 0.02 }, 'token');
+  const norms: Array<{ bn?: BatchNormVars; ln?: { weight: tf.Variable; bias: tf.Variable } } | null> = [];
+  for (let i = 0; i < 4; i++) {
+    if (densifyNorm === 'bn') norms.push({ bn: root.batchNorm(`densify_norms.${i}`, eWidths[i]!) });
+    else if (densifyNorm === 'ln') norms.push({ ln: root.layerNorm(`densify_norms.${i}`, eWidths[i]!) });
+    else norms.push(null);
+  }
+  const projs: Array<{ w: tf.Variable; b: tf.Variable; k: number } | null> = [];
+  for (let i = 0; i < 4; i++) {
+    const e = eWidths[i]!;
+    const d = decoder.channels[i]!;
+    if (i === 0 && e === d) {
+      projs.push(null);
+      continue;
+    }
+    const k = i === 0 ? 1 : 3;
+    const bound = torchDefaultBound(e * k * k);
+    projs.push({ w: root.conv(`densify_projs.${i}.weight`, k, e, d, bound), b: root.vector(`densify_projs.${i}.bias`, d, bound), k });
+  }
+  let paramCount = 0;
+  for (const v of store.params.values()) paramCount += v.size;
+  return {
+    params: store.params,
+    buffers: store.buffers,
+    paramCount,
+    makeMask: () => {
+      throw new Error('dense twin: pass the masks explicitly');
+    },
+    forward(x, mask, o) {
+      return tf.tidy(() => {
+        const feats = core.forward(x, null, o);
+        const toDec: tf.Tensor4D[] = [];
+        for (let i = 0; i < 4; i++) {
+          let f = feats[3 - i]!;
+          const nrm = norms[i];
+          if (nrm?.bn) f = batchNorm(f, nrm.bn, null, o.training);
+          else if (nrm?.ln) f = layerNorm(f, nrm.ln.weight, nrm.ln.bias, null);
+          const pj = projs[i];
+          if (pj) f = conv2d(f, pj.w as unknown as tf.Tensor4D, 1, (pj.k - 1) / 2, pj.b);
+          toDec.push(f);
+        }
+        const pred = decoder.forward(toDec, o.training);
+        return { loss: sparkLoss(x, pred, mask), pred };
+      });
+    },
+    dispose: () => store.dispose(),
+  };
+}
+
+/** A batch of normalised synthetic images [B, S, S, 3] (the same pixels for every mode and backend). */
+export function syntheticBatch(batch: number, size: number, seed = 1): tf.Tensor4D {
+  const n = size * size * 3;
+  const data = new Float32Array(batch * n);
+  for (let b = 0; b < batch; b++) normalizeRgb(syntheticImage(seed, b, size), size, size, false, data, b * n);
+  return tf.tensor4d(data, [batch, size, size, 3]);
+}
+
+export interface ModeResult {
+  mode: Mode;
+  /** Wall time of each timed step, ms. */
+  timesMs: number[];
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  imgPerSec: number;
+  /** Effective GFLOP/s of the dense FLOP count (sparse steps compute every position too). */
+  gflops: number;
+  warmupMs: number[];
+  losses: number[];
+  numTensors: { beforeBuild: number; afterBuild: number; afterWarmup: number; afterTimed: number; afterDispose: number };
+  numBytesAfterWarmup: number;
+  rssMiB: number;
+}
+
+export function median(a: number[]): number {
+  const s = [...a].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * Time `warmup + iters` training steps of one mode on the current backend; model and optimizer are built here and
+ * disposed at the end. `log` receives one line per step.
+ */
+export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters: number; seed?: number; log?: (s: string) => void }): ModeResult {
+  const seed = opts.seed ?? 0;
+  const log = opts.log ?? (() => undefined);
+  const beforeBuild = tf.memory().numTensors;
+  const x = syntheticBatch(c.batch, c.inputSize);
+  let model: (TrainableModel & { dispose(): void }) | SparKModel;
+  let lenKeep: number;
+  let fmap: number;
+  if (mode === 'dense') {
+    model = buildDenseTwin(c.model, c.inputSize, seed);
+    const probe = buildSparK(c.model, c.inputSize, seed, { shapesOnly: true });
+    lenKeep = probe.lenKeep;
+    fmap = probe.fmap;
+  } else {
+    const m = buildSparK(c.model, c.inputSize, seed);
+    model = m;
+    lenKeep = m.lenKeep;
+    fmap = m.fmap;
+  }
+  const optimizer = new Lamb(buildParamGroups(model.params), { betas: [0.9, c.beta2], eps: 1e-6, maxGradNorm: 5 });
+  const ones = mode === 'visible' ? tf.ones([c.batch, fmap, fmap, 1]) as tf.Tensor4D : null;
+  const afterBuild = tf.memory().numTensors;
+  const hyper = { lr: 1e-4, wd: 0.04 };
+  const warmupMs: number[] = [];
+  const timesMs: number[] = [];
+  const losses: number[] = [];
+  let afterWarmup = afterBuild;
+  let numBytesAfterWarmup = 0;
+  let rss = process.memoryUsage().rss;
+  let afterTimed = afterBuild;
+  try {
+    for (let i = 0; i < opts.warmup + opts.iters; i++) {
+      if (i === opts.warmup) {
+        afterWarmup = tf.memory().numTensors;
+        numBytesAfterWarmup = tf.memory().numBytes;
+      }
+      const t0 = performance.now();
+      let masks: tf.Tensor4D[] | undefined;
+      if (ones) masks = [ones];
+      else if (mode === 'dense') masks = [randomMask(c.batch, fmap, lenKeep, Rng.from(seed, 'mask', i, 0))];
+      // sparse: trainStep draws the mask itself from Rng.from(seed, 'mask', it, micro), as in training
+      const r = trainStep(model, optimizer, [x], { seed, it: i, hyper, ...(masks ? { masks } : {}) });
+      if (mode === 'dense') tf.dispose(masks!);
+      const dt = performance.now() - t0;
+      rss = Math.max(rss, process.memoryUsage().rss);
+      (i < opts.warmup ? warmupMs : timesMs).push(dt);
+      losses.push(r.loss);
+      log(`  ${mode} ${i < opts.warmup ? 'warmup' : 'step'} ${i < opts.warmup ? i + 1 : i - opts.warmup + 1}: ${dt.toFixed(0)} ms, loss ${r.loss.toFixed(4)}, tensors ${tf.memory().numTensors}`);
+    }
+    afterTimed = tf.memory().numTensors;
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+    x.dispose();
+    ones?.dispose();
+  }
+  const afterDispose = tf.memory().numTensors;
+  const med = median(timesMs);
+  return {
+    mode,
+    timesMs,
+    medianMs: med,
+    minMs: Math.min(...timesMs),
+    maxMs: Math.max(...timesMs),
+    imgPerSec: (1000 * c.batch) / med,
+    gflops: stepFlops(c) / (med / 1000) / 1e9,
+    warmupMs,
+    losses,
+    numTensors: { beforeBuild, afterBuild, afterWarmup, afterTimed, afterDispose },
+    numBytesAfterWarmup,
+    rssMiB: rss / 2 ** 20,
+  };
+}

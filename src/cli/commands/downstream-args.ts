@@ -1,0 +1,42 @@
+/** Shared argument handling of `spark finetune` and `spark probe`. */
+import { parseArgs } from 'node:util';
+import { loadExperiment, type LoadedExperiment } from '../../spec/index.js';
+import { UsageError } from '../../util/errors.js';
+
+export interface DownstreamArgs {
+  loaded: LoadedExperiment;
+  init: string | null | undefined;
+  plain: boolean;
+  json: boolean;
+  compareRandom: boolean;
+}
+
+export async function parseDownstreamArgs(argv: string[], task: 'finetune' | 'probe', help: string): Promise<DownstreamArgs | null> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      set: { type: 'string', multiple: true, default: [] },
+      init: { type: 'string' },
+      random: { type: 'boolean', default: false },
+      'compare-random': { type: 'boolean', default: false },
+      plain: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(help);
+    return null;
+  }
+  if (positionals.length !== 1) throw new UsageError(`spark ${task}: expected one spec file (see --help)`);
+  if (values.random && values.init) throw new UsageError(`spark ${task}: --init and --random exclude each other`);
+  const loaded = await loadExperiment(positionals[0]!, { set: [`task=${task}`, ...(values.set ?? [])] });
+  return {
+    loaded,
+    init: values.random ? null : values.init,
+    plain: values.plain || values.json,
+    json: values.json,
+    compareRandom: values['compare-random'],
+  };
+}

@@ -1,0 +1,82 @@
+/**
+ * The `finetune:` section (schemas/finetune.schema.json) and the reference fine-tuning recipe defaults of spec §7.1
+ * that apply when a field is null.
+ */
+import path from 'node:path';
+import type { EncoderSpec, ExperimentConfig } from '../spec/types.js';
+import { resolveEncoder } from '../models/registry.js';
+
+export interface ProbeConfig {
+  epochs: number;
+  lr: number;
+  weight_decay: number;
+  batch_size: number;
+}
+
+export interface FinetuneConfig {
+  init: string | null;
+  num_classes: number | null;
+  optimizer: 'auto' | 'adamw' | 'lamb';
+  layer_decay: number | null;
+  label_smoothing: number;
+  mixup: number | null;
+  cutmix: number;
+  mix_prob: number;
+  switch_prob: number;
+  crop_scale: [number, number];
+  eval_crop_pct: number;
+  eval_every: number;
+  probe: ProbeConfig;
+}
+
+export const FINETUNE_DEFAULTS: FinetuneConfig = {
+  init: null,
+  num_classes: null,
+  optimizer: 'auto',
+  layer_decay: null,
+  label_smoothing: 0.1,
+  mixup: null,
+  cutmix: 1.0,
+  mix_prob: 1.0,
+  switch_prob: 0.5,
+  crop_scale: [0.08, 1.0],
+  eval_crop_pct: 0.95,
+  eval_every: 1,
+  probe: { epochs: 100, lr: 0.01, weight_decay: 0.0001, batch_size: 256 },
+};
+
+/** The section with defaults filled (the schema fills them too; this keeps code-built configs working). */
+export function finetuneSection(config: ExperimentConfig): FinetuneConfig {
+  const raw = (config.finetune ?? {}) as Partial<FinetuneConfig>;
+  return { ...FINETUNE_DEFAULTS, ...raw, probe: { ...FINETUNE_DEFAULTS.probe, ...(raw.probe ?? {}) } };
+}
+
+/** `init` resolved against the spec file's folder (absolute paths and null pass through). */
+export function resolveInitPath(init: string | null, specPath: string | null): string | null {
+  if (!init) return null;
+  if (path.isAbsolute(init) || !specPath) return path.resolve(init);
+  return path.resolve(path.dirname(specPath), init);
+}
+
+export interface Recipe {
+  optimizer: 'adamw' | 'lamb';
+  layerDecay: number;
+  mixup: number;
+  dropPath: number;
+}
+
+/**
+ * Spec §7.1 `HP_DEFAULT_VALUES` by model: ConvNeXt → AdamW, layer decay 0.7, mixup 0.8, drop path 0.3/0.4/0.5
+ * (S/B/L); ResNet-50 → LAMB, 0.7, mixup 0.1, drop path 0.05; deeper ResNets → LAMB, 0.8, 0.1, 0.2. Models outside
+ * the table (small test variants, custom families) take their family's values with drop path 0.
+ */
+export function recipeFor(spec: EncoderSpec): Recipe {
+  const r = resolveEncoder(spec);
+  if (r.family === 'convnext') {
+    const dp: Record<string, number> = { convnext_small: 0.3, convnext_base: 0.4, convnext_large: 0.5, convnext_tiny: 0.1 };
+    return { optimizer: 'adamw', layerDecay: 0.7, mixup: 0.8, dropPath: dp[r.name] ?? 0 };
+  }
+  const deep = r.layers[2] > 6;
+  const named = ['resnet50', 'resnet101', 'resnet152', 'resnet200'].includes(r.name);
+  return { optimizer: 'lamb', layerDecay: deep ? 0.8 : 0.7, mixup: 0.1, dropPath: named ? (deep ? 0.2 : 0.05) : 0 };
+}

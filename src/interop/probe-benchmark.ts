@@ -1,0 +1,105 @@
+/**
+ * The small linear-probe benchmark (issue 7.5): a deterministic labelled dataset of rendered shapes and textures on
+ * random backgrounds, a short SparK pre-training on its training images (labels unused), then the same linear probe
+ * on the pre-trained and on a randomly initialised encoder. Used by `bench/probe-benchmark.ts` (full size) and by
+ * a test (small size).
+ */
+import path from 'node:path';
+import { writeSyntheticFolder } from '../data/index.js';
+import { resolveConfig } from '../spec/index.js';
+import type { ExperimentConfig } from '../spec/types.js';
+import { runExperiment } from '../train/run.js';
+import { runProbe, type DownstreamResult } from './downstream.js';
+
+export interface ProbeBenchmarkOptions {
+  dir: string;
+  classes: number;
+  trainPerClass: number;
+  valPerClass: number;
+  /** Image size on disk and input size (a multiple of 32, ≥ 64 so the mask grid has ≥ 4 cells). */
+  size: number;
+  pretrainSteps: number;
+  batchSize: number;
+  encoder: string;
+  seed: number;
+  backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+  probeEpochs: number;
+  plain?: boolean;
+  /** Show the console UI / plain lines of the runs. */
+  console?: boolean;
+}
+
+export interface ProbeBenchmarkResult {
+  pretrain: { runDir: string; steps: number; firstLoss: number | null; finalLoss: number | null; seconds: number };
+  pretrained: DownstreamResult;
+  random: DownstreamResult;
+  options: ProbeBenchmarkOptions;
+}
+
+export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBenchmarkResult> {
+  const train = path.join(o.dir, 'data', 'train');
+  const val = path.join(o.dir, 'data', 'val');
+  await writeSyntheticFolder(train, { classes: o.classes, perClass: o.trainPerClass, size: o.size, seed: o.seed, format: 'png' });
+  await writeSyntheticFolder(val, { classes: o.classes, perClass: o.valPerClass, size: o.size, seed: o.seed + 1000, format: 'png' });
+  const base = {
+    data: { source: 'imagefolder', root: train, val_root: val, input_size: o.size, workers: 0 },
+    runtime: { backend: o.backend, seed: o.seed },
+    output: { dir: path.join(o.dir, 'runs'), log_every: Math.max(1, Math.floor(o.pretrainSteps / 10)), checkpoint_every: 0, reconstruct_every: 0 },
+    tracking: { uri: path.join(o.dir, 'mlruns'), experiment: 'probe-benchmark' },
+  };
+  const pre: ExperimentConfig = resolveConfig(
+    {
+      name: 'probe-bench-pretrain',
+      model: { encoder: o.encoder, decoder: { type: 'light', width: 128 }, mask_ratio: 0.6 },
+      train: {
+        steps: o.pretrainSteps,
+        batch_size: o.batchSize,
+        warmup_steps: Math.max(1, Math.round(o.pretrainSteps / 10)),
+        optimizer: { name: 'lamb', base_lr: 2e-3, base_batch_size: o.batchSize },
+      },
+      ...base,
+    },
+    { file: 'probe-benchmark' },
+  );
+  const losses: number[] = [];
+  const t0 = Date.now();
+  const run = await runExperiment({ config: pre, specPath: null, plain: o.plain ?? true, console: o.console ?? false, subscribers: [], onStep: (_s, loss) => void losses.push(loss) });
+  const seconds = (Date.now() - t0) / 1000;
+  if (run.status !== 'FINISHED') throw new Error(`probe benchmark: pre-training ended ${run.status}: ${run.error ?? ''}`);
+  const probeCfg: ExperimentConfig = resolveConfig(
+    {
+      name: 'probe-bench-probe',
+      task: 'probe',
+      model: { encoder: o.encoder },
+      train: { batch_size: 32 },
+      finetune: { probe: { epochs: o.probeEpochs, lr: 0.01, batch_size: 64 } },
+      ...base,
+    },
+    { file: 'probe-benchmark' },
+  );
+  const common = { config: probeCfg, specPath: null, plain: o.plain ?? true, console: o.console ?? false, subscribers: [] };
+  const pretrained = await runProbe({ ...common, init: run.runDir });
+  const random = await runProbe({ ...common, init: null, nameSuffix: '-random' });
+  return {
+    pretrain: { runDir: run.runDir, steps: run.step, firstLoss: losses[0] ?? null, finalLoss: run.finalLoss, seconds },
+    pretrained,
+    random,
+    options: o,
+  };
+}
+
+export function formatProbeBenchmark(r: ProbeBenchmarkResult): string {
+  const o = r.options;
+  const rows = [
+    `linear-probe benchmark: ${o.classes} classes, ${o.classes * o.trainPerClass} train / ${o.classes * o.valPerClass} val images of ${o.size} px, encoder ${o.encoder}, seed ${o.seed}`,
+    `SparK pre-training: ${r.pretrain.steps} steps of ${o.batchSize} in ${r.pretrain.seconds.toFixed(0)} s, loss ${r.pretrain.firstLoss?.toFixed(4)} → ${r.pretrain.finalLoss?.toFixed(4)}`,
+    '',
+    '| encoder weights | val top-1 | val top-5 | train top-1 |',
+    '|---|---|---|---|',
+    `| SparK pre-trained | ${r.pretrained.top1.toFixed(2)} % | ${r.pretrained.top5.toFixed(2)} % | ${(r.pretrained.trainTop1 ?? 0).toFixed(2)} % |`,
+    `| random init | ${r.random.top1.toFixed(2)} % | ${r.random.top5.toFixed(2)} % | ${(r.random.trainTop1 ?? 0).toFixed(2)} % |`,
+    '',
+    `difference: ${(r.pretrained.top1 - r.random.top1).toFixed(2)} points of top-1 (chance = ${(100 / o.classes).toFixed(2)} %)`,
+  ];
+  return rows.join('\n');
+}
