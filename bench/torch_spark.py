@@ -15,7 +15,7 @@ Modes (the same as the TS bench):
   visible = the same sparse graph with an all-ones mask (loss 0, full backward);
   dense   = the same network without any masking (plain Conv/BN/LN), densify without token fill, loss of a random mask.
 Memory formats: nchw (contiguous) and channels_last (model and input converted with .to(memory_format=...)).
-Initialisation is PyTorch's default except for zero-init of bn3 and layer scale 1e-6 (timing does not depend on it).
+Initialisation follows spec §2.4/§2.5/§3.3 (densify projections keep PyTorch's default), so the first loss is ≈ 1.
 
 Usage: python3 bench/torch_spark.py --cases '[{"label":..,"family":"resnet","layers":[3,4,6,3],"width":64,
          "decoder_width":768,"densify_norm":"bn","drop_path":0.05,"mask_ratio":0.6,"size":224,"batch":8,"beta2":0.95}]'
@@ -205,6 +205,10 @@ class ConvNeXt(nn.Module):
             self.stages.append(nn.Sequential(*[CNBlock(dims[i], rates[k + j]) for j in range(depths[i])]))
             k += depths[i]
         self.channels = list(dims)
+        for m in self.modules():  # ConvNeXt _init_weights (spec §2.4)
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=.02)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         feats = []
@@ -234,6 +238,13 @@ class LightDecoder(nn.Module):
         self.dec = nn.ModuleList([UNetBlock(a, b) for a, b in zip(ch[:-1], ch[1:])])
         self.proj = nn.Conv2d(ch[-1], 3, 1, bias=True)
         self.channels = ch
+        for m in self.modules():  # LightDecoder.initialize (spec §3.3)
+            if isinstance(m, nn.Conv2d):
+                nn.init.trunc_normal_(m.weight, std=.02)
+                nn.init.zeros_(m.bias) if m.bias is not None else None
+            elif isinstance(m, nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+                nn.init.zeros_(m.bias)
 
     def forward(self, to_dec):
         x = 0

@@ -121,16 +121,22 @@ function walk(dir) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-const { values: opt } = parseArgs({
-  options: {
-    wheel: { type: 'string' },
-    force: { type: 'boolean', default: false },
-    'no-strip': { type: 'boolean', default: false },
-    'skip-verify': { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-  strict: true,
-});
+let opt;
+try {
+  ({ values: opt } = parseArgs({
+    options: {
+      wheel: { type: 'string' },
+      force: { type: 'boolean', default: false },
+      'no-strip': { type: 'boolean', default: false },
+      'skip-verify': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  }));
+} catch (e) {
+  process.stderr.write(`setup-native: ${e.message} (options: --wheel <file>, --force, --no-strip, --skip-verify, --help)\n`);
+  process.exit(2);
+}
 if (opt.help) {
   process.stdout.write(readFileSync(new URL(import.meta.url), 'utf8').split('*/')[0].replace(/^#!.*\n\/\*\*\n/, '').replace(/^ \* ?/gm, '') + '\n');
   process.exit(0);

@@ -48,7 +48,7 @@ test('doctor() reports every backend with versions, and restores the active back
     assert.equal(r.versions.tf, '2.21.0');
   } else {
     assert.equal(tfs.available, false);
-    assert.match(tfs.fix ?? '', /setup:native|npm ci/);
+    assert.match(tfs.fix ?? '', /setup:native|npm ci|SPARK_DISABLE_NATIVE/);
   }
   assert.equal(r.sharp.ok, true, r.sharp.error);
   assert.match(r.sharp.libvips ?? '', /^\d+\.\d+/);

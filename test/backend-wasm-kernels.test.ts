@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/init.js';
 import {
-  WASM_TRAINING_KERNELS, isSparkKernel, registerCpuTrainingKernels, restoreOriginalKernels, wasmTrainingKernelsRegistered,
+  CPU_TRAINING_KERNELS, WASM_TRAINING_KERNELS, isSparkKernel, registerCpuTrainingKernels, restoreOriginalKernels, wasmTrainingKernelsRegistered,
 } from '../src/backend/wasm-kernels.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -73,21 +73,20 @@ function relErr(a: Float32Array, b: Float32Array): number {
   return m / (s || 1);
 }
 
-/** Gradients from the cpu backend's own kernels (spark replaces its Conv2DBackpropFilter). */
+/** Gradients from the cpu backend's own kernels (spark replaces its filter-gradient kernels). */
 async function cpuReference(): Promise<Array<ReturnType<typeof grads>>> {
   await initBackend('cpu');
   restoreOriginalKernels('cpu');
-  assert.equal(isSparkKernel('Conv2DBackpropFilter', 'cpu'), false);
+  for (const k of CPU_TRAINING_KERNELS) assert.equal(isSparkKernel(k, 'cpu'), false, k);
   const ref = CASES.map((c, i) => grads(c, i));
   registerCpuTrainingKernels();
   return ref;
 }
 
-test('the cpu Conv2DBackpropFilter replacement matches the original kernel', async (t) => {
+test('the cpu filter-gradient replacements match the original kernels', async (t) => {
   const ref = await cpuReference();
-  assert.equal(isSparkKernel('Conv2DBackpropFilter', 'cpu'), true);
+  for (const k of CPU_TRAINING_KERNELS) assert.equal(isSparkKernel(k, 'cpu'), true, k);
   for (const [i, c] of CASES.entries()) {
-    if (c.depthwise) continue;
     await t.test(c.name, () => {
       const got = grads(c, i);
       const e = relErr(got.dw, ref[i]!.dw);

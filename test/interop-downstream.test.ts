@@ -13,6 +13,7 @@ import { resolveConfig } from '../src/spec/index.js';
 import { Rng } from '../src/util/rng.js';
 import { packageRoot } from '../src/util/paths.js';
 import { probeBenchmark, formatProbeBenchmark } from '../src/interop/probe-benchmark.js';
+import { readStore } from '../src/track/index.js';
 
 const close = (a: number, b: number, tol = 1e-6) => assert.ok(Math.abs(a - b) <= tol, `${a} != ${b}`);
 
@@ -164,6 +165,15 @@ test('spark probe: random and imported encoders give results in the store', asyn
     assert.ok(r.mlflowRunId, 'logged to MLflow');
   }
   assert.notEqual(a.runDir, b.runDir);
+  // the probe's accuracy is a metric of its MLflow run, like pre-training metrics
+  const snap = await readStore(path.join(dir, 'mlruns'));
+  const runs = snap.experiments.flatMap((e) => e.runs);
+  const run = runs.find((r) => r.info.runId === a.mlflowRunId)!;
+  assert.ok(run, 'the probe run is in the store');
+  assert.equal(run.info.status, 'FINISHED');
+  const hist = run.history['probe_top1']!;
+  assert.ok(hist && hist.length === 1, 'probe_top1 logged once');
+  assert.ok(Math.abs(hist[0]!.value - a.top1) < 1e-9, 'logged value equals the result');
 });
 
 test('probe benchmark: SparK pre-training beats random init on the generated dataset', async (t) => {

@@ -241,3 +241,24 @@ test('a store root that does not exist is created with Default experiment 0 on f
     done();
   }
 });
+
+test('run names and ids survive meta.yaml round trips (YAML 1.1 and 1.2 readers)', async () => {
+  const { root, store, done } = tmpStore();
+  try {
+    const expId = await store.getOrCreateExperiment('names: tricky #1');
+    assert.equal((await store.getExperiment(expId)).name, 'names: tricky #1');
+    for (const name of ['yes', 'on', 'null', '~', '1e5', '0x1F', '12:30', '2024-01-01', "it's", 'trial: 3', 'a #b', 'ünïcode', 'multi\nline', ' lead', '-dash', '[x]', '0.6', 'mr=0.6']) {
+      const info = await store.createRun({ experimentId: expId, runName: name });
+      const text = readFileSync(path.join(root, expId, info.runId, 'meta.yaml'), 'utf8');
+      for (const schema of ['yaml-1.1', 'core'] as const) {
+        const m = YAML.parse(text, { schema }) as Record<string, unknown>;
+        assert.equal(m['run_name'], name, `${JSON.stringify(name)} (${schema})`);
+        assert.equal(m['experiment_id'], expId);
+        assert.equal(m['run_id'], info.runId);
+      }
+      assert.equal((await store.getRun(info.runId)).info.runName, name);
+    }
+  } finally {
+    done();
+  }
+});

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { RestStore, chunkBatch, UNREACHABLE } from '../src/track/rest.js';
+import { RestStore, chunkBatch, UNREACHABLE, UnreachableError } from '../src/track/rest.js';
 import type { Metric } from '../src/track/types.js';
 import { TrackingError } from '../src/util/errors.js';
 import { MlflowTestServer, startMlflowServer } from './helpers/mlflow-server.js';
@@ -198,7 +198,7 @@ test('retries with backoff on 503/429, gives up after maxRetries; timeouts and r
   const url = dead.url;
   await dead.close();
   const t0 = Date.now();
-  await assert.rejects(() => new RestStore(url, { ...fast, maxRetries: 1 }).getExperimentByName('x'), (e: unknown) => e instanceof TrackingError && e.errorCode === UNREACHABLE && /ECONNREFUSED/.test(e.message) && (e as { maybeSent?: boolean }).maybeSent === false);
+  await assert.rejects(() => new RestStore(url, { ...fast, maxRetries: 1 }).getExperimentByName('x'), (e: unknown) => e instanceof TrackingError && e.errorCode === UNREACHABLE && /ECONNREFUSED/.test(e.message) && e instanceof UnreachableError && !e.maybeSent);
   assert.ok(Date.now() - t0 < 3000, 'Date.now() - t0 < 3000');
 });
 

@@ -55,4 +55,10 @@ test('spark run --help, and --dry-run prints the plan and writes nothing (child 
   assert.ok(r.stdout.length > 50, 'a plan is printed');
   assert.match(r.stdout, /\b9\b/);
   assert.equal(existsSync(out), false, 'nothing written');
+  // a sweep dry run lists the validated trials
+  const sw = spawnSync(cmd!, [...pre, 'run', spec, '--dry-run', '--sweep', 'model.mask_ratio=0.5,0.75'], { encoding: 'utf8' });
+  assert.equal(sw.status, 0, sw.stderr);
+  assert.match(sw.stdout, /sweep: 2 trials/);
+  assert.match(sw.stdout, /\[1\] mask_ratio=0.75/);
+  assert.equal(existsSync(out), false, 'nothing written');
 });

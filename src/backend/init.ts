@@ -5,7 +5,7 @@
  *  - `tensorflow`: libtensorflow through @tensorflow/tfjs-node-gpu (when installed and a GPU is visible) or
  *    @tensorflow/tfjs-node (addon built by `npm run setup:native`); BackendError (exit 3) when neither loads.
  *  - `wasm`: @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD) plus spark's training kernels (./wasm-kernels.ts).
- *  - `cpu`: the pure-JS backend (a correctness oracle; tiny models only), with spark's faster Conv2DBackpropFilter.
+ *  - `cpu`: the pure-JS backend (a correctness oracle; tiny models only), with spark's faster filter-gradient kernels.
  *  - `auto`: tfjs-node-gpu with a GPU, else tfjs-node, else wasm (only when its training kernels registered), else
  *    cpu; `BackendInfo.reason` says which and why.
  *
@@ -105,7 +105,7 @@ async function useWasm(threads: number | null | undefined): Promise<number> {
 }
 
 async function useCpu(): Promise<void> {
-  // Its Conv2DBackpropFilter is a scalar loop ~30x slower than its Conv2D; spark's decomposition replaces it.
+  // Its filter-gradient kernels are scalar loops 30-40x slower than its forward convs; spark's decompositions replace them.
   registerCpuTrainingKernels();
   if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend failed to initialise');
   await tf.ready();

@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
+import { isSparkKernel } from '../backend/wasm-kernels.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -71,13 +72,17 @@ export function padHW(x: tf.Tensor4D, p: number, value = 0): tf.Tensor4D {
 
 /**
  * Whether to use this module's own gradients for convolutions. The tfjs cpu backend's filter-gradient kernels are
- * naive loops (50–100× slower than the forward conv) and the wasm backend has none; on those backends the filter
- * gradient is computed as a (dilated) forward convolution instead, which is exact and fast. The native TensorFlow
- * backend uses its own kernels.
+ * naive loops (50–100× slower than the forward conv) and the wasm backend has none; there the filter gradient is
+ * computed as a (dilated) forward convolution instead, which is exact and fast. 'auto' uses them on a non-native
+ * backend unless the backend module has already replaced those kernels with the same decomposition
+ * (`registerCpuTrainingKernels` / `registerWasmTrainingKernels`, done by `initBackend`); the native TensorFlow
+ * backend always uses its own kernels.
  */
 export function useOwnConvGrads(): boolean {
   if (ownConvGrads !== 'auto') return ownConvGrads === 'on';
-  return tf.getBackend() !== 'tensorflow';
+  const be = tf.getBackend();
+  if (be === 'tensorflow') return false;
+  return !(isSparkKernel('Conv2DBackpropFilter', be) && isSparkKernel('DepthwiseConv2dNativeBackpropFilter', be));
 }
 
 let ownConvGrads: 'auto' | 'on' | 'off' = 'auto';
@@ -92,7 +97,7 @@ export function setOwnConvGrads(mode: 'auto' | 'on' | 'off'): 'auto' | 'on' | 'o
 /** dL/dW of y = conv2d(x, W, stride s, 'valid') with W [k,k,I,O]: a dilated forward conv over the batch axis. */
 export function convFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, k: number, stride: number): tf.Tensor4D {
   return tf.tidy(() => {
-    const [ci] = [x.shape[3]];
+    const ci = x.shape[3];
     const co = dy.shape[3];
     const xt = tf.transpose(x, [3, 1, 2, 0]) as tf.Tensor4D; // [I, H, W, B]
     const dyt = tf.transpose(dy, [1, 2, 0, 3]) as tf.Tensor4D; // [oh, ow, B, O]
@@ -217,14 +222,14 @@ export function batchNorm(x: tf.Tensor4D, bn: BatchNormVars, mask: tf.Tensor4D |
       mean = tf.div(tf.sum(tf.mul(x, mask), [0, 1, 2]), cnt) as tf.Tensor1D;
       const d = tf.sub(x, mean);
       variance = tf.div(tf.sum(tf.mul(tf.square(d), mask), [0, 1, 2]), cnt) as tf.Tensor1D;
-      y = tf.mul(tf.add(tf.mul(tf.mul(d, tf.rsqrt(tf.add(variance, eps))), bn.weight), bn.bias), mask) as tf.Tensor4D;
+      y = tf.mul(tf.add(tf.mul(d, tf.mul(tf.rsqrt(tf.add(variance, eps)), bn.weight)), bn.bias), mask) as tf.Tensor4D;
     } else {
       const [b, h, w] = x.shape;
       n = b * h * w;
       const mom = tf.moments(x, [0, 1, 2]);
       mean = mom.mean as tf.Tensor1D;
       variance = mom.variance as tf.Tensor1D;
-      y = tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), bn.weight), bn.bias) as tf.Tensor4D;
+      y = tf.add(tf.mul(tf.sub(x, mean), tf.mul(tf.rsqrt(tf.add(variance, eps)), bn.weight)), bn.bias) as tf.Tensor4D;
     }
     updateRunningStats(bn, mean, variance, n);
   } else {

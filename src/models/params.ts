@@ -92,6 +92,7 @@ export function numel(shape: readonly number[]): number {
  */
 export class ParamStore {
   readonly defs: TensorDef[] = [];
+  private readonly keys = new Set<string>();
   readonly params = new Map<string, tf.Variable>();
   readonly buffers = new Map<string, tf.Variable>();
 
@@ -106,7 +107,8 @@ export class ParamStore {
   }
 
   add(def: TensorDef): tf.Variable {
-    if (this.defs.some((d) => d.key === def.key)) throw new Error(`duplicate tensor key ${def.key}`);
+    if (this.keys.has(def.key)) throw new Error(`duplicate tensor key ${def.key}`);
+    this.keys.add(def.key);
     this.defs.push(def);
     if (!this.materialize) return undefined as unknown as tf.Variable;
     const n = numel(def.shape);

@@ -22,7 +22,7 @@ export type { RunTracker, TrackingState } from './tracker.js';
 export { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE } from './tracker.js';
 export * from './types.js';
 export { FileStore, readStore, fileStoreRoot, type StoreSnapshot } from './filestore.js';
-export { RestStore, chunkBatch, isUnreachable, UNREACHABLE, type RestOptions } from './rest.js';
+export { RestStore, chunkBatch, isUnreachable, UNREACHABLE, UnreachableError, type RestOptions } from './rest.js';
 export { parseFilter, filterRuns, sortRuns, parseOrderBy } from './filter.js';
 export { replayJournal, readJournal, JOURNAL_FILE } from './journal.js';
 export { configParams, flattenParams, systemTags } from './params.js';

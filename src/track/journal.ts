@@ -12,8 +12,8 @@
  */
 import { promises as fsp, existsSync, appendFileSync } from 'node:fs';
 import { TrackingError } from '../util/errors.js';
-import { encodeMetricValue, decodeMetricValue, isUnreachable } from './rest.js';
-import type { LogBatch, Metric, MlflowRunStatus, TrackingStore } from './types.js';
+import { encodeMetricValue, decodeMetricValue, isUnreachable, UnreachableError } from './rest.js';
+import { metricPointKey, type LogBatch, type Metric, type MlflowRunStatus, type TrackingStore } from './types.js';
 
 export const JOURNAL_FILE = 'mlflow-offline.jsonl';
 
@@ -95,10 +95,6 @@ export class Journal {
   }
 }
 
-function sameMetric(a: Metric, b: Metric): boolean {
-  return a.step === b.step && a.timestamp === b.timestamp && (a.value === b.value || (Number.isNaN(a.value) && Number.isNaN(b.value)));
-}
-
 /** Execute one op against a store. When `maybeSent`, metric points already stored are dropped first. */
 export async function executeOp(store: TrackingStore, op: TrackOp, maybeSent: boolean): Promise<void> {
   switch (op.type) {
@@ -106,11 +102,11 @@ export async function executeOp(store: TrackingStore, op: TrackOp, maybeSent: bo
       let batch = op.batch;
       if (maybeSent && batch.metrics?.length) {
         const keep: Metric[] = [];
-        const histories = new Map<string, Metric[]>();
-        for (const m of batch.metrics) {
-          if (!histories.has(m.key)) histories.set(m.key, await store.getMetricHistory(op.runId, m.key));
-          if (!histories.get(m.key)!.some((h) => sameMetric(h, m))) keep.push(m);
+        const stored = new Set<string>();
+        for (const key of new Set(batch.metrics.map((m) => m.key))) {
+          for (const h of await store.getMetricHistory(op.runId, key)) stored.add(metricPointKey(h));
         }
+        for (const m of batch.metrics) if (!stored.has(metricPointKey(m))) keep.push(m);
         batch = { ...batch, metrics: keep };
       }
       if (!batch.metrics?.length && !batch.params?.length && !batch.tags?.length) return;
@@ -154,7 +150,7 @@ export async function replayJournal(file: string, store: TrackingStore): Promise
       res.remaining--;
     } catch (err) {
       if (isUnreachable(err)) {
-        if ((err as { maybeSent?: boolean }).maybeSent && !e.maybeSent) j.markMaybeSent(e.seq);
+        if (err instanceof UnreachableError && err.maybeSent && !e.maybeSent) j.markMaybeSent(e.seq);
         res.unreachable = err as TrackingError;
         return res;
       }

@@ -22,7 +22,9 @@ export function yamlScalar(v: MetaValue): string {
   if (Array.isArray(v)) return '[]';
   if (typeof v === 'number') return String(v);
   if (plainIsSafe(v)) return v;
-  return `'${v.replace(/'/g, "''").replace(/\n/g, '\n\n')}'`;
+  // control characters (newlines...): double quotes with JSON escapes, which YAML double-quoted scalars share
+  if (/[\u0000-\u001f\u007f]/.test(v)) return JSON.stringify(v);
+  return `'${v.replace(/'/g, "''")}'`;
 }
 
 export function dumpMeta(obj: Record<string, MetaValue>): string {

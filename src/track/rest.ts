@@ -7,6 +7,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { TrackingError } from '../util/errors.js';
+import { fileStoreRoot } from './filestore.js';
 import {
   MAX_ENTITIES_PER_BATCH,
   MAX_METRICS_PER_BATCH,
@@ -31,6 +32,14 @@ import {
 
 /** errorCode of a TrackingError raised when the server could not be reached (network error, timeout, 5xx). */
 export const UNREACHABLE = 'UNREACHABLE';
+
+/** The server could not be reached. `maybeSent`: the request may have been received and stored (timeout, 5xx). */
+export class UnreachableError extends TrackingError {
+  constructor(message: string, readonly maybeSent: boolean, httpStatus?: number) {
+    super(message, UNREACHABLE, httpStatus);
+    this.name = 'UnreachableError';
+  }
+}
 
 export interface RestOptions {
   /** Retries after the first attempt (default $MLFLOW_HTTP_REQUEST_MAX_RETRIES or 5). */
@@ -237,7 +246,7 @@ export class RestStore implements TrackingStore {
       payload = JSON.stringify(body);
       headers['Content-Type'] = 'application/json';
     }
-    let lastErr: TrackingError | null = null;
+    let lastErr: UnreachableError | null = null;
     for (let attempt = 0; attempt <= this.opts.maxRetries; attempt++) {
       if (attempt > 0) await this.sleep(attempt);
       let res: Response;
@@ -246,8 +255,8 @@ export class RestStore implements TrackingStore {
       } catch (e) {
         const err = e as Error & { cause?: { code?: string; message?: string } };
         const why = err.name === 'TimeoutError' || err.name === 'AbortError' ? `timed out after ${this.opts.timeout}s` : (err.cause?.code ?? err.cause?.message ?? err.message);
-        lastErr = new TrackingError(`cannot reach the MLflow tracking server at ${this.uri} (${method} ${new URL(url).pathname}: ${why})`, UNREACHABLE);
-        (lastErr as TrackingError & { maybeSent?: boolean }).maybeSent = !/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/.test(String(why));
+        const neverSent = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/.test(String(why));
+        lastErr = new UnreachableError(`cannot reach the MLflow tracking server at ${this.uri} (${method} ${new URL(url).pathname}: ${why})`, !neverSent);
         continue;
       }
       const text = await res.text().catch(() => '');
@@ -266,12 +275,11 @@ export class RestStore implements TrackingStore {
         json = null;
       }
       if (RETRY_STATUS.has(res.status)) {
-        lastErr = new TrackingError(
+        lastErr = new UnreachableError(
           `MLflow server ${this.uri} answered HTTP ${res.status}${json?.error_code ? ` ${json.error_code}` : ''} to ${method} ${new URL(url).pathname}${json?.message ? `: ${json.message}` : ''}`,
-          UNREACHABLE,
+          res.status !== 429 && res.status !== 503,
           res.status,
         );
-        (lastErr as TrackingError & { maybeSent?: boolean }).maybeSent = res.status !== 429 && res.status !== 503;
         continue;
       }
       if (json && typeof json.error_code === 'string') {
@@ -287,7 +295,7 @@ export class RestStore implements TrackingStore {
       const snippet = text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 200);
       throw new TrackingError(`MLflow server ${this.uri} answered HTTP ${res.status} to ${method} ${new URL(url).pathname}: ${snippet}`, undefined, res.status);
     }
-    throw lastErr ?? new TrackingError(`cannot reach the MLflow tracking server at ${this.uri}`, UNREACHABLE);
+    throw lastErr ?? new UnreachableError(`cannot reach the MLflow tracking server at ${this.uri}`, false);
   }
 
   private get<T>(endpoint: string, query: Record<string, string | number | undefined>): Promise<T> {
@@ -479,7 +487,6 @@ export class RestStore implements TrackingStore {
     const prefix = [...(artifactPath ? artifactPath.split('/').filter(Boolean) : []), path.basename(localPath)];
     if (uri.startsWith('file:')) {
       // --no-serve-artifacts with a local artifact root: write it ourselves
-      const { fileStoreRoot } = await import('./filestore.js');
       const dest = path.join(fileStoreRoot(uri), ...prefix);
       await fsp.mkdir(path.dirname(dest), { recursive: true });
       await fsp.cp(localPath, dest, { recursive: true });

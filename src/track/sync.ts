@@ -14,7 +14,7 @@ import { TrackingError, UsageError } from '../util/errors.js';
 import { FileStore } from './filestore.js';
 import { replayJournal, JOURNAL_FILE, type ReplayResult } from './journal.js';
 import { readTrackingState, STATE_FILE, type TrackingState } from './tracker.js';
-import { searchAllRuns, type KeyValue, type Metric, type Run, type TrackingStore } from './types.js';
+import { metricPointKey, searchAllRuns, type KeyValue, type Metric, type Run, type TrackingStore } from './types.js';
 
 export const SOURCE_RUN_TAG = 'spark.source_run_id';
 export const SOURCE_URI_TAG = 'spark.source_uri';
@@ -36,10 +36,6 @@ export interface SyncRunReport {
 export interface SyncReport {
   experiments: Array<{ name: string; sourceId: string; targetId: string }>;
   runs: SyncRunReport[];
-}
-
-function metricSig(m: Metric): string {
-  return `${m.step}|${m.timestamp}|${Number.isNaN(m.value) ? 'nan' : m.value}`;
 }
 
 /** Depth in the parent tree of the experiment (parents first). */
@@ -140,9 +136,9 @@ async function syncRun(source: FileStore, target: TrackingStore, run: Run, targe
   for (const key of Object.keys(run.data.metrics)) {
     const src = await source.getMetricHistory(srcId, key);
     const have = new Map<string, number>();
-    if (key in tgt.data.metrics) for (const m of await target.getMetricHistory(tgt.info.runId, key)) have.set(metricSig(m), (have.get(metricSig(m)) ?? 0) + 1);
+    if (key in tgt.data.metrics) for (const m of await target.getMetricHistory(tgt.info.runId, key)) have.set(metricPointKey(m), (have.get(metricPointKey(m)) ?? 0) + 1);
     for (const m of src) {
-      const s = metricSig(m);
+      const s = metricPointKey(m);
       const c = have.get(s) ?? 0;
       if (c > 0) have.set(s, c - 1);
       else metrics.push(m);

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { atomicWriteFileSync } from '../util/atomic.js';
 import type { RunEvent, RunSubscriber } from '../train/events.js';
-import { chunkBatch, isUnreachable } from './rest.js';
+import { chunkBatch, isUnreachable, UnreachableError } from './rest.js';
 import { Journal, JOURNAL_FILE, executeOp, replayJournal, type TrackOp } from './journal.js';
 import type { KeyValue, Metric, MlflowRunStatus, TrackingStore } from './types.js';
 
@@ -155,6 +155,15 @@ export class MlflowRunTracker implements RunTracker {
         this.bufferedMaxStep = Math.max(this.bufferedMaxStep, e.step);
         this.scheduleFlush();
         return;
+      case 'metrics':
+        // evaluation results (fine-tuning val_top1/val_top5, probe_top1, ...): logged at once
+        if (e.step <= this.skipUpTo) return;
+        for (const [key, value] of Object.entries(e.metrics)) {
+          if (typeof value === 'number') this.metrics.push({ key, value, timestamp: e.time, step: e.step });
+        }
+        this.bufferedMaxStep = Math.max(this.bufferedMaxStep, e.step);
+        this.scheduleFlush();
+        return;
       case 'checkpoint':
         this.tags.push({ key: 'spark.checkpoint', value: e.path }, { key: 'spark.checkpoint_step', value: String(e.step) });
         this.scheduleFlush();
@@ -242,7 +251,7 @@ export class MlflowRunTracker implements RunTracker {
         await executeOp(this.store, q.op, false);
       } catch (err) {
         if (isUnreachable(err)) {
-          const maybeSent = (err as { maybeSent?: boolean }).maybeSent === true;
+          const maybeSent = err instanceof UnreachableError && err.maybeSent;
           for (let i = 0; i < this.queue.length; i++) {
             const x = this.queue[i]!;
             this.journal.append({ seq: x.seq, op: x.op, maybeSent: i === 0 && maybeSent });

@@ -108,6 +108,11 @@ export interface TrackingStore {
   getMetricHistory(runId: string, key: string): Promise<Metric[]>;
 }
 
+/** Identity of one logged metric point (NaN equals NaN): what replay and sync compare to avoid duplicates. */
+export function metricPointKey(m: Metric): string {
+  return `${m.key}|${m.step}|${m.timestamp}|${Number.isNaN(m.value) ? 'nan' : m.value}`;
+}
+
 export function toKeyValues(x: Record<string, string> | KeyValue[] | undefined): KeyValue[] {
   if (!x) return [];
   if (Array.isArray(x)) return x;

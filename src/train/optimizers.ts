@@ -237,8 +237,7 @@ export class Lamb extends BaseOptimizer {
       // timm: grad.div_(G / max if G > max else 1)
       const clipDiv = Number.isFinite(this.maxGradNorm) ? tf.maximum(tf.div(G, this.maxGradNorm), 1) : tf.scalar(1);
       for (const group of this.groups) {
-        if (!group.params.some((p) => this.gradOf(grads, p.name))) continue;
-        group.step += 1;
+        group.step += 1; // timm counts every group's step, with or without gradients
         const bc1 = this.biasCorrection ? 1 - Math.pow(beta1, group.step) : 1;
         const bc2 = this.biasCorrection ? 1 - Math.pow(beta2, group.step) : 1;
         const lr = hyper.lr * group.lrScale;

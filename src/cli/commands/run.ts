@@ -87,8 +87,14 @@ export default async function run(argv: string[]): Promise<number> {
   const loaded = await loadExperiment(specFile, { set: v.set ?? [] });
   if (v['dry-run']) {
     if (loaded.config.sweep || sweeps.length) {
-      process.stdout.write(formatPlan(planRun(loaded.config)) + '\n');
-      process.stdout.write(`(a sweep: each trial varies this plan; run without --dry-run to create the sweep folder)\n`);
+      // expand (and validate) every trial; show the list and the plan of the first
+      const { expandSweep } = await import('../../sweep/index.js');
+      const trials = expandSweep(loaded.raw, sweeps, { file: loaded.specPath });
+      const lines = [`sweep: ${trials.length} trial${trials.length === 1 ? '' : 's'} of ${loaded.specPath}; nothing is written`];
+      for (const t of trials) lines.push(`  [${t.index}] ${t.name}`);
+      lines.push('', `plan of trial 0 (${trials[0]?.name ?? '-'}):`);
+      process.stdout.write(lines.join('\n') + '\n');
+      if (trials[0]) process.stdout.write(formatPlan(planRun(trials[0].config)) + '\n');
     } else {
       process.stdout.write(formatPlan(planRun(loaded.config)) + '\n');
     }
