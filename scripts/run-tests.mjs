@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// Runs the compiled test suite (dist/test/**/*.test.js) with Node's built-in runner, one file at a time
-// (tests share 2 cores and TensorFlow's thread pool). Pass file filters as arguments: `npm test -- model`.
-import { readdirSync, statSync } from 'node:fs';
+// Runs the compiled test suite (dist/test/**/*.test.js) with Node's built-in runner, one file at a time (tests
+// share 2 cores and TensorFlow's thread pool). Pass file-name filters as arguments: `npm test -- model- spec-`.
+// Prints the spec reporter's output, then one closing line `N passed, N failed, N skipped` (also written to
+// $SPARK_TEST_SUMMARY when set) taken from a TAP copy of the same run.
+import { readdirSync, statSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -14,16 +17,39 @@ function walk(d) {
   });
 }
 const filters = process.argv.slice(2).filter((a) => !a.startsWith('-'));
-let files = walk(testDir).sort();
-if (filters.length) files = files.filter((f) => filters.some((x) => f.includes(x)));
+let files = [];
+try {
+  files = walk(testDir).sort();
+} catch {
+  /* no dist/test */
+}
+if (filters.length) files = files.filter((f) => filters.some((x) => path.basename(f).includes(x)));
 if (!files.length) {
   console.error('run-tests: no test files found under dist/test (did `npm run build` run?)');
   process.exit(1);
 }
 console.error(`run-tests: ${files.length} files, backend=${process.env.SPARK_BACKEND ?? 'auto'}`);
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...files], {
-  stdio: 'inherit',
-  cwd: root,
-  env: { ...process.env, SPARK_TEST: '1' },
-});
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'spark-tests-'));
+const tap = path.join(tmp, 'report.tap');
+const r = spawnSync(
+  process.execPath,
+  ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
+  { stdio: 'inherit', cwd: root, env: { ...process.env, SPARK_TEST: '1' } },
+);
+let summary = null;
+try {
+  const text = readFileSync(tap, 'utf8');
+  const count = (k) => {
+    const m = new RegExp(`^# ${k} (\\d+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+  summary = `${count('pass')} passed, ${count('fail') + count('cancelled')} failed, ${count('skipped') + count('todo')} skipped`;
+} catch {
+  /* the runner died before writing */
+}
+rmSync(tmp, { recursive: true, force: true });
+if (summary) {
+  console.log(`\ntests: ${summary}`);
+  if (process.env.SPARK_TEST_SUMMARY) writeFileSync(process.env.SPARK_TEST_SUMMARY, summary + '\n');
+}
 process.exit(r.status ?? 1);

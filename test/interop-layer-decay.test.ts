@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { layerDecay } from '../src/interop/layer-decay.js';
+import { encoderStateEntries } from '../src/models/weights.js';
+import { isNoDecay } from '../src/train/optimizers.js';
 
 const close = (a: number, b: number, tol = 5e-6) => assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} != ${b}`);
 
@@ -70,8 +72,16 @@ test('O9: ConvNeXt-S/B/L multipliers (lr_scale 0.7)', () => {
   }
 });
 
-test('O9: param-group counts (layer ids × decay/no-decay)', () => {
-  const groups = (name: string, scale: number) => (layerDecay(name, scale).maxLayerId + 1) * 2;
+test('O9: param-group counts (layer × decay/no-decay) over the real parameter names', () => {
+  const groups = (name: string, scale: number) => {
+    const t = layerDecay(name, scale);
+    const seen = new Set<string>();
+    for (const e of encoderStateEntries(name, { numClasses: 1000 })) {
+      if (e.role !== 'param') continue;
+      seen.add(`${t.layerId(e.key)}/${isNoDecay(e.key, e.tfShape) ? 'no_decay' : 'decay'}`);
+    }
+    return seen.size;
+  };
   assert.equal(groups('resnet50', 0.7), 16);
   assert.equal(groups('resnet101', 0.8), 28);
   assert.equal(groups('resnet152', 0.8), 30);

@@ -263,4 +263,5 @@ test('spark list models: rows computed from the definitions; --json; bad usage',
   assert.equal(parsed.find((r) => r.name === 'convnext_large')!.flops, describeEncoder('convnext_large').flops(224));
   await assert.rejects(list(['datasets']), UsageError);
   await assert.rejects(list(['--input-size', '100']), UsageError);
+  await assert.rejects(list(['--bogus']), (e: unknown) => e instanceof UsageError && e.message === "list: unknown option '--bogus' (see `spark list --help`)");
 });

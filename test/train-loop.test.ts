@@ -15,7 +15,7 @@ import { makeSchedule } from '../src/train/schedule.js';
 import { RunFolder, loadCheckpoint, newRunId, type TrainState } from '../src/train/checkpoint.js';
 import { runLoop, type BatchSource } from '../src/train/loop.js';
 import { trainStep, type TrainableModel } from '../src/train/step.js';
-import { runExperiment } from '../src/train/run.js';
+import { runExperiment, LoaderSource, optimizerStepsPerEpoch } from '../src/train/run.js';
 import { buildSparK } from '../src/models/spark.js';
 import { Rng } from '../src/util/rng.js';
 import { toFloat32 } from '../src/util/safetensors.js';
@@ -223,4 +223,29 @@ test('the loss falls on a short synthetic run', async () => {
   assert.ok(head > 0.9 && head < 1.1, `initial loss near 1 (spec §4.4): ${head}`);
   assert.ok(tail < head - 0.1, `loss falls: first ${head.toFixed(4)}, last ${tail.toFixed(4)} (${losses.map((l) => l.toFixed(3)).join(' ')})`);
   assert.ok(existsSync(path.join(res.runDir, 'encoder.safetensors')));
+});
+
+test('LoaderSource: micro-batch k of iteration it is loader batch it·accumulate + k (seeks when out of step)', async () => {
+  await testBackend();
+  const served: number[] = [];
+  let pos = 0;
+  const loader = {
+    numImages: 10, stepsPerEpoch: 5, classes: null, batchSize: 1, inputSize: 1,
+    next: async () => {
+      const step = pos++;
+      served.push(step);
+      return { step, epoch: 0, images: new Float32Array([step, step, step]), batchSize: 1, size: 1, indices: [step], labels: null, fresh: 1 };
+    },
+    seek: (s: number) => void (pos = s),
+    close: async () => undefined,
+    skipped: () => [],
+  };
+  const src = new LoaderSource(loader, 2);
+  assert.equal(src.stepsPerEpoch, 3, 'ceil(5 / 2) optimizer steps per epoch');
+  const a = await src.batches(0);
+  const b = await src.batches(3); // out of order: seeks to 6
+  assert.deepEqual(await Promise.all([...a, ...b].map(async (t) => (await t.data())[0])), [0, 1, 6, 7]);
+  assert.deepEqual(served, [0, 1, 2, 6, 7]);
+  tf.dispose([...a, ...b]);
+  assert.equal(optimizerStepsPerEpoch(32, 1), 32);
 });

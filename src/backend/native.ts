@@ -110,7 +110,16 @@ export function loadNative(c: NativeCandidate): NativeLoad {
   if (done) return done;
   const other = loadedNative();
   if (other) throw new Error(`${other} is already loaded in this process; ${c.provider} cannot be loaded next to it`);
-  const mod = require(c.pkg) as { backend(): { binding?: { TF_Version?: string }; isUsingGpuDevice?: boolean } };
+  // tfjs-node finds its addon with node-pre-gyp, which parses process.argv as gyp options: a user's `--dir x`
+  // (or --target, --debug, ...) would redirect the lookup. Load it with the bare command line.
+  const argv = process.argv;
+  process.argv = argv.slice(0, 2);
+  let mod: { backend(): { binding?: { TF_Version?: string }; isUsingGpuDevice?: boolean } };
+  try {
+    mod = require(c.pkg) as typeof mod;
+  } finally {
+    process.argv = argv;
+  }
   const be = mod.backend();
   const res = { tfVersion: String(be.binding?.TF_Version ?? 'unknown'), gpu: !!be.isUsingGpuDevice };
   loaded.set(c.provider, res);

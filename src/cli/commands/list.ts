@@ -96,7 +96,14 @@ export default async function list(argv: string[]): Promise<number> {
       options: { json: { type: 'boolean', default: false }, 'input-size': { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
     });
   } catch (e) {
-    throw new UsageError(`${(e as Error).message}\n${USAGE}`);
+    const msg = (e as Error).message;
+    const opt = /option '([^' ]+)/i.exec(msg)?.[1];
+    const what = !opt ? msg.split('. ')[0] : /argument missing/i.test(msg)
+        ? `option '${opt}' needs a value`
+        : /does not take an argument/i.test(msg)
+          ? `option '${opt}' takes no value`
+          : `unknown option '${opt}'`;
+    throw new UsageError(`list: ${what} (see \`spark list --help\`)`);
   }
   if (parsed.values.help) {
     process.stdout.write(USAGE + '\n');
