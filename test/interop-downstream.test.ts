@@ -4,7 +4,7 @@ import path from 'node:path';
 import os from 'node:os';
 import { mkdtempSync, existsSync, readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
-import { testBackend, requireNative } from './helpers/backend.js';
+import { testBackend } from './helpers/backend.js';
 import { applyMix, planMix, sampleBeta, softTargetLoss, runFinetune, runProbe, trainLinearProbe } from '../src/interop/downstream.js';
 import { recipeFor } from '../src/interop/finetune-config.js';
 import { importCheckpoint } from '../src/interop/import.js';
@@ -12,7 +12,6 @@ import { writeSyntheticFolder } from '../src/data/index.js';
 import { resolveConfig } from '../src/spec/index.js';
 import { Rng } from '../src/util/rng.js';
 import { packageRoot } from '../src/util/paths.js';
-import { probeBenchmark, formatProbeBenchmark } from '../src/interop/probe-benchmark.js';
 import { readStore } from '../src/track/index.js';
 
 const close = (a: number, b: number, tol = 1e-6) => assert.ok(Math.abs(a - b) <= tol, `${a} != ${b}`);
@@ -174,25 +173,4 @@ test('spark probe: random and imported encoders give results in the store', asyn
   const hist = run.history['probe_top1']!;
   assert.ok(hist && hist.length === 1, 'probe_top1 logged once');
   assert.ok(Math.abs(hist[0]!.value - a.top1) < 1e-9, 'logged value equals the result');
-});
-
-test('probe benchmark: SparK pre-training beats random init on the generated dataset', async (t) => {
-  if (!(await requireNative(t, 'the pre-training + probe benchmark'))) return;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'spark-probe-bench-'));
-  const r = await probeBenchmark({
-    dir,
-    classes: 8,
-    trainPerClass: 24,
-    valPerClass: 10,
-    size: 96,
-    pretrainSteps: 150,
-    batchSize: 32,
-    encoder: 'resnet_mini',
-    seed: 0,
-    backend: 'auto',
-    probeEpochs: 100,
-  });
-  process.stdout.write(formatProbeBenchmark(r) + '\n');
-  assert.ok(r.pretrain.finalLoss! < r.pretrain.firstLoss!, 'pre-training loss fell');
-  assert.ok(r.pretrained.top1 > r.random.top1, `pre-trained ${r.pretrained.top1}% should beat random ${r.random.top1}%`);
 });

@@ -1,13 +1,21 @@
 /** Shared fixtures of the train-* tests: a tiny spec on synthetic data and a way to spawn the spark CLI. */
-import { mkdtempSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadExperiment } from '../../src/spec/index.js';
 import type { ExperimentConfig } from '../../src/spec/types.js';
 
+const made: string[] = [];
+process.on('exit', () => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh temporary folder, removed when the test process exits. */
 export function tmpDir(prefix = 'spark-train-'): string {
-  return mkdtempSync(path.join(os.tmpdir(), prefix));
+  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(d);
+  return d;
 }
 
 /** A tiny ConvNeXt SparK (fast on every backend) on 64 px synthetic images, written as a spec file. */
