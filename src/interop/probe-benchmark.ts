@@ -24,6 +24,14 @@ export interface ProbeBenchmarkOptions {
   seed: number;
   backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
   probeEpochs: number;
+  /** LAMB base lr of the pre-training (at base_batch_size = batchSize); default 1e-2. */
+  pretrainLr?: number;
+  /** SparK mask ratio; default 0.6. */
+  maskRatio?: number;
+  /** Linear-probe AdamW lr / weight decay / batch size; defaults 0.01 / 1e-4 / 64. */
+  probeLr?: number;
+  probeWeightDecay?: number;
+  probeBatch?: number;
   plain?: boolean;
   /** Show the console UI / plain lines of the runs. */
   console?: boolean;
@@ -50,12 +58,12 @@ export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBen
   const pre: ExperimentConfig = resolveConfig(
     {
       name: 'probe-bench-pretrain',
-      model: { encoder: o.encoder, decoder: { type: 'light', width: 128 }, mask_ratio: 0.6 },
+      model: { encoder: o.encoder, decoder: { type: 'light', width: 128 }, mask_ratio: o.maskRatio ?? 0.6 },
       train: {
         steps: o.pretrainSteps,
         batch_size: o.batchSize,
         warmup_steps: Math.max(1, Math.round(o.pretrainSteps / 10)),
-        optimizer: { name: 'lamb', base_lr: 2e-3, base_batch_size: o.batchSize },
+        optimizer: { name: 'lamb', base_lr: o.pretrainLr ?? 1e-2, base_batch_size: o.batchSize },
       },
       ...base,
     },
@@ -72,7 +80,7 @@ export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBen
       task: 'probe',
       model: { encoder: o.encoder },
       train: { batch_size: 32 },
-      finetune: { probe: { epochs: o.probeEpochs, lr: 0.01, batch_size: 64 } },
+      finetune: { probe: { epochs: o.probeEpochs, lr: o.probeLr ?? 0.01, weight_decay: o.probeWeightDecay ?? 1e-4, batch_size: o.probeBatch ?? 64 } },
       ...base,
     },
     { file: 'probe-benchmark' },

@@ -114,10 +114,10 @@ export class ParamStore {
     const n = numel(def.shape);
     let v: tf.Variable;
     if (def.dtype === 'int32') {
-      v = tf.variable(tf.zeros(def.shape, 'int32'), false);
+      v = tf.tidy(() => tf.variable(tf.zeros(def.shape, 'int32'), false)); // tidy frees the initial value
     } else {
       const vals = initValues(def.init, n, Rng.from(this.seed, 'init', def.key));
-      v = tf.variable(tf.tensor(vals, def.shape, 'float32'), def.role === 'param');
+      v = tf.tidy(() => tf.variable(tf.tensor(vals, def.shape, 'float32'), def.role === 'param'));
     }
     (def.role === 'param' ? this.params : this.buffers).set(def.key, v);
     return v;

@@ -184,7 +184,7 @@ export function planRun(config: ExperimentConfig, opts: PlanOptions = {}): RunPl
       name: o.name,
       betas,
       betasAreDefault,
-      eps: o.eps,
+      eps: o.eps ?? (o.name === 'lamb' ? 1e-6 : 1e-8),
       weightDecay: o.weight_decay,
       weightDecayEnd: o.weight_decay_end,
       clipGrad: o.clip_grad,

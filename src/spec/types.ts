@@ -49,7 +49,8 @@ export interface OptimizerConfig {
   base_batch_size: number;
   /** [beta1, beta2]; null = per model family default (beta2 0.95 ResNet, 0.999 ConvNeXt). */
   betas: [number, number] | null;
-  eps: number;
+  /** null = the optimizer's reference value (LAMB 1e-6, AdamW 1e-8). */
+  eps: number | null;
   weight_decay: number;
   weight_decay_end: number;
   /** Global gradient-norm clip (LAMB clips inside the optimizer, spec §6.5); 0 disables. */

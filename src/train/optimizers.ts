@@ -325,10 +325,10 @@ export class AdamW extends BaseOptimizer {
 
 /** The pre-training optimizer of an experiment's `train.optimizer` section. */
 export function createOptimizer(
-  cfg: { name: 'lamb' | 'adamw'; eps: number; clip_grad: number },
+  cfg: { name: 'lamb' | 'adamw'; eps: number | null; clip_grad: number },
   groups: ParamGroup[],
   betas: [number, number],
 ): SparkOptimizer {
-  if (cfg.name === 'lamb') return new Lamb(groups, { betas, eps: cfg.eps, maxGradNorm: cfg.clip_grad > 0 ? cfg.clip_grad : 0 });
-  return new AdamW(groups, { betas, eps: cfg.eps, maxGradNorm: cfg.clip_grad });
+  if (cfg.name === 'lamb') return new Lamb(groups, { betas, eps: cfg.eps ?? 1e-6, maxGradNorm: cfg.clip_grad > 0 ? cfg.clip_grad : 0 });
+  return new AdamW(groups, { betas, eps: cfg.eps ?? 1e-8, maxGradNorm: cfg.clip_grad });
 }

@@ -341,7 +341,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     } catch (e) {
       res = { status: 'FAILED' as const, step: state.step, epoch: Math.floor(state.step / spe), finalLoss: state.lastLoss, error: (e as Error).message };
     }
-    const resumeCommand = res.status === 'KILLED' ? resumeCommandFor(folder.dir) : undefined;
+    // a sweep trial is resumed through its sweep (which skips finished trials)
+    const resumeCommand = res.status === 'KILLED' ? resumeCommandFor(opts.sweep ? opts.sweep.sweepDir : folder.dir) : undefined;
     bus.emit({
       type: 'run-end',
       time: Date.now(),
