@@ -10,6 +10,8 @@
  *       [--models resnet50,convnext_small,quickstart] [--batch 8] [--size 224] [--iters 5] [--warmup 2]
  *       [--modes sparse,dense,visible] [--threads 2] [--torch] [--torch-formats nchw,channels_last]
  *       [--python python3] [--max-case-seconds 900] [--force] [--json out.json]
+ *   node dist/bench/step-throughput.js --report a.json[,b.json]   (re-print / merge the tables of --json outputs)
+ *   --backends '' --torch runs only the PyTorch side.
  *
  * `quickstart` is experiments/quickstart.yaml's model at its own input size and batch size; the other names are
  * encoder presets (src/models/registry.ts) with the reference decoder (width 768), mask ratio 0.6, their default
@@ -20,7 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,7 +70,7 @@ async function makeCase(name: string, size: number, batch: number, root: string)
 }
 
 /** Rough sustained training throughput (GFLOP/s) of the slow backends, for skipping hopeless cases. */
-const SLOW_BACKEND_GFLOPS: Record<string, number> = { cpu: 0.3, wasm: 3 };
+const SLOW_BACKEND_GFLOPS: Record<string, number> = { cpu: 0.2, wasm: 3 };
 
 function skipReason(c: BenchCase, backend: string, steps: number, modes: number, maxSeconds: number): string | null {
   const g = SLOW_BACKEND_GFLOPS[backend];
@@ -180,6 +182,8 @@ interface TorchRow {
   min_ms: number;
   max_ms: number;
   loss: number;
+  /** 1-minute load average before and after this row's steps. */
+  loadavg?: number[];
   error?: string;
 }
 interface TorchResult {
@@ -222,18 +226,19 @@ const range = (med: number, lo: number, hi: number) => `${ms(med)} [${ms(lo)}–
 
 function report(results: CaseResult[], torch: TorchResult | null): string {
   const out: string[] = [];
-  const rows: string[][] = [['model', 'backend', 'mode', 'batch×px', 'ms/step median [min–max]', 'img/s', 'GFLOP/s', 'tensors warm→end', 'peak RSS MiB']];
+  const rows: string[][] = [['model', 'backend', 'mode', 'batch×px', 'ms/step median [min–max]', 'img/s', 'GFLOP/s', 'tensors warm→end', 'peak RSS MiB', 'load 1m']];
   for (const r of results) {
     if (r.skipped || (r.error && !r.modes.length)) {
-      rows.push([r.label, r.backend, '—', `${r.batch}×${r.size}`, r.skipped ? `skipped: ${r.skipped}` : `error: ${r.error}`, '', '', '', '']);
+      rows.push([r.label, r.backend, '—', `${r.batch}×${r.size}`, r.skipped ? `skipped: ${r.skipped}` : `error: ${r.error}`, '', '', '', '', '']);
       continue;
     }
     for (const m of r.modes) {
       const t = m.numTensors;
       rows.push([r.label, r.backend, m.mode, `${r.batch}×${r.size}`, range(m.medianMs, m.minMs, m.maxMs), m.imgPerSec.toFixed(2), m.gflops.toFixed(1),
-        `${t.afterWarmup}→${t.afterTimed}${t.afterDispose !== t.beforeBuild ? ` (leak ${t.afterDispose - t.beforeBuild})` : ''}`, m.rssMiB.toFixed(0)]);
+        `${t.afterWarmup}→${t.afterTimed}${t.afterDispose !== t.beforeBuild ? ` (+${t.afterDispose - t.beforeBuild} after dispose)` : ''}`, m.rssMiB.toFixed(0),
+        m.loadavg ? `${m.loadavg[0].toFixed(1)}→${m.loadavg[1].toFixed(1)}` : '']);
     }
-    if (r.error) rows.push([r.label, r.backend, '—', '', `error: ${r.error}`, '', '', '', '']);
+    if (r.error) rows.push([r.label, r.backend, '—', '', `error: ${r.error}`, '', '', '', '', '']);
   }
   out.push(table(rows));
 
@@ -264,9 +269,10 @@ function report(results: CaseResult[], torch: TorchResult | null): string {
   out.push('', 'sparse overhead (sparse = SparK step with a random mask; dense = the same network without the sparse emulation; visible = SparK graph with an all-ones mask)', '', table(sum));
 
   if (torch) {
-    const trows: string[][] = [['model', 'mode', 'format', 'batch×px', 'ms/step median [min–max]', 'img/s']];
+    const trows: string[][] = [['model', 'mode', 'format', 'batch×px', 'ms/step median [min–max]', 'img/s', 'load 1m']];
     for (const t of torch.results) {
-      trows.push([t.label, t.mode, t.memory_format, `${t.batch}×${t.size}`, t.error ? `error: ${t.error}` : range(t.median_ms, t.min_ms, t.max_ms), t.error ? '' : ((1000 * t.batch) / t.median_ms).toFixed(2)]);
+      trows.push([t.label, t.mode, t.memory_format, `${t.batch}×${t.size}`, t.error ? `error: ${t.error}` : range(t.median_ms, t.min_ms, t.max_ms), t.error ? '' : ((1000 * t.batch) / t.median_ms).toFixed(2),
+        t.loadavg ? `${t.loadavg[0]!.toFixed(1)}→${t.loadavg[1]!.toFixed(1)}` : '']);
     }
     out.push('', `PyTorch ${torch.torch_version}, ${torch.threads} threads, ${torch.optimizer}${torch.error ? ` — ERROR: ${torch.error}` : ''}`, '', table(trows));
   }
@@ -279,6 +285,19 @@ async function main(): Promise<void> {
   const ci = process.argv.indexOf('--child');
   if (ci >= 0) return child(JSON.parse(process.argv[ci + 1]!) as ChildJob);
 
+  const fromJson = arg('report', '');
+  if (fromJson) {
+    // re-print (and merge) the tables of earlier --json outputs, e.g. a tfjs run and a later torch-only run
+    const runs = list(fromJson).map((f) => JSON.parse(readFileSync(f, 'utf8')) as { header: string[]; results: CaseResult[]; torch: TorchResult | null });
+    const torchRuns = runs.map((r) => r.torch).filter((t): t is TorchResult => !!t);
+    // a later file's row replaces an earlier one of the same (model, mode, format)
+    const byKey = new Map<string, TorchRow>();
+    for (const t of torchRuns) for (const row of t.results) byKey.set(`${row.label}/${row.mode}/${row.memory_format}`, row);
+    const torch = torchRuns.length ? { ...torchRuns[torchRuns.length - 1]!, results: [...byKey.values()] } : null;
+    for (const r of runs) process.stdout.write(r.header.join('\n') + '\n\n');
+    process.stdout.write(report(runs.flatMap((r) => r.results), torch) + '\n');
+    return;
+  }
   const root = repoRoot();
   const backends = list(arg('backends', 'tensorflow,wasm,cpu')) as BackendRequest[];
   const modelNames = list(arg('models', 'resnet50,convnext_small,quickstart'));

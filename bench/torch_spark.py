@@ -386,6 +386,7 @@ def build(case):
 
 def time_case(case, mode, fmt, warmup, iters):
     torch.manual_seed(0)
+    load0 = os.getloadavg()[0]
     model = build(case).train()
     x = synthetic_batch(case['batch'], case['size'])
     if fmt == 'channels_last':
@@ -410,7 +411,8 @@ def time_case(case, mode, fmt, warmup, iters):
             times.append(dt)
     del model, opt
     return dict(label=case['label'], mode=mode, memory_format=fmt, batch=case['batch'], size=case['size'], times_ms=times,
-                median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times), loss=loss)
+                median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times), loss=loss,
+                loadavg=[load0, os.getloadavg()[0]])
 
 
 def main():

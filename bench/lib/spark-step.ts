@@ -16,6 +16,7 @@
  *               without the sparse emulation; `sparse / dense` is the sparse overhead.
  */
 import * as tf from '@tensorflow/tfjs';
+import os from 'node:os';
 import type { ModelConfig } from '../../src/spec/types.js';
 import { Rng } from '../../src/util/rng.js';
 import { buildSparK, randomMask, sparkLoss, type SparKModel } from '../../src/models/spark.js';
@@ -197,6 +198,8 @@ export interface ModeResult {
   numTensors: { beforeBuild: number; afterBuild: number; afterWarmup: number; afterTimed: number; afterDispose: number };
   numBytesAfterWarmup: number;
   rssMiB: number;
+  /** 1-minute load average before and after this mode's steps (other processes compete for the cores). */
+  loadavg: [number, number];
 }
 
 export function median(a: number[]): number {
@@ -211,6 +214,7 @@ export function median(a: number[]): number {
  */
 export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters: number; seed?: number; log?: (s: string) => void }): ModeResult {
   const seed = opts.seed ?? 0;
+  const load0 = os.loadavg()[0]!;
   const log = opts.log ?? (() => undefined);
   const beforeBuild = tf.memory().numTensors;
   const x = syntheticBatch(c.batch, c.inputSize);
@@ -280,5 +284,6 @@ export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters
     numTensors: { beforeBuild, afterBuild, afterWarmup, afterTimed, afterDispose },
     numBytesAfterWarmup,
     rssMiB: rss / 2 ** 20,
+    loadavg: [load0, os.loadavg()[0]!],
   };
 }
