@@ -9,7 +9,9 @@
  *   npm run build && node dist/bench/step-throughput.js [--backends tensorflow,wasm,cpu]
  *       [--models resnet50,convnext_small,quickstart] [--batch 8] [--size 224] [--iters 5] [--warmup 2]
  *       [--modes sparse,dense,visible] [--threads 2] [--torch] [--torch-formats nchw,channels_last]
- *       [--python python3] [--max-case-seconds 900] [--force] [--json out.json]
+ *       [--python python3] [--max-case-seconds 900] [--force] [--interleave] [--json out.json]
+ * --interleave alternates the modes step by step (all models alive together) so that they see the same background
+ * load: use it on a shared machine when the sparse/dense ratio matters.
  *   node dist/bench/step-throughput.js --report a.json[,b.json]   (re-print / merge the tables of --json outputs)
  *   --backends '' --torch runs only the PyTorch side.
  *
@@ -30,7 +32,7 @@ import { initBackend, type BackendRequest } from '../src/backend/init.js';
 import { loadExperiment } from '../src/spec/index.js';
 import { describeEncoder, sparkParamCount } from '../src/models/registry.js';
 import type { ModelConfig } from '../src/spec/types.js';
-import { MODES, resolveCase, sparkMacs, stepFlops, timeMode, type BenchCase, type Mode, type ModeResult, type ResolvedCase } from './lib/spark-step.js';
+import { MODES, resolveCase, timeInterleaved, sparkMacs, stepFlops, timeMode, type BenchCase, type Mode, type ModeResult, type ResolvedCase } from './lib/spark-step.js';
 
 // ---------------------------------------------------------------------------------------------------------------- args
 
@@ -96,6 +98,7 @@ interface ChildJob {
   modes: Mode[];
   warmup: number;
   iters: number;
+  interleave: boolean;
 }
 
 interface CaseResult {
@@ -134,7 +137,15 @@ async function child(job: ChildJob): Promise<void> {
   };
   const log = (s: string) => process.stderr.write(`[${c.label}/${info.name}] ${s}\n`);
   log(`backend ${info.name} (${info.reason}); batch ${c.batch} at ${c.inputSize}px; ${res.gflopPerStep.toFixed(1)} GFLOP/step`);
-  for (const mode of job.modes) {
+  if (job.interleave) {
+    try {
+      res.modes.push(...timeInterleaved(c, job.modes, { warmup: job.warmup, iters: job.iters, log }));
+    } catch (e) {
+      res.error = `interleaved: ${String((e as Error)?.message ?? e).split('\n')[0]}`;
+      log(`FAILED ${res.error}`);
+    }
+  }
+  for (const mode of job.interleave ? [] : job.modes) {
     try {
       res.modes.push(timeMode(c, mode, { warmup: job.warmup, iters: job.iters, log }));
     } catch (e) {
@@ -196,10 +207,10 @@ interface TorchResult {
   error?: string;
 }
 
-function runTorch(python: string, script: string, cases: ResolvedCase[], o: { modes: Mode[]; formats: string[]; warmup: number; iters: number; threads: number }): Promise<TorchResult> {
+function runTorch(python: string, script: string, cases: ResolvedCase[], o: { modes: Mode[]; formats: string[]; warmup: number; iters: number; threads: number; interleave: boolean }): Promise<TorchResult> {
   return new Promise((resolve) => {
     const args = [script, '--cases', JSON.stringify(cases), '--modes', o.modes.join(','), '--formats', o.formats.join(','),
-      '--warmup', String(o.warmup), '--iters', String(o.iters), '--threads', String(o.threads)];
+      '--warmup', String(o.warmup), '--iters', String(o.iters), '--threads', String(o.threads), ...(o.interleave ? ['--interleave'] : [])];
     const p = spawn(python, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -311,6 +322,7 @@ async function main(): Promise<void> {
   const maxSeconds = Number(arg('max-case-seconds', '900'));
   const jsonOut = arg('json', '');
   const wantTorch = flag('torch');
+  const interleave = flag('interleave');
   const cases = await Promise.all(modelNames.map((n) => makeCase(n, size, batch, root)));
 
   const started = new Date();
@@ -318,7 +330,7 @@ async function main(): Promise<void> {
     `SparK step throughput — ${started.toISOString()}`,
     `machine: ${os.cpus()[0]?.model ?? '?'} × ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; node ${process.version}; ` +
       `tfjs ${tf.version.tfjs}; load average at start ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`,
-    `iterations: ${warmup} warm-up + ${iters} timed per mode; threads ${threads}`,
+    `iterations: ${warmup} warm-up + ${iters} timed per mode${interleave ? ', modes interleaved step by step' : ', modes one after the other'}; threads ${threads}`,
   ];
   for (const c of cases) {
     const m = sparkMacs(c.model, c.inputSize);
@@ -338,7 +350,7 @@ async function main(): Promise<void> {
         results.push({ label: c.label, backend, batch: c.batch, size: c.inputSize, gflopPerStep: stepFlops(c) / 1e9, params: 0, modes: [], skipped: reason, loadavgBefore: os.loadavg(), loadavgAfter: [], seconds: 0 });
         continue;
       }
-      const r = await runChild({ backend, threads, case: c, modes, warmup, iters });
+      const r = await runChild({ backend, threads, case: c, modes, warmup, iters, interleave });
       if (r.error && !r.modes.length && /unusable/.test(r.error)) r.skipped = `backend unavailable: ${r.error}`;
       results.push(r);
       // a backend that cannot load is skipped for the remaining models
@@ -354,7 +366,7 @@ async function main(): Promise<void> {
     const script = path.join(root, 'bench', 'torch_spark.py');
     const formats = list(arg('torch-formats', 'nchw,channels_last'));
     process.stderr.write(`[torch] ${script}\n`);
-    torch = await runTorch(arg('python', 'python3'), script, cases.map(resolveCase), { modes, formats, warmup, iters, threads });
+    torch = await runTorch(arg('python', 'python3'), script, cases.map(resolveCase), { modes, formats, warmup, iters, threads, interleave });
     torch.loadavg_after ??= os.loadavg();
   }
 

@@ -14,6 +14,7 @@ Modes (the same as the TS bench):
   sparse  = the SparK step with a random mask;
   visible = the same sparse graph with an all-ones mask (loss 0, full backward);
   dense   = the same network without any masking (plain Conv/BN/LN), densify without token fill, loss of a random mask.
+--interleave builds every mode's model and alternates them step by step (same background load for all).
 Memory formats: nchw (contiguous) and channels_last (model and input converted with .to(memory_format=...)).
 Initialisation follows spec §2.4/§2.5/§3.3 (densify projections keep PyTorch's default), so the first loss is ≈ 1.
 
@@ -415,6 +416,43 @@ def time_case(case, mode, fmt, warmup, iters):
                 loadavg=[load0, os.getloadavg()[0]])
 
 
+def time_interleaved(case, modes, fmt, warmup, iters):
+    """All modes' models alive together, stepped in turn, so that every mode sees the same background load."""
+    load0 = os.getloadavg()[0]
+    runs = []
+    for mode in modes:
+        torch.manual_seed(0)
+        model = build(case).train()
+        if fmt == 'channels_last':
+            model = model.to(memory_format=torch.channels_last)
+        runs.append(dict(mode=mode, model=model, opt=Lamb(param_groups(model, 0.04), lr=1e-4, betas=(0.9, case['beta2'])),
+                         times=[], loss=float('nan')))
+    x = synthetic_batch(case['batch'], case['size'])
+    if fmt == 'channels_last':
+        x = x.contiguous(memory_format=torch.channels_last)
+    f = runs[0]['model'].fmap
+    ones = torch.ones(case['batch'], 1, f, f, dtype=torch.bool)
+    for i in range(warmup + iters):
+        for r in runs:
+            model, opt, mode = r['model'], r['opt'], r['mode']
+            t0 = time.perf_counter()
+            mask = ones if mode == 'visible' else model.make_mask(case['batch'])
+            opt.zero_grad(set_to_none=True)
+            l = model(x, mask, dense=(mode == 'dense'))
+            l.backward()
+            opt.step()
+            r['loss'] = l.item()
+            dt = (time.perf_counter() - t0) * 1000
+            print(f"[torch {case['label']}/{mode}/{fmt}] {'warmup' if i < warmup else 'step'} {i + 1}: {dt:.0f} ms, "
+                  f"loss {r['loss']:.4f}, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+            if i >= warmup:
+                r['times'].append(dt)
+    load1 = os.getloadavg()[0]
+    return [dict(label=case['label'], mode=r['mode'], memory_format=fmt, batch=case['batch'], size=case['size'],
+                 times_ms=r['times'], median_ms=statistics.median(r['times']), min_ms=min(r['times']), max_ms=max(r['times']),
+                 loss=r['loss'], loadavg=[load0, load1]) for r in runs]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--cases', required=True, help='JSON list of resolved cases (see module docstring)')
@@ -423,6 +461,7 @@ def main():
     ap.add_argument('--warmup', type=int, default=2)
     ap.add_argument('--iters', type=int, default=5)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--interleave', action='store_true', help='alternate the modes step by step')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
@@ -430,6 +469,14 @@ def main():
                loadavg_before=list(os.getloadavg()), results=[])
     for case in json.loads(a.cases):
         for fmt in a.formats.split(','):
+            if a.interleave:
+                try:
+                    out['results'].extend(time_interleaved(case, a.modes.split(','), fmt, a.warmup, a.iters))
+                except Exception as e:  # noqa: BLE001 - reported in the table
+                    out['results'].append(dict(label=case['label'], mode='sparse', memory_format=fmt, batch=case['batch'],
+                                               size=case['size'], times_ms=[], median_ms=0, min_ms=0, max_ms=0, loss=0,
+                                               error=f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'))
+                continue
             for mode in a.modes.split(','):
                 try:
                     out['results'].append(time_case(case, mode, fmt, a.warmup, a.iters))

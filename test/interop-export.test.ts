@@ -115,3 +115,34 @@ test('an exported encoder loads strictly into PyTorch and gives the same outputs
   }
   void readFileSync;
 });
+
+function haveTimm(): boolean {
+  return spawnSync('python3', ['-c', 'import importlib.util, sys; sys.exit(0 if importlib.util.find_spec("timm") else 1)'], { encoding: 'utf8' }).status === 0;
+}
+
+test('an exported ResNet loads into timm leaving only the head missing', async (t) => {
+  if (!havePythonTorch() || !haveTimm()) {
+    t.skip('python3 with torch and timm is not installed (pip install timm torch==2.13.0+cpu enables this check)');
+    return;
+  }
+  await testBackend();
+  const { buildEncoder } = await import('../src/models/spark.js');
+  const { tensorToSafe } = await import('../src/train/checkpoint.js');
+  const { encodeSafetensors } = await import('../src/util/safetensors.js');
+  const { resolveConfig, configToYaml } = await import('../src/spec/index.js');
+  const { writeFileSync } = await import('node:fs');
+  const dir = tmp();
+  const spec = { family: 'resnet' as const, layers: [1, 1, 1, 1] as [number, number, number, number] };
+  const enc = buildEncoder(spec, { seed: 0 });
+  const m = new Map();
+  for (const mm of [enc.params, enc.buffers]) for (const [k, v] of mm) m.set(k, await tensorToSafe(v));
+  enc.dispose();
+  writeFileSync(path.join(dir, 'encoder.safetensors'), encodeSafetensors(m));
+  writeFileSync(path.join(dir, 'config.yaml'), configToYaml(resolveConfig({ name: 'x', model: { encoder: spec } }, { file: 'x' })));
+  const file = path.join(dir, 'out.safetensors');
+  await exportEncoder(dir, { format: 'safetensors', out: file });
+  const r = spawnSync('python3', [path.join(ROOT, 'scripts', 'check-export.py'), file, 'resnet', '-', '-', '--timm', 'resnet:1,1,1,1'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const res = JSON.parse(r.stdout.trim().split('\n').pop()!) as { missing: string[]; unexpected: string[] };
+  assert.deepEqual(res, { missing: ['fc.weight', 'fc.bias'], unexpected: [] });
+});

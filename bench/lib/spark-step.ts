@@ -287,3 +287,79 @@ export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters
     loadavg: [load0, os.loadavg()[0]!],
   };
 }
+
+/**
+ * Like `timeMode` for several modes at once, alternating them step by step (sparse, dense, sparse, dense, ...) so
+ * that every mode sees the same background load: on a shared machine this makes their ratio far more reliable than
+ * timing the modes one after the other. All models and optimizers are alive together (more memory: weights and
+ * optimizer state of each; activations are freed after every step). Tensor counts are of the whole process.
+ */
+export function timeInterleaved(c: BenchCase, modes: Mode[], opts: { warmup: number; iters: number; seed?: number; log?: (s: string) => void }): ModeResult[] {
+  const seed = opts.seed ?? 0;
+  const log = opts.log ?? (() => undefined);
+  const load0 = os.loadavg()[0]!;
+  const beforeBuild = tf.memory().numTensors;
+  const x = syntheticBatch(c.batch, c.inputSize);
+  const probe = buildSparK(c.model, c.inputSize, seed, { shapesOnly: true });
+  const { lenKeep, fmap } = probe;
+  const ones = tf.ones([c.batch, fmap, fmap, 1]) as tf.Tensor4D;
+  const runs = modes.map((mode) => {
+    const model: TrainableModel & { dispose(): void } = mode === 'dense' ? buildDenseTwin(c.model, c.inputSize, seed) : buildSparK(c.model, c.inputSize, seed);
+    const optimizer = new Lamb(buildParamGroups(model.params), { betas: [0.9, c.beta2], eps: 1e-6, maxGradNorm: 5 });
+    return { mode, model, optimizer, warmupMs: [] as number[], timesMs: [] as number[], losses: [] as number[], rss: 0 };
+  });
+  const afterBuild = tf.memory().numTensors;
+  let afterWarmup = afterBuild;
+  let numBytesAfterWarmup = tf.memory().numBytes;
+  let afterTimed = afterBuild;
+  const hyper = { lr: 1e-4, wd: 0.04 };
+  try {
+    for (let i = 0; i < opts.warmup + opts.iters; i++) {
+      if (i === opts.warmup) {
+        afterWarmup = tf.memory().numTensors;
+        numBytesAfterWarmup = tf.memory().numBytes;
+      }
+      for (const r of runs) {
+        const t0 = performance.now();
+        let masks: tf.Tensor4D[] | undefined;
+        if (r.mode === 'visible') masks = [ones];
+        else if (r.mode === 'dense') masks = [randomMask(c.batch, fmap, lenKeep, Rng.from(seed, 'mask', i, 0))];
+        const res = trainStep(r.model, r.optimizer, [x], { seed, it: i, hyper, ...(masks ? { masks } : {}) });
+        if (r.mode === 'dense') tf.dispose(masks!);
+        const dt = performance.now() - t0;
+        r.rss = Math.max(r.rss, process.memoryUsage().rss);
+        (i < opts.warmup ? r.warmupMs : r.timesMs).push(dt);
+        r.losses.push(res.loss);
+        log(`  ${r.mode} ${i < opts.warmup ? 'warmup' : 'step'} ${i < opts.warmup ? i + 1 : i - opts.warmup + 1}: ${dt.toFixed(0)} ms, loss ${res.loss.toFixed(4)}, tensors ${tf.memory().numTensors}, load ${os.loadavg()[0]!.toFixed(1)}`);
+      }
+    }
+    afterTimed = tf.memory().numTensors;
+  } finally {
+    for (const r of runs) {
+      r.optimizer.dispose();
+      r.model.dispose();
+    }
+    x.dispose();
+    ones.dispose();
+  }
+  const afterDispose = tf.memory().numTensors;
+  const load1 = os.loadavg()[0]!;
+  return runs.map((r) => {
+    const med = median(r.timesMs);
+    return {
+      mode: r.mode,
+      timesMs: r.timesMs,
+      medianMs: med,
+      minMs: Math.min(...r.timesMs),
+      maxMs: Math.max(...r.timesMs),
+      imgPerSec: (1000 * c.batch) / med,
+      gflops: stepFlops(c) / (med / 1000) / 1e9,
+      warmupMs: r.warmupMs,
+      losses: r.losses,
+      numTensors: { beforeBuild, afterBuild, afterWarmup, afterTimed, afterDispose },
+      numBytesAfterWarmup,
+      rssMiB: r.rss / 2 ** 20,
+      loadavg: [load0, load1] as [number, number],
+    };
+  });
+}

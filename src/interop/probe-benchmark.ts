@@ -10,9 +10,15 @@ import { resolveConfig } from '../spec/index.js';
 import type { ExperimentConfig } from '../spec/types.js';
 import { runExperiment } from '../train/run.js';
 import { runProbe, type DownstreamResult } from './downstream.js';
+import { writeTextureFolder } from './probe-dataset.js';
 
 export interface ProbeBenchmarkOptions {
   dir: string;
+  /**
+   * 'texture' (default): full-frame texture families with colour / scale / orientation / occluder nuisances
+   * (`probe-dataset.ts`); 'shapes': one shape × fill object on a random background (`writeSyntheticFolder`).
+   */
+  dataset?: 'texture' | 'shapes';
   classes: number;
   trainPerClass: number;
   valPerClass: number;
@@ -47,8 +53,13 @@ export interface ProbeBenchmarkResult {
 export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBenchmarkResult> {
   const train = path.join(o.dir, 'data', 'train');
   const val = path.join(o.dir, 'data', 'val');
-  await writeSyntheticFolder(train, { classes: o.classes, perClass: o.trainPerClass, size: o.size, seed: o.seed, format: 'png' });
-  await writeSyntheticFolder(val, { classes: o.classes, perClass: o.valPerClass, size: o.size, seed: o.seed + 1000, format: 'png' });
+  if ((o.dataset ?? 'texture') === 'texture') {
+    await writeTextureFolder(train, { classes: o.classes, perClass: o.trainPerClass, size: o.size, seed: o.seed });
+    await writeTextureFolder(val, { classes: o.classes, perClass: o.valPerClass, size: o.size, seed: o.seed + 1000 });
+  } else {
+    await writeSyntheticFolder(train, { classes: o.classes, perClass: o.trainPerClass, size: o.size, seed: o.seed, format: 'png' });
+    await writeSyntheticFolder(val, { classes: o.classes, perClass: o.valPerClass, size: o.size, seed: o.seed + 1000, format: 'png' });
+  }
   const base = {
     data: { source: 'imagefolder', root: train, val_root: val, input_size: o.size, workers: 0 },
     runtime: { backend: o.backend, seed: o.seed },
@@ -99,7 +110,7 @@ export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBen
 export function formatProbeBenchmark(r: ProbeBenchmarkResult): string {
   const o = r.options;
   const rows = [
-    `linear-probe benchmark: ${o.classes} classes, ${o.classes * o.trainPerClass} train / ${o.classes * o.valPerClass} val images of ${o.size} px, encoder ${o.encoder}, seed ${o.seed}`,
+    `linear-probe benchmark: ${o.dataset ?? 'texture'} dataset, ${o.classes} classes, ${o.classes * o.trainPerClass} train / ${o.classes * o.valPerClass} val images of ${o.size} px, encoder ${o.encoder}, seed ${o.seed}`,
     `SparK pre-training: ${r.pretrain.steps} steps of ${o.batchSize} in ${r.pretrain.seconds.toFixed(0)} s, loss ${r.pretrain.firstLoss?.toFixed(4)} → ${r.pretrain.finalLoss?.toFixed(4)}`,
     '',
     '| encoder weights | val top-1 | val top-5 | train top-1 |',

@@ -37,5 +37,8 @@ export default async function exportCmd(argv: string[]): Promise<number> {
   const out = values.out ?? path.join(src, 'export', format === 'tfjs' ? 'tfjs' : 'encoder.safetensors');
   const res = await exportEncoder(src, { format, out, keys: values.keys });
   process.stdout.write(`exported ${res.encoderName}: ${res.tensors} tensors, ${res.parameters.toLocaleString('en-US')} parameters → ${res.out}\n`);
+  if (format === 'safetensors' && values.keys === 'official' && res.encoderName.startsWith('convnext')) {
+    process.stdout.write('  keys: official ConvNeXt (as SparK releases them); add --keys timm for timm.create_model(...) ConvNeXts\n');
+  }
   return 0;
 }
