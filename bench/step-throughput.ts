@@ -253,10 +253,10 @@ function report(results: CaseResult[], torch: TorchResult | null): string {
   }
   out.push(table(rows));
 
-  const tmed = (label: string, mode: Mode, fmt: string): TorchRow | undefined =>
-    torch?.results.find((x) => x.label === label && x.mode === mode && x.memory_format === fmt && !x.error);
-  const hdr = ['model', 'backend', 'sparse ms', 'dense ms', 'sparse/dense', 'visible/dense'];
-  if (torch) hdr.push('torch sparse NCHW', 'torch sparse CL', 'tfjs/torch (best fmt)', 'torch sparse/dense');
+  const tmed = (r: CaseResult, mode: Mode, fmt: string): TorchRow | undefined =>
+    torch?.results.find((x) => x.label === r.label && x.batch === r.batch && x.size === r.size && x.mode === mode && x.memory_format === fmt && !x.error);
+  const hdr = ['model', 'backend', 'batch×px', 'sparse ms', 'dense ms', 'sparse/dense', 'visible/dense'];
+  if (torch) hdr.push('torch sparse NCHW', 'torch sparse CL', 'tfjs/torch median (min/min)', 'torch sparse/dense');
   const sum: string[][] = [hdr];
   for (const r of results) {
     const get = (m: Mode) => r.modes.find((x) => x.mode === m);
@@ -264,15 +264,15 @@ function report(results: CaseResult[], torch: TorchResult | null): string {
     if (!s) continue;
     const d = get('dense');
     const v = get('visible');
-    const row = [r.label, r.backend, ms(s.medianMs), d ? ms(d.medianMs) : '—', d ? (s.medianMs / d.medianMs).toFixed(2) : '—', d && v ? (v.medianMs / d.medianMs).toFixed(2) : '—'];
+    const row = [r.label, r.backend, `${r.batch}×${r.size}`, ms(s.medianMs), d ? ms(d.medianMs) : '—', d ? (s.medianMs / d.medianMs).toFixed(2) : '—', d && v ? (v.medianMs / d.medianMs).toFixed(2) : '—'];
     if (torch) {
-      const tn = tmed(r.label, 'sparse', 'nchw');
-      const tc = tmed(r.label, 'sparse', 'channels_last');
+      const tn = tmed(r, 'sparse', 'nchw');
+      const tc = tmed(r, 'sparse', 'channels_last');
       const best = [tn, tc].filter((x): x is TorchRow => !!x).sort((a, b) => a.median_ms - b.median_ms)[0];
       const bestFmt = best?.memory_format;
-      const td = bestFmt ? tmed(r.label, 'dense', bestFmt) : undefined;
+      const td = bestFmt ? tmed(r, 'dense', bestFmt) : undefined;
       row.push(tn ? range(tn.median_ms, tn.min_ms, tn.max_ms) : '—', tc ? range(tc.median_ms, tc.min_ms, tc.max_ms) : '—',
-        best ? `${(s.medianMs / best.median_ms).toFixed(2)} (${bestFmt === 'nchw' ? 'NCHW' : 'CL'})` : '—',
+        best ? `${(s.medianMs / best.median_ms).toFixed(2)} (${(s.minMs / Math.min(...[tn, tc].filter((x): x is TorchRow => !!x).map((x) => x.min_ms))).toFixed(2)}) ${bestFmt === 'nchw' ? 'NCHW' : 'CL'}` : '—',
         best && td ? (best.median_ms / td.median_ms).toFixed(2) : '—');
     }
     sum.push(row);
@@ -303,7 +303,7 @@ async function main(): Promise<void> {
     const torchRuns = runs.map((r) => r.torch).filter((t): t is TorchResult => !!t);
     // a later file's row replaces an earlier one of the same (model, mode, format)
     const byKey = new Map<string, TorchRow>();
-    for (const t of torchRuns) for (const row of t.results) byKey.set(`${row.label}/${row.mode}/${row.memory_format}`, row);
+    for (const t of torchRuns) for (const row of t.results) byKey.set(`${row.label}/${row.batch}x${row.size}/${row.mode}/${row.memory_format}`, row);
     const torch = torchRuns.length ? { ...torchRuns[torchRuns.length - 1]!, results: [...byKey.values()] } : null;
     for (const r of runs) process.stdout.write(r.header.join('\n') + '\n\n');
     process.stdout.write(report(runs.flatMap((r) => r.results), torch) + '\n');

@@ -34,7 +34,6 @@ test('a quickstart run writes an MLflow store in the golden format that the read
       'train.warmup_steps=1',
       `train.batch_size=${info.native ? 8 : 2}`,
       'data.input_size=64',
-      'output.log_every=1',
       'output.reconstruct_every=0',
       `output.dir=${path.join(dir, 'runs')}`,
       `tracking.uri=${mlruns}`,

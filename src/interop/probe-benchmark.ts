@@ -1,8 +1,12 @@
 /**
- * The small linear-probe benchmark (issue 7.5): a deterministic labelled dataset of rendered shapes and textures on
- * random backgrounds, a short SparK pre-training on its training images (labels unused), then the same linear probe
- * on the pre-trained and on a randomly initialised encoder. Used by `bench/probe-benchmark.ts` (full size) and by
- * a test (small size).
+ * The small linear-probe benchmark (issue 7.5): a deterministic labelled dataset (by default full-frame texture
+ * families with colour / scale / orientation / occluder nuisances, `probe-dataset.ts`), a short SparK pre-training on
+ * its training images (labels unused), then the same linear probe (runProbe: frozen encoder in eval mode, pooled
+ * stride-32 features, same data, same seed) on the pre-trained and on a randomly initialised encoder of the same
+ * architecture. Used by `bench/probe-benchmark.ts` (full size) and by a test (small size).
+ *
+ * Measured so far (2-core CPU, resnet_mini, 64 px, 100–400 steps of 16): the SparK loss falls (≈ 0.99 → 0.83 at
+ * lr 1e-2) but the random-init encoder's probe is ahead of the pre-trained one; see the test's header comment.
  */
 import path from 'node:path';
 import { writeSyntheticFolder } from '../data/index.js';
@@ -44,10 +48,18 @@ export interface ProbeBenchmarkOptions {
 }
 
 export interface ProbeBenchmarkResult {
+  /** firstLoss / finalLoss: mean SparK loss over the first / last tenth of the steps (one step is noisy). */
   pretrain: { runDir: string; steps: number; firstLoss: number | null; finalLoss: number | null; seconds: number };
   pretrained: DownstreamResult;
   random: DownstreamResult;
   options: ProbeBenchmarkOptions;
+}
+
+function tenth(losses: number[], which: 'first' | 'last'): number | null {
+  if (losses.length === 0) return null;
+  const k = Math.max(1, Math.floor(losses.length / 10));
+  const part = which === 'first' ? losses.slice(0, k) : losses.slice(-k);
+  return part.reduce((a, b) => a + b, 0) / part.length;
 }
 
 export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBenchmarkResult> {
@@ -100,7 +112,7 @@ export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBen
   const pretrained = await runProbe({ ...common, init: run.runDir });
   const random = await runProbe({ ...common, init: null, nameSuffix: '-random' });
   return {
-    pretrain: { runDir: run.runDir, steps: run.step, firstLoss: losses[0] ?? null, finalLoss: run.finalLoss, seconds },
+    pretrain: { runDir: run.runDir, steps: run.step, firstLoss: tenth(losses, 'first'), finalLoss: tenth(losses, 'last'), seconds },
     pretrained,
     random,
     options: o,
@@ -111,7 +123,7 @@ export function formatProbeBenchmark(r: ProbeBenchmarkResult): string {
   const o = r.options;
   const rows = [
     `linear-probe benchmark: ${o.dataset ?? 'texture'} dataset, ${o.classes} classes, ${o.classes * o.trainPerClass} train / ${o.classes * o.valPerClass} val images of ${o.size} px, encoder ${o.encoder}, seed ${o.seed}`,
-    `SparK pre-training: ${r.pretrain.steps} steps of ${o.batchSize} in ${r.pretrain.seconds.toFixed(0)} s, loss ${r.pretrain.firstLoss?.toFixed(4)} → ${r.pretrain.finalLoss?.toFixed(4)}`,
+    `SparK pre-training: ${r.pretrain.steps} steps of ${o.batchSize} (LAMB base_lr ${o.pretrainLr ?? 1e-2}, mask ratio ${o.maskRatio ?? 0.6}) in ${r.pretrain.seconds.toFixed(0)} s, loss ${r.pretrain.firstLoss?.toFixed(4)} → ${r.pretrain.finalLoss?.toFixed(4)} (means over the first / last tenth of the steps)`,
     '',
     '| encoder weights | val top-1 | val top-5 | train top-1 |',
     '|---|---|---|---|',

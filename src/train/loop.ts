@@ -60,6 +60,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   let epochStart = Date.now();
   let stepSecEma: number | null = null;
   let logWindow = { t: Date.now(), steps: 0 };
+  let lastRate: number | null = null;
 
   const saveCheckpoint = async (): Promise<void> => {
     state.epoch = Math.floor(state.step / spe);
@@ -114,10 +115,18 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
 
     const dt = (Date.now() - t0) / 1000;
     stepSecEma = stepSecEma === null ? dt : 0.9 * stepSecEma + 0.1 * dt;
+    // one event per step: the tracker logs every step (batched), the plain logger prints every `logEvery`-th,
+    // the Ink view re-renders at its own pace
     logWindow.steps++;
-    if (step % Math.max(1, o.logEvery) === 0 || step === total || step === 1) {
+    {
       const now = Date.now();
       const secs = Math.max(1e-6, (now - logWindow.t) / 1000);
+      // img/s over the last ~second of steps (single fast steps would make it jumpy)
+      const rate = (effBatch * logWindow.steps) / secs;
+      if (secs >= 1 || step === 1 || step === total) {
+        lastRate = rate;
+        logWindow = { t: now, steps: 0 };
+      }
       const { lr, wd } = schedule.at(it);
       const mem = tf.memory();
       bus.emit({
@@ -130,11 +139,10 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
         lr,
         wd,
         gradNorm: r.gradNorm,
-        imgPerSec: (effBatch * logWindow.steps) / secs,
+        imgPerSec: lastRate ?? rate,
         etaSec: (total - step) * stepSecEma,
         memory: { numTensors: mem.numTensors, numBytes: mem.numBytes, rssBytes: process.memoryUsage().rss },
       });
-      logWindow = { t: now, steps: 0 };
     }
     if (step % spe === 0) {
       const losses = state.epochLosses;
