@@ -204,6 +204,8 @@ interface TorchResult {
   results: TorchRow[];
   loadavg_before?: number[];
   loadavg_after?: number[];
+  /** Peak RSS of the Python process over all its cases. */
+  peak_rss_mib?: number;
   error?: string;
 }
 
@@ -285,7 +287,8 @@ function report(results: CaseResult[], torch: TorchResult | null): string {
       trows.push([t.label, t.mode, t.memory_format, `${t.batch}×${t.size}`, t.error ? `error: ${t.error}` : range(t.median_ms, t.min_ms, t.max_ms), t.error ? '' : ((1000 * t.batch) / t.median_ms).toFixed(2),
         t.loadavg ? `${t.loadavg[0]!.toFixed(1)}→${t.loadavg[1]!.toFixed(1)}` : '']);
     }
-    out.push('', `PyTorch ${torch.torch_version}, ${torch.threads} threads, ${torch.optimizer}${torch.error ? ` — ERROR: ${torch.error}` : ''}`, '', table(trows));
+    out.push('', `PyTorch ${torch.torch_version}, ${torch.threads} threads, ${torch.optimizer}` +
+      `${torch.peak_rss_mib ? `; peak RSS ${torch.peak_rss_mib.toFixed(0)} MiB over all its cases` : ''}${torch.error ? ` — ERROR: ${torch.error}` : ''}`, '', table(trows));
   }
   return out.join('\n');
 }

@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -486,6 +487,7 @@ def main():
                                                error=f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'))
                     print(f"[torch {case['label']}/{mode}/{fmt}] FAILED {e}", file=sys.stderr, flush=True)
     out['loadavg_after'] = list(os.getloadavg())
+    out['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # whole process, all cases
     print(json.dumps(out))
 
 

@@ -37,6 +37,8 @@ export interface DownstreamOptions {
   signal?: AbortSignal;
   /** Suffix for the run name (e.g. '-random' for a baseline). */
   nameSuffix?: string;
+  /** Where the console view writes (default stdout; `--json` sends it to stderr). */
+  logStream?: NodeJS.WriteStream;
 }
 
 export interface DownstreamResult {
@@ -126,7 +128,7 @@ async function openSession(opts: DownstreamOptions, config: ExperimentConfig): P
   if (useConsole) {
     try {
       const ui = await import('../ui/index.js');
-      bus.subscribe(ui.createConsoleSubscriber({ plain: opts.plain, onInterrupt: () => stop.abort(), logEvery: config.output.log_every }));
+      bus.subscribe(ui.createConsoleSubscriber({ plain: opts.plain, onInterrupt: () => stop.abort(), logEvery: config.output.log_every, ...(opts.logStream ? { stream: opts.logStream } : {}) }));
     } catch {
       /* no console UI available */
     }

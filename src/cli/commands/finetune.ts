@@ -20,7 +20,7 @@ export default async function finetune(argv: string[]): Promise<number> {
   process.once('SIGINT', onSig);
   process.once('SIGTERM', onSig);
   try {
-    const r = await runFinetune({ config: a.loaded.config, specPath: a.loaded.specPath, resolvedYaml: a.loaded.resolvedYaml, init: a.init, plain: a.plain, signal: ac.signal });
+    const r = await runFinetune({ config: a.loaded.config, specPath: a.loaded.specPath, resolvedYaml: a.loaded.resolvedYaml, init: a.init, plain: a.plain, ...(a.json ? { logStream: process.stderr } : {}), signal: ac.signal });
     if (a.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     else process.stdout.write(`${r.status}: ${r.encoder} from ${r.init ?? 'random init'} — val top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}% after ${r.steps} steps (${r.runDir})\n`);
     return r.status === 'FINISHED' ? 0 : r.status === 'KILLED' ? 130 : 1;

@@ -19,9 +19,9 @@ export default async function probe(argv: string[]): Promise<number> {
   const a = await parseDownstreamArgs(argv, 'probe', HELP);
   if (!a) return 0;
   const results: DownstreamResult[] = [];
-  results.push(await runProbe({ config: a.loaded.config, specPath: a.loaded.specPath, resolvedYaml: a.loaded.resolvedYaml, init: a.init, plain: a.plain }));
+  results.push(await runProbe({ config: a.loaded.config, specPath: a.loaded.specPath, resolvedYaml: a.loaded.resolvedYaml, init: a.init, plain: a.plain, ...(a.json ? { logStream: process.stderr } : {}) }));
   if (a.compareRandom && results[0]!.init !== null) {
-    results.push(await runProbe({ config: a.loaded.config, specPath: a.loaded.specPath, resolvedYaml: a.loaded.resolvedYaml, init: null, plain: a.plain, nameSuffix: '-random' }));
+    results.push(await runProbe({ config: a.loaded.config, specPath: a.loaded.specPath, resolvedYaml: a.loaded.resolvedYaml, init: null, plain: a.plain, ...(a.json ? { logStream: process.stderr } : {}), nameSuffix: '-random' }));
   }
   if (a.json) {
     process.stdout.write(JSON.stringify(results.length === 1 ? results[0] : results, null, 2) + '\n');

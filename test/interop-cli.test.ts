@@ -1,0 +1,68 @@
+/** `spark import | export | probe` through the real CLI entry point (exit codes, output, files). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import os from 'node:os';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { writeSyntheticFolder } from '../src/data/index.js';
+import { packageRoot } from '../src/util/paths.js';
+
+const ROOT = packageRoot();
+const FIX = path.join(ROOT, 'test', 'fixtures', 'interop');
+const here = path.dirname(fileURLToPath(import.meta.url));
+const compiled = here.includes(`${path.sep}dist${path.sep}`);
+
+function spark(args: string[], cwd = ROOT): { code: number; out: string; err: string } {
+  const main = path.join(here, '..', 'src', 'cli', compiled ? 'main.js' : 'main.ts');
+  const r = spawnSync(process.execPath, [...(compiled ? [] : ['--import', pathToFileURL(path.join(ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href]), main, ...args], { cwd, encoding: 'utf8', timeout: 300_000, env: { ...process.env, CI: 'true' } });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+test('spark import: a hostile file is refused with one clear line and exit 2, nothing written', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'spark-icli-'));
+  const r = spark(['import', path.join(FIX, 'hostile_global.pth'), '--out', path.join(dir, 'x')]);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /^spark: .*hostile_global\.pth: refusing global '(posix|os)\.system'/);
+  assert.equal(r.err.trim().split('\n').length, 1);
+  assert.ok(!existsSync(path.join(dir, 'x')));
+  assert.equal(spark(['import', path.join(FIX, 'resnet_timm_style.pth')]).code, 2, '--out is required');
+});
+
+test('spark import → export → probe --compare-random from a spec', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'spark-icli-'));
+  const imp = spark(['import', path.join(FIX, 'convnext_official_style.pth'), '--out', path.join(dir, 'cnx')]);
+  assert.equal(imp.code, 0, imp.err);
+  assert.match(imp.out, /layout +encoder/);
+  const ex = spark(['export', path.join(dir, 'cnx'), '--format', 'safetensors', '--keys', 'timm']);
+  assert.equal(ex.code, 0, ex.err);
+  assert.ok(existsSync(path.join(dir, 'cnx', 'export', 'encoder.safetensors')));
+  await writeSyntheticFolder(path.join(dir, 'train'), { classes: 3, perClass: 4, size: 32, seed: 1 });
+  await writeSyntheticFolder(path.join(dir, 'val'), { classes: 3, perClass: 2, size: 32, seed: 2 });
+  const spec = path.join(dir, 'probe.yaml');
+  writeFileSync(
+    spec,
+    [
+      'name: cli-probe',
+      'task: probe',
+      'model: {encoder: convnext_mini}',
+      'data: {source: imagefolder, root: train, val_root: val, input_size: 32, workers: 0}',
+      'train: {batch_size: 4}',
+      'output: {dir: runs}',
+      'tracking: {uri: mlruns, experiment: probe}',
+      'finetune: {init: cnx, probe: {epochs: 3}}',
+      '',
+    ].join('\n'),
+  );
+  const p = spark(['probe', spec, '--compare-random', '--json'], dir);
+  assert.equal(p.code, 0, p.err);
+  const res = JSON.parse(p.out) as Array<{ init: string | null; top1: number; numClasses: number; encoder: string }>;
+  assert.equal(res.length, 2);
+  assert.equal(res[0]!.init, path.join(dir, 'cnx'), 'finetune.init is resolved against the spec folder');
+  assert.equal(res[1]!.init, null);
+  assert.equal(res[0]!.numClasses, 3);
+  assert.match(res[0]!.encoder, /^convnext\(depths=\[1,1,1,1\]/, 'the encoder comes from the imported weights');
+  const bad = spark(['probe', spec, '--init', 'x', '--random'], dir);
+  assert.equal(bad.code, 2);
+});
