@@ -7,55 +7,16 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { testBackend } from './helpers/backend.js';
-import { tinyConfig, tmpDir } from './helpers/train.js';
+import { tinyConfig, tmpDir, assertSameWeights, referenceRun } from './helpers/train.js';
 import { runExperiment } from '../src/train/run.js';
-import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { toFloat32 } from '../src/util/safetensors.js';
 import type { RunEvent } from '../src/train/events.js';
 
 const STEPS = 6;
 
-async function assertSameWeights(a: string, b: string, tol = 1e-6): Promise<void> {
-  const ca = await loadCheckpoint(a);
-  const cb = await loadCheckpoint(b);
-  assert.equal(ca.step, STEPS);
-  assert.equal(cb.step, STEPS);
-  for (const kind of ['params', 'buffers'] as const) {
-    assert.deepEqual([...ca[kind].keys()].sort(), [...cb[kind].keys()].sort());
-    for (const [name, ta] of ca[kind]) {
-      const tb = cb[kind].get(name)!;
-      if (ta.dtype !== 'F32') {
-        assert.deepEqual(Buffer.from(tb.data), Buffer.from(ta.data), `${name}`);
-        continue;
-      }
-      const va = toFloat32(ta);
-      const vb = toFloat32(tb);
-      let worst = 0;
-      for (let i = 0; i < va.length; i++) worst = Math.max(worst, Math.abs(va[i]! - vb[i]!));
-      assert.ok(worst <= tol, `${kind} ${name}: max abs diff ${worst}`);
-    }
-  }
-}
-
-let reference: { runDir: string; losses: number[] } | null = null;
-
-/** The uninterrupted run every interrupted one is compared with (computed once per test file). */
-async function referenceRun(): Promise<{ runDir: string; losses: number[] }> {
-  if (reference) return reference;
-  const out = tmpDir();
-  const c = await tinyConfig({ outDir: out, name: 'ref', steps: STEPS });
-  const losses: number[] = [];
-  const res = await runExperiment({ ...c, subscribers: [{ onEvent: (e: RunEvent) => void (e.type === 'step' && losses.push(e.loss)) }] });
-  assert.equal(res.status, 'FINISHED');
-  assert.equal(res.step, STEPS);
-  assert.equal(losses.length, STEPS);
-  reference = { runDir: res.runDir, losses };
-  return reference;
-}
 
 test('in-process abort after step 3, then resume: same losses and weights as an uninterrupted run', async () => {
   await testBackend();
-  const ref = await referenceRun();
+  const ref = await referenceRun(STEPS);
   assert.ok(existsSync(path.join(ref.runDir, 'encoder.safetensors')), 'encoder export written at the end');
 
   const out = tmpDir();
@@ -88,6 +49,6 @@ test('in-process abort after step 3, then resume: same losses and weights as an 
   assert.equal(second.runDir, first.runDir);
   assert.equal(losses.length, 3);
   for (let i = 0; i < 3; i++) assert.ok(Math.abs(losses[i]! - ref.losses[i + 3]!) <= 1e-6, `loss of step ${i + 4}: ${losses[i]} vs ${ref.losses[i + 3]}`);
-  await assertSameWeights(ref.runDir, second.runDir);
+  await assertSameWeights(ref.runDir, second.runDir, STEPS);
 });
 

@@ -8,51 +8,10 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { testBackend } from './helpers/backend.js';
-import { tinyConfig, tinySpecYaml, tmpDir, sparkCli, onlyRunDir } from './helpers/train.js';
-import { runExperiment } from '../src/train/run.js';
-import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { toFloat32 } from '../src/util/safetensors.js';
-import type { RunEvent } from '../src/train/events.js';
+import { tinySpecYaml, tmpDir, sparkCli, onlyRunDir, assertSameWeights, referenceRun } from './helpers/train.js';
 
 const STEPS = 6;
 
-async function assertSameWeights(a: string, b: string, tol = 1e-6): Promise<void> {
-  const ca = await loadCheckpoint(a);
-  const cb = await loadCheckpoint(b);
-  assert.equal(ca.step, STEPS);
-  assert.equal(cb.step, STEPS);
-  for (const kind of ['params', 'buffers'] as const) {
-    assert.deepEqual([...ca[kind].keys()].sort(), [...cb[kind].keys()].sort());
-    for (const [name, ta] of ca[kind]) {
-      const tb = cb[kind].get(name)!;
-      if (ta.dtype !== 'F32') {
-        assert.deepEqual(Buffer.from(tb.data), Buffer.from(ta.data), `${name}`);
-        continue;
-      }
-      const va = toFloat32(ta);
-      const vb = toFloat32(tb);
-      let worst = 0;
-      for (let i = 0; i < va.length; i++) worst = Math.max(worst, Math.abs(va[i]! - vb[i]!));
-      assert.ok(worst <= tol, `${kind} ${name}: max abs diff ${worst}`);
-    }
-  }
-}
-
-let reference: { runDir: string; losses: number[] } | null = null;
-
-/** The uninterrupted run every interrupted one is compared with (computed once per test file). */
-async function referenceRun(): Promise<{ runDir: string; losses: number[] }> {
-  if (reference) return reference;
-  const out = tmpDir();
-  const c = await tinyConfig({ outDir: out, name: 'ref', steps: STEPS });
-  const losses: number[] = [];
-  const res = await runExperiment({ ...c, subscribers: [{ onEvent: (e: RunEvent) => void (e.type === 'step' && losses.push(e.loss)) }] });
-  assert.equal(res.status, 'FINISHED');
-  assert.equal(res.step, STEPS);
-  assert.equal(losses.length, STEPS);
-  reference = { runDir: res.runDir, losses };
-  return reference;
-}
 
 function spawnRun(args: string[], env: NodeJS.ProcessEnv = {}): { child: ReturnType<typeof spawn>; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> } {
   const [cmd, ...pre] = sparkCli();
@@ -86,7 +45,7 @@ async function waitForCheckpoint(outDir: string, name: string, step: number, tim
 for (const mode of ['SIGTERM', 'SIGKILL'] as const) {
   test(`spark run interrupted by ${mode} after a checkpoint, then --resume: same weights as an uninterrupted run`, async () => {
     const info = await testBackend();
-    const ref = await referenceRun();
+    const ref = await referenceRun(STEPS);
     const out = tmpDir();
     const name = mode.toLowerCase();
     const spec = path.join(out, `${name}.yaml`);
@@ -109,6 +68,6 @@ for (const mode of ['SIGTERM', 'SIGKILL'] as const) {
     const again = spawnRun(['--resume', runDir]);
     const r2 = await again.done;
     assert.equal(r2.code, 0, `resume exit code (stderr: ${r2.stderr.slice(-800)})`);
-    await assertSameWeights(ref.runDir, runDir);
+    await assertSameWeights(ref.runDir, runDir, STEPS);
   });
 }

@@ -148,6 +148,26 @@ async function openSession(opts: DownstreamOptions, config: ExperimentConfig): P
   return { folder, bus, tracker, stop, close: () => bus.close() };
 }
 
+/** The run-start event of a downstream run (fine-tuning: `total` steps of `spe` per epoch; probe: epochs). */
+function emitRunStart(sess: Session, config: ExperimentConfig, specPath: string | null, encoder: string, backend: string, total: number, spe: number): void {
+  sess.bus.emit({
+    type: 'run-start',
+    time: Date.now(),
+    runId: sess.folder.runId,
+    runDir: sess.folder.dir,
+    name: config.name,
+    config,
+    encoder,
+    backend,
+    totalSteps: total,
+    stepsPerEpoch: spe,
+    totalEpochs: Math.ceil(total / spe),
+    startStep: 0,
+    resumed: false,
+    specPath,
+  });
+}
+
 function withSuffix(config: ExperimentConfig, suffix: string | undefined): ExperimentConfig {
   if (!suffix) return config;
   return { ...config, name: `${config.name}${suffix}`, tracking: { ...config.tracking, run_name: config.tracking.run_name ? `${config.tracking.run_name}${suffix}` : null } };
@@ -333,22 +353,7 @@ export async function runFinetune(opts: DownstreamOptions): Promise<DownstreamRe
     const schedule = makeSchedule({ ...config.train, accumulate: 1, optimizer: { ...config.train.optimizer, weight_decay_end: config.train.optimizer.weight_decay } }, spe);
     const total = schedule.maxIters;
     const mix = { mixup: ft.mixup ?? recipe.mixup, cutmix: ft.cutmix, mix_prob: ft.mix_prob, switch_prob: ft.switch_prob };
-    sess.bus.emit({
-      type: 'run-start',
-      time: Date.now(),
-      runId: sess.folder.runId,
-      runDir: sess.folder.dir,
-      name: config.name,
-      config,
-      encoder: info.name,
-      backend: backend.name,
-      totalSteps: total,
-      stepsPerEpoch: spe,
-      totalEpochs: Math.ceil(total / spe),
-      startStep: 0,
-      resumed: false,
-      specPath: opts.specPath,
-    });
+    emitRunStart(sess, config, opts.specPath, info.name, backend.name, total, spe);
     sess.bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `fine-tuning ${info.name} from ${init ?? 'random init'}: ${kind}${kind === 'lamb' ? ' (no bias correction, trust ratio on all groups)' : ''}, layer decay ${ft.layer_decay ?? recipe.layerDecay}, mixup ${mix.mixup}, cutmix ${mix.cutmix}, label smoothing ${ft.label_smoothing}, ${numClasses} classes` });
     const trainable = [...enc.params.values()];
     const names = [...enc.params.keys()];
@@ -550,22 +555,7 @@ export async function runProbe(opts: DownstreamOptions): Promise<DownstreamResul
     enc = buildEncoder(encSpec, { seed, dropPath: 0 });
     if (tensors) loadEncoderWeights(enc, tensors, init!);
     const total = ft.probe.epochs;
-    sess.bus.emit({
-      type: 'run-start',
-      time: Date.now(),
-      runId: sess.folder.runId,
-      runDir: sess.folder.dir,
-      name: config.name,
-      config,
-      encoder: info.name,
-      backend: backend.name,
-      totalSteps: total,
-      stepsPerEpoch: 1,
-      totalEpochs: total,
-      startStep: 0,
-      resumed: false,
-      specPath: opts.specPath,
-    });
+    emitRunStart(sess, config, opts.specPath, info.name, backend.name, total, 1);
     sess.bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `linear probe of ${info.name} (${init ?? 'random init'}): extracting features of ${train.numImages} training and ${val.numImages} validation images` });
     const ftr = await extractFeatures(enc, train);
     const fva = await extractFeatures(enc, val);

@@ -5,6 +5,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadExperiment } from '../../src/spec/index.js';
 import type { ExperimentConfig } from '../../src/spec/types.js';
+import assert from 'node:assert/strict';
+import { runExperiment } from '../../src/train/run.js';
+import { loadCheckpoint } from '../../src/train/checkpoint.js';
+import { toFloat32 } from '../../src/util/safetensors.js';
+import type { RunEvent } from '../../src/train/events.js';
 
 const made: string[] = [];
 process.on('exit', () => {
@@ -67,4 +72,45 @@ export function onlyRunDir(outDir: string, name: string): string {
   const runs = readdirSync(d).filter((n) => !n.startsWith('.'));
   if (runs.length !== 1) throw new Error(`expected one run in ${d}, found ${runs.join(', ')}`);
   return path.join(d, runs[0]!);
+}
+
+/** Two finished runs hold the same params and buffers (to `tol`), both at step `steps`. */
+export async function assertSameWeights(a: string, b: string, steps: number, tol = 1e-6): Promise<void> {
+  const ca = await loadCheckpoint(a);
+  const cb = await loadCheckpoint(b);
+  assert.equal(ca.step, steps);
+  assert.equal(cb.step, steps);
+  for (const kind of ['params', 'buffers'] as const) {
+    assert.deepEqual([...ca[kind].keys()].sort(), [...cb[kind].keys()].sort());
+    for (const [name, ta] of ca[kind]) {
+      const tb = cb[kind].get(name)!;
+      if (ta.dtype !== 'F32') {
+        assert.deepEqual(Buffer.from(tb.data), Buffer.from(ta.data), `${name}`);
+        continue;
+      }
+      const va = toFloat32(ta);
+      const vb = toFloat32(tb);
+      let worst = 0;
+      for (let i = 0; i < va.length; i++) worst = Math.max(worst, Math.abs(va[i]! - vb[i]!));
+      assert.ok(worst <= tol, `${kind} ${name}: max abs diff ${worst}`);
+    }
+  }
+}
+
+const references = new Map<number, { runDir: string; losses: number[] }>();
+
+/** The uninterrupted run every interrupted one is compared with (computed once per test file). */
+export async function referenceRun(steps: number): Promise<{ runDir: string; losses: number[] }> {
+  const cached = references.get(steps);
+  if (cached) return cached;
+  const out = tmpDir();
+  const c = await tinyConfig({ outDir: out, name: 'ref', steps });
+  const losses: number[] = [];
+  const res = await runExperiment({ ...c, subscribers: [{ onEvent: (e: RunEvent) => void (e.type === 'step' && losses.push(e.loss)) }] });
+  assert.equal(res.status, 'FINISHED');
+  assert.equal(res.step, steps);
+  assert.equal(losses.length, steps);
+  const r = { runDir: res.runDir, losses };
+  references.set(steps, r);
+  return r;
 }
