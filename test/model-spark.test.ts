@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
-import type { ModelConfig } from '../src/spec/types.js';
+import { cfg, randn, countParams } from './helpers/model.js';
 import { buildEncoder, buildSparK, patchify } from '../src/models/spark.js';
 import { describeEncoder, sparkParamCount } from '../src/models/registry.js';
 import { Rng } from '../src/util/rng.js';
@@ -15,27 +15,6 @@ import { DataError } from '../src/util/errors.js';
 
 await testBackend();
 
-const cfg = (encoder: string, width = 64, dropPath: number | null = 0.1): ModelConfig => ({
-  encoder,
-  decoder: { type: 'light', width },
-  mask_ratio: 0.6,
-  drop_path: dropPath,
-  densify_norm: 'auto',
-});
-
-function randn(shape: number[], seed: number): tf.Tensor4D {
-  const r = Rng.from(seed, 'test-input');
-  const n = shape.reduce((a, b) => a * b, 1);
-  const d = new Float32Array(n);
-  for (let i = 0; i < n; i++) d[i] = r.normal();
-  return tf.tensor4d(d, shape as [number, number, number, number]);
-}
-
-function countParams(m: { params: Map<string, tf.Variable> }): number {
-  let n = 0;
-  for (const v of m.params.values()) n += v.size;
-  return n;
-}
 
 /** The O6 mask at f = 2: image 0 [[1,0],[0,1]], image 1 [[0,1],[0,0]]. */
 const o6Mask = () => tf.tensor4d([1, 0, 0, 1, 0, 1, 0, 0], [2, 2, 2, 1]);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
+import { FakeStdout, FakeStdin } from './helpers/ink.js';
 import React from 'react';
 import { render } from 'ink-testing-library';
 import { createSweepConsole, SweepView, varyingParams, type SweepSnapshot, type TrialRow } from '../src/ui/sweep.js';
@@ -8,41 +8,6 @@ import { demoRunEvents } from '../src/ui/demo.js';
 import { stripAnsi } from '../src/ui/format.js';
 import type { RunEvent } from '../src/train/events.js';
 
-class FakeStdout extends EventEmitter {
-  frames: string[] = [];
-  isTTY = true;
-  get columns(): number {
-    return 120;
-  }
-  get rows(): number {
-    return 50;
-  }
-  write = (s: string, cb?: () => void): boolean => {
-    this.frames.push(s);
-    if (typeof cb === 'function') cb();
-    return true;
-  };
-}
-class FakeStdin extends EventEmitter {
-  isTTY = true;
-  data: string | null = null;
-  setEncoding(): void {}
-  setRawMode(): void {}
-  resume(): void {}
-  pause(): void {}
-  ref(): void {}
-  unref(): void {}
-  read = (): string | null => {
-    const d = this.data;
-    this.data = null;
-    return d;
-  };
-  press(s: string): void {
-    this.data = s;
-    this.emit('readable');
-    this.emit('data', s);
-  }
-}
 class Sink {
   text = '';
   isTTY = false;
@@ -102,7 +67,7 @@ test('SweepView: one row per trial with the varying params, status, loss, steps 
 });
 
 test('Ink sweep console: rows follow trial events and setStatus, the running trial is shown, close() unmounts', async () => {
-  const stdout = new FakeStdout();
+  const stdout = new FakeStdout(50);
   const stdin = new FakeStdin();
   let interrupts = 0;
   const sc = createSweepConsole({
@@ -180,7 +145,7 @@ test('plain sweep console: prefixed run lines, one line per status change, a sum
 });
 
 test('Ink sweep console: a board that saw no trial event still renders its final state on close', async () => {
-  const stdout = new FakeStdout();
+  const stdout = new FakeStdout(50);
   const sc = createSweepConsole({ trials, stream: stdout as unknown as NodeJS.WriteStream, stdin: new FakeStdin() as unknown as NodeJS.ReadStream, mode: 'ink', debug: true, patchConsole: false });
   for (const t of trials) sc.setStatus(t.index, 'skipped', { loss: 0.5, message: 'finished earlier' });
   assert.equal(stdout.frames.length, 0);

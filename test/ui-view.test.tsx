@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
+import { FakeStdout, FakeStdin } from './helpers/ink.js';
 import React from 'react';
 import { render } from 'ink-testing-library';
 import { RunApp, RunView } from '../src/ui/RunView.js';
@@ -40,42 +40,6 @@ class FakeClock implements Clock {
   }
 }
 
-/** Minimal stdout/stdin doubles for mounting the real Ink subscriber. */
-class FakeStdout extends EventEmitter {
-  frames: string[] = [];
-  isTTY = true;
-  get columns(): number {
-    return 120;
-  }
-  get rows(): number {
-    return 40;
-  }
-  write = (s: string, cb?: () => void): boolean => {
-    this.frames.push(s);
-    if (typeof cb === 'function') cb();
-    return true;
-  };
-}
-class FakeStdin extends EventEmitter {
-  isTTY = true;
-  data: string | null = null;
-  setEncoding(): void {}
-  setRawMode(): void {}
-  resume(): void {}
-  pause(): void {}
-  ref(): void {}
-  unref(): void {}
-  read = (): string | null => {
-    const d = this.data;
-    this.data = null;
-    return d;
-  };
-  press(s: string): void {
-    this.data = s;
-    this.emit('readable');
-    this.emit('data', s);
-  }
-}
 
 function snapshotAfter(events: RunEvent[], now?: number): RunSnapshot {
   const s = initialRunState();
