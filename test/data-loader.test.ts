@@ -164,6 +164,29 @@ test('workers = 2 produce exactly the batches of main-thread decoding', async ()
   await w2.close();
   await assert.rejects(w2.next(), /closed/);
   await w0.close();
+  // the fine-tuning transform (crop 0.08-1, flip, TrivialAugmentWide): the same property, and the augmentation
+  // really runs in the decode tasks (same indices, other pixels than without it)
+  const ft = { batchSize: 4, seed: 8, augment: 'finetune' as const, withLabels: true, autoAugment: 'trivial_augment_wide' as const };
+  const f0 = await createLoader(cfg({ root, workers: 0 }), ft);
+  const f2 = await createLoader(cfg({ root, workers: 2, prefetch: 1 }), ft);
+  const plain = await createLoader(cfg({ root, workers: 0 }), { ...ft, autoAugment: null });
+  const F0 = await batches(f0, 4);
+  const F2 = await batches(f2, 4);
+  const P = await batches(plain, 4);
+  for (let i = 0; i < 4; i++) {
+    sameBatch(F0[i]!, F2[i]!, 'workers, TrivialAugmentWide');
+    assert.deepEqual(F0[i]!.indices, P[i]!.indices);
+    assert.deepEqual(F0[i]!.labels, P[i]!.labels);
+  }
+  const per = 32 * 32 * 3;
+  let changed = 0;
+  for (let i = 0; i < 4; i++) {
+    for (let k = 0; k < 4; k++) {
+      if (!Buffer.from(F0[i]!.images.buffer, k * per * 4, per * 4).equals(Buffer.from(P[i]!.images.buffer, k * per * 4, per * 4))) changed++;
+    }
+  }
+  assert.ok(changed >= 10, `TrivialAugmentWide changed ${changed} of 16 images (Identity and zero bins leave some as they are)`);
+  await Promise.all([f0.close(), f2.close(), plain.close()]);
 });
 
 test('labels follow the class folders; eval mode is unshuffled and deterministic', async () => {

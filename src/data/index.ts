@@ -16,3 +16,18 @@ export {
 export { syntheticImage, syntheticLabelled, syntheticLabel, SYNTHETIC_MAX_CLASSES, SHAPE_KINDS, FILL_KINDS } from './synthetic.js';
 export { writeSyntheticFolder, type SyntheticFolder, type SyntheticFolderOptions } from './synthetic-folder.js';
 export { EpochBatchSampler, type StepSlots } from './sampler.js';
+export { postCrop, flipRgb, type AutoAugment, type PostCropOptions } from './augment.js';
+export {
+  TA_OPS,
+  TA_BINS,
+  TA_SPACE,
+  applyTaOp,
+  sampleTrivialAugment,
+  trivialAugmentWide,
+  inverseAffineMatrix,
+  affineBicubic,
+  rotateBicubic,
+  linspaceF32,
+  type TaOp,
+  type TaDraw,
+} from './trivial-augment.js';

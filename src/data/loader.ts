@@ -14,6 +14,7 @@ import { EpochBatchSampler } from './sampler.js';
 import { DecodePool } from './pool.js';
 import { runTask, type DecodeTask, type TaskResult } from './tasks.js';
 import { SYNTHETIC_MAX_CLASSES, syntheticLabel } from './synthetic.js';
+import type { AutoAugment } from './augment.js';
 
 export type AugmentMode = 'pretrain' | 'finetune' | 'eval';
 
@@ -43,6 +44,8 @@ export interface LoaderOptions {
   interpolation?: 'bilinear' | 'bicubic';
   /** Classes of the labelled synthetic variant (withLabels with source 'synthetic'); default 10. */
   syntheticClasses?: number;
+  /** Train modes: TrivialAugmentWide after crop and flip (the fine-tuning recipe, spec §7.4); default none. */
+  autoAugment?: AutoAugment;
 }
 
 export interface Batch {
@@ -141,6 +144,7 @@ function checkInt(name: string, v: number, min: number): void {
 function makeDataset(cfg: DataConfig, opts: LoaderOptions): Dataset {
   const size = cfg.input_size;
   const mode = opts.augment;
+  const autoAugment: AutoAugment = mode === 'eval' ? null : (opts.autoAugment ?? null);
   const scale: [number, number] = mode === 'finetune' ? (opts.cropScale ?? [0.08, 1]) : [cfg.crop_scale[0], cfg.crop_scale[1]];
   const ratio: [number, number] = [cfg.crop_ratio[0], cfg.crop_ratio[1]];
   if (cfg.source === 'synthetic') {
@@ -162,6 +166,7 @@ function makeDataset(cfg: DataConfig, opts: LoaderOptions): Dataset {
         size,
         numClasses,
         hflip: mode === 'eval' ? 0 : cfg.hflip,
+        autoAugment,
         augSeed: opts.seed,
         epoch,
         position,
@@ -186,7 +191,7 @@ function makeDataset(cfg: DataConfig, opts: LoaderOptions): Dataset {
     task: (index, epoch, position) =>
       mode === 'eval'
         ? { kind: 'eval', path: abs[index]!, size, cropPct: opts.cropPct ?? 1, interpolation: opts.interpolation ?? 'bilinear' }
-        : { kind: 'train', path: abs[index]!, size, scale, ratio, hflip: cfg.hflip, seed: opts.seed, epoch, position },
+        : { kind: 'train', path: abs[index]!, size, scale, ratio, hflip: cfg.hflip, autoAugment, seed: opts.seed, epoch, position },
     describe: (i) => abs[i]!,
     rootLabel: root,
   };

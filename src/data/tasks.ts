@@ -6,6 +6,7 @@ import { Rng } from '../util/rng.js';
 import { decodeEval, decodeTrain } from './transforms.js';
 import { syntheticImage, syntheticLabelled } from './synthetic.js';
 import { normalizeRgb } from './normalize.js';
+import { postCrop, type AutoAugment } from './augment.js';
 
 export type DecodeTask =
   | {
@@ -15,6 +16,8 @@ export type DecodeTask =
       scale: [number, number];
       ratio: [number, number];
       hflip: number;
+      /** Fine-tuning: TrivialAugmentWide after the flip. */
+      autoAugment: AutoAugment;
       /** Augmentation randomness: Rng.from(seed, 'aug', epoch, position). */
       seed: number;
       epoch: number;
@@ -30,6 +33,8 @@ export type DecodeTask =
       numClasses: number;
       /** Flip probability; the draw comes from Rng.from(augSeed, 'aug', epoch, position). */
       hflip: number;
+      /** TrivialAugmentWide after the flip (same Rng). */
+      autoAugment: AutoAugment;
       augSeed: number;
       epoch: number;
       position: number;
@@ -48,7 +53,7 @@ export async function runTask(task: DecodeTask): Promise<TaskResult> {
       case 'train': {
         const r = await decodeTrain(
           task.path,
-          { size: task.size, scale: task.scale, ratio: task.ratio, hflip: task.hflip },
+          { size: task.size, scale: task.scale, ratio: task.ratio, hflip: task.hflip, autoAugment: task.autoAugment },
           augRng(task.seed, task.epoch, task.position),
         );
         return { ok: true, data: r.data };
@@ -57,8 +62,13 @@ export async function runTask(task: DecodeTask): Promise<TaskResult> {
         return { ok: true, data: (await decodeEval(task.path, task.size, { cropPct: task.cropPct, interpolation: task.interpolation })).data };
       case 'synthetic': {
         const px = task.numClasses > 0 ? syntheticLabelled(task.seed, task.index, task.size, task.numClasses).pixels : syntheticImage(task.seed, task.index, task.size);
-        const flip = task.hflip > 0 && augRng(task.augSeed, task.epoch, task.position).float() < task.hflip;
-        return { ok: true, data: normalizeRgb(px, task.size, task.size, flip) };
+        if (!task.autoAugment) {
+          const flip = task.hflip > 0 && augRng(task.augSeed, task.epoch, task.position).float() < task.hflip;
+          return { ok: true, data: normalizeRgb(px, task.size, task.size, flip) };
+        }
+        const rng = augRng(task.augSeed, task.epoch, task.position);
+        const flip = task.hflip > 0 && rng.float() < task.hflip;
+        return { ok: true, data: postCrop(px, task.size, flip, { autoAugment: task.autoAugment }, rng).data };
       }
     }
   } catch (e) {

@@ -8,6 +8,8 @@ import sharp from 'sharp';
 import { readFile } from 'node:fs/promises';
 import { Rng, roundHalfEven } from '../util/rng.js';
 import { normalizeRgb } from './normalize.js';
+import { postCrop, type AutoAugment } from './augment.js';
+import type { TaDraw } from './trivial-augment.js';
 
 export interface CropBox {
   /** Top row (torchvision `i`). */
@@ -69,6 +71,8 @@ export interface TrainTransform {
   scale: readonly [number, number];
   ratio: readonly [number, number];
   hflip: number;
+  /** Fine-tuning: TrivialAugmentWide after the flip (spec §7.4 step 3); default none. */
+  autoAugment?: AutoAugment;
 }
 
 export interface DecodedImage {
@@ -81,6 +85,8 @@ export interface DecodedImage {
   flipped?: boolean;
   /** Shrink applied at load time before cropping (1 = none), see `preShrinkFactor`. */
   preShrink?: number;
+  /** The TrivialAugmentWide op applied (train with `autoAugment`). */
+  augment?: TaDraw;
 }
 
 type Input = Buffer | string;
@@ -136,7 +142,8 @@ export function preShrinkFactor(format: string, cw: number, ch: number, size: nu
 }
 
 /**
- * Train transform of one encoded image: RandomResizedCrop (bicubic) + horizontal flip + normalisation. The crop is
+ * Train transform of one encoded image: RandomResizedCrop (bicubic) + horizontal flip [+ TrivialAugmentWide] +
+ * normalisation. The crop is
  * sampled in original-image coordinates; when it is much larger than the target, the image is first decoded with
  * libvips shrink-on-load (JPEG/WebP) and the same box, scaled, is cropped from the shrunk image.
  */
@@ -175,8 +182,8 @@ export async function decodeTrain(input: Input, t: TrainTransform, rng: Rng): Pr
       )
     ).data;
   }
-  const data = normalizeRgb(pixels, t.size, t.size, flipped);
-  return { data, width, height, crop, flipped, preShrink: k };
+  const post = postCrop(pixels, t.size, flipped, { autoAugment: t.autoAugment ?? null }, rng);
+  return { data: post.data, width, height, crop, flipped, preShrink: k, ...(post.augment ? { augment: post.augment } : {}) };
 }
 
 export interface EvalOptions {

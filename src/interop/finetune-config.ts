@@ -24,6 +24,8 @@ export interface FinetuneConfig {
   mix_prob: number;
   switch_prob: number;
   crop_scale: [number, number];
+  /** TrivialAugmentWide after crop and flip (spec §7.4 step 3); null = none. */
+  auto_augment: 'trivial_augment_wide' | null;
   eval_crop_pct: number;
   eval_every: number;
   probe: ProbeConfig;
@@ -40,6 +42,7 @@ export const FINETUNE_DEFAULTS: FinetuneConfig = {
   mix_prob: 1.0,
   switch_prob: 0.5,
   crop_scale: [0.08, 1.0],
+  auto_augment: 'trivial_augment_wide',
   eval_crop_pct: 0.95,
   eval_every: 1,
   probe: { epochs: 100, lr: 0.01, weight_decay: 0.0001, batch_size: 256 },

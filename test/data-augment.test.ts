@@ -1,0 +1,148 @@
+/**
+ * The fine-tuning augmentations of spec §7.4: TrivialAugmentWide (against Pillow output, the pixels torchvision
+ * produces for PIL images) and its place in the train transform.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import { Rng } from '../src/util/rng.js';
+import { packageRoot } from '../src/util/paths.js';
+import {
+  TA_OPS,
+  TA_BINS,
+  TA_SPACE,
+  applyTaOp,
+  sampleTrivialAugment,
+  trivialAugmentWide,
+  decodeTrain,
+  denormalizeToUint8,
+  flipRgb,
+  normalizeRgb,
+  type TaOp,
+} from '../src/data/index.js';
+
+interface Fixture {
+  pillow: string;
+  images: Array<{ width: number; height: number; pixels: string; cases: Array<{ op: TaOp; magnitude: number; pixels: string }> }>;
+}
+const fixture = JSON.parse(readFileSync(path.join(packageRoot(), 'test', 'fixtures', 'augment', 'trivial-augment-pil.json'), 'utf8')) as Fixture;
+const b64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
+
+test('TrivialAugmentWide ops equal Pillow byte for byte (bicubic affine with fill 0, enhancers, ImageOps), square and non-square', () => {
+  let cases = 0;
+  const seen = new Set<string>();
+  for (const im of fixture.images) {
+    const src = b64(im.pixels);
+    for (const c of im.cases) {
+      const want = b64(c.pixels);
+      const got = applyTaOp(src, im.width, im.height, c.op, c.magnitude);
+      assert.equal(got.length, want.length);
+      let diff = 0;
+      for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) diff++;
+      assert.equal(diff, 0, `${c.op}(${c.magnitude}) on ${im.width}×${im.height}: ${diff} of ${want.length} values differ from Pillow ${fixture.pillow}`);
+      assert.notEqual(got, src, 'a new buffer');
+      seen.add(c.op);
+      cases++;
+    }
+  }
+  assert.deepEqual([...seen].sort(), [...TA_OPS].sort(), 'every op is covered');
+  assert.equal(cases, 148, `${cases} cases`);
+  // the oracle is not vacuous: non-zero magnitudes change the image
+  const im = fixture.images[0]!;
+  for (const c of im.cases.filter((x) => x.op !== 'Identity' && x.magnitude !== 0 && !(x.op === 'Posterize' && x.magnitude === 8))) {
+    assert.notDeepEqual(b64(c.pixels), b64(im.pixels), `${c.op}(${c.magnitude}) changes the image`);
+  }
+});
+
+test('TrivialAugmentWide magnitude bins: 31 per op, torchvision ranges and Posterize 8→2 bits', () => {
+  assert.equal(TA_OPS.length, 14);
+  assert.equal(TA_BINS, 31);
+  const f = Math.fround;
+  for (const op of ['ShearX', 'ShearY', 'Brightness', 'Color', 'Contrast', 'Sharpness'] as const) {
+    const m = TA_SPACE[op].magnitudes!;
+    assert.equal(m.length, 31);
+    assert.equal(m[0], 0);
+    assert.equal(m[30], f(0.99));
+    assert.ok(Math.abs(m[10]! - 0.33) < 1e-6);
+    assert.equal(TA_SPACE[op].signed, true);
+  }
+  const tr = TA_SPACE.TranslateX.magnitudes!;
+  assert.equal(tr[30], 32);
+  assert.ok(Math.abs(tr[15]! - 16) < 1e-5);
+  assert.deepEqual(TA_SPACE.Rotate.magnitudes, Array.from({ length: 31 }, (_, i) => 4.5 * i), 'rotate bins are exact multiples of 4.5°');
+  assert.deepEqual(TA_SPACE.Posterize.magnitudes, [8, 8, 8, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 3, 3, 3, 3, 3, 2, 2, 2]);
+  assert.equal(TA_SPACE.Posterize.signed, false);
+  const so = TA_SPACE.Solarize.magnitudes!;
+  assert.equal(so[0], 255);
+  assert.equal(so[30], 0);
+  assert.equal(so[15], 127.5);
+  assert.equal(TA_SPACE.Solarize.signed, false);
+  for (const op of ['Identity', 'AutoContrast', 'Equalize'] as const) assert.equal(TA_SPACE[op].magnitudes, null);
+});
+
+test('TrivialAugmentWide draws: seeded, uniform over the 14 ops and 31 bins, signed ops negated about half the time', () => {
+  const a = Array.from({ length: 50 }, (_, i) => sampleTrivialAugment(Rng.from(3, 'ta', i)));
+  const b = Array.from({ length: 50 }, (_, i) => sampleTrivialAugment(Rng.from(3, 'ta', i)));
+  assert.deepEqual(a, b);
+  const rng = Rng.from(11, 'ta-stats');
+  const N = 14000;
+  const ops = new Map<string, number>();
+  const bins = new Array<number>(31).fill(0);
+  let signed = 0;
+  let negative = 0;
+  for (let i = 0; i < N; i++) {
+    const d = sampleTrivialAugment(rng);
+    ops.set(d.op, (ops.get(d.op) ?? 0) + 1);
+    if (d.bin !== null) {
+      bins[d.bin]!++;
+      assert.equal(Math.abs(d.magnitude), TA_SPACE[d.op].magnitudes![d.bin]);
+    } else {
+      assert.equal(d.magnitude, 0);
+    }
+    if (TA_SPACE[d.op].signed && d.bin! > 0) {
+      signed++;
+      if (d.magnitude < 0) negative++;
+    }
+    if (!TA_SPACE[d.op].signed) assert.ok(d.magnitude >= 0);
+  }
+  assert.equal(ops.size, 14);
+  for (const [op, n] of ops) assert.ok(Math.abs(n / N - 1 / 14) < 0.012, `${op}: ${n}`);
+  const withBins = bins.reduce((s, x) => s + x, 0);
+  for (let k = 0; k < 31; k++) assert.ok(Math.abs(bins[k]! / withBins - 1 / 31) < 0.012, `bin ${k}: ${bins[k]}`);
+  assert.ok(Math.abs(negative / signed - 0.5) < 0.03, `negated ${negative} of ${signed}`);
+  // the op applied is the drawn one
+  const px = b64(fixture.images[0]!.pixels);
+  const r = trivialAugmentWide(px, 16, 16, Rng.from(5, 'x'));
+  assert.deepEqual(r.pixels, applyTaOp(px, 16, 16, r.draw.op, r.draw.magnitude));
+});
+
+test('train transform with TrivialAugmentWide = crop, flip, then the op on the uint8 crop, then normalise (same Rng stream)', async () => {
+  const w = 48;
+  const h = 40;
+  const raw = Buffer.alloc(w * h * 3);
+  for (let i = 0; i < raw.length; i++) raw[i] = (i * 37 + Math.floor(i / 97) * 11) % 256;
+  const png = await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  const t = { size: 16, scale: [0.3, 1] as [number, number], ratio: [3 / 4, 4 / 3] as [number, number], hflip: 0.5 };
+  let flips = 0;
+  const ops = new Set<string>();
+  for (let k = 0; k < 24; k++) {
+    const plain = await decodeTrain(png, t, Rng.from(9, 'aug', 0, k));
+    const ta = await decodeTrain(png, { ...t, autoAugment: 'trivial_augment_wide' }, Rng.from(9, 'aug', 0, k));
+    assert.deepEqual(ta.crop, plain.crop, 'the crop draws come first and are unchanged');
+    assert.equal(ta.flipped, plain.flipped);
+    assert.equal(plain.augment, undefined);
+    const d = ta.augment!;
+    ops.add(d.op);
+    // rebuild: the plain transform's (already flipped) crop as uint8, then the drawn op on it
+    const cropU8 = denormalizeToUint8(plain.data);
+    assert.deepEqual(normalizeRgb(cropU8, 16, 16, false), plain.data, 'uint8 round trip is exact');
+    if (plain.flipped) assert.deepEqual(normalizeRgb(flipRgb(cropU8, 16, 16), 16, 16, true), plain.data, 'flipRgb mirrors rows');
+    const want = normalizeRgb(applyTaOp(cropU8, 16, 16, d.op, d.magnitude), 16, 16, false);
+    assert.deepEqual(ta.data, want, `image ${k}: ${d.op}(${d.magnitude})`);
+    if (plain.flipped) flips++;
+  }
+  assert.ok(flips > 0 && flips < 24);
+  assert.ok(ops.size >= 6, `ops seen: ${[...ops].join(', ')}`);
+});
