@@ -1,13 +1,13 @@
 /**
  * The fine-tuning augmentations of spec §7.4: TrivialAugmentWide (against Pillow output, the pixels torchvision
- * produces for PIL images) and its place in the train transform.
+ * produces for PIL images), RandomErasing (timm), and their place in the train transform.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { Rng } from '../src/util/rng.js';
+import { Rng, roundHalfEven } from '../src/util/rng.js';
 import { packageRoot } from '../src/util/paths.js';
 import {
   TA_OPS,
@@ -20,6 +20,7 @@ import {
   denormalizeToUint8,
   flipRgb,
   normalizeRgb,
+  randomErasing,
   type TaOp,
 } from '../src/data/index.js';
 
@@ -145,4 +146,82 @@ test('train transform with TrivialAugmentWide = crop, flip, then the op on the u
   }
   assert.ok(flips > 0 && flips < 24);
   assert.ok(ops.size >= 6, `ops seen: ${[...ops].join(', ')}`);
+});
+
+test('RandomErasing (timm, mode pixel, one box): draw order, box constraints, N(0,1) noise inside and nothing outside', () => {
+  const W = 40;
+  const H = 30;
+  const base = Float32Array.from({ length: W * H * 3 }, (_, i) => (i % 7) - 3);
+  // p = 0: untouched, nothing drawn
+  const r0 = Rng.from(1, 're');
+  const x0 = base.slice();
+  assert.deepEqual(randomErasing(x0, W, H, r0, { probability: 0 }), []);
+  assert.deepEqual(x0, base);
+  assert.equal(r0.float(), Rng.from(1, 're').float(), 'no draw consumed');
+  // the reference algorithm written out with the same Rng: u, then per attempt area, log-aspect, top, left, CHW noise
+  for (let s = 0; s < 40; s++) {
+    const x = base.slice();
+    const boxes = randomErasing(x, W, H, Rng.from(s, 're'), { probability: 1, mode: 'pixel', maxCount: 1 });
+    const r = Rng.from(s, 're');
+    assert.ok(r.float() <= 1);
+    let want: { top: number; left: number; height: number; width: number } | null = null;
+    const expected = base.slice();
+    for (let a = 0; a < 10 && !want; a++) {
+      const area = r.uniform(0.02, 1 / 3) * W * H;
+      const ar = Math.exp(r.uniform(Math.log(0.3), Math.log(1 / 0.3)));
+      const h = roundHalfEven(Math.sqrt(area * ar)); // Python's round()
+      const w = roundHalfEven(Math.sqrt(area / ar));
+      if (w < W && h < H) {
+        want = { top: r.int(H - h + 1), left: r.int(W - w + 1), height: h, width: w };
+        for (let c = 0; c < 3; c++) for (let yy = 0; yy < h; yy++) for (let xx = 0; xx < w; xx++) expected[((want.top + yy) * W + want.left + xx) * 3 + c] = r.normal();
+      }
+    }
+    assert.deepEqual(boxes, want ? [want] : []);
+    assert.deepEqual(x, expected, `seed ${s}`);
+    const b = boxes[0]!;
+    assert.ok(b.width < W && b.height < H && b.top + b.height <= H && b.left + b.width <= W);
+    assert.ok(b.width * b.height >= 0.02 * W * H * 0.6 && b.width * b.height <= (W * H) / 3 + W + H, `area ${b.width * b.height}`);
+  }
+  // noise statistics inside a large box
+  const big = new Float32Array(224 * 224 * 3);
+  const [bb] = randomErasing(big, 224, 224, Rng.from(4, 're'), { probability: 1 });
+  const vals: number[] = [];
+  for (let y = bb!.top; y < bb!.top + bb!.height; y++) for (let x = bb!.left; x < bb!.left + bb!.width; x++) for (let c = 0; c < 3; c++) vals.push(big[(y * 224 + x) * 3 + c]!);
+  const mean = vals.reduce((s, v) => s + v, 0) / vals.length;
+  const sd = Math.sqrt(vals.reduce((s, v) => s + (v - mean) ** 2, 0) / vals.length);
+  assert.ok(vals.length > 1000 && Math.abs(mean) < 0.05 && Math.abs(sd - 1) < 0.05, `n ${vals.length} mean ${mean} sd ${sd}`);
+  assert.equal(big.reduce((n, v) => n + (v !== 0 ? 1 : 0), 0), vals.length, 'only the box is written');
+  // p = 0.25: about a quarter of the images are erased
+  let erased = 0;
+  for (let i = 0; i < 4000; i++) if (randomErasing(new Float32Array(8 * 8 * 3), 8, 8, Rng.from(2, 're', i), { probability: 0.25 }).length) erased++;
+  assert.ok(Math.abs(erased / 4000 - 0.25) < 0.025, `${erased} of 4000 erased`);
+});
+
+test('train transform with RandomErasing: the crop, flip and TrivialAugmentWide draws are unchanged; only the box differs', async () => {
+  const w = 40;
+  const h = 40;
+  const raw = Buffer.alloc(w * h * 3);
+  for (let i = 0; i < raw.length; i++) raw[i] = (i * 53 + Math.floor(i / 61) * 7) % 256;
+  const png = await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  const t = { size: 24, scale: [0.3, 1] as [number, number], ratio: [3 / 4, 4 / 3] as [number, number], hflip: 0.5, autoAugment: 'trivial_augment_wide' as const };
+  let hits = 0;
+  for (let k = 0; k < 12; k++) {
+    const a = await decodeTrain(png, t, Rng.from(3, 'aug', 1, k));
+    const b = await decodeTrain(png, { ...t, randomErasing: 1 }, Rng.from(3, 'aug', 1, k));
+    assert.deepEqual(b.crop, a.crop);
+    assert.deepEqual(b.augment, a.augment);
+    assert.equal(b.erased!.length, 1);
+    const box = b.erased![0]!;
+    for (let y = 0; y < 24; y++) {
+      for (let x = 0; x < 24; x++) {
+        const inside = y >= box.top && y < box.top + box.height && x >= box.left && x < box.left + box.width;
+        for (let c = 0; c < 3; c++) {
+          const i = (y * 24 + x) * 3 + c;
+          if (!inside) assert.equal(b.data[i], a.data[i]);
+          else if (b.data[i] !== a.data[i]) hits++;
+        }
+      }
+    }
+  }
+  assert.ok(hits > 100);
 });

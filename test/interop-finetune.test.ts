@@ -21,6 +21,7 @@ test('finetune schema: every option is described and its defaults are FINETUNE_D
   assert.deepEqual(c.finetune, FINETUNE_DEFAULTS, 'schema defaults = code defaults');
   assert.deepEqual(finetuneSection(c), FINETUNE_DEFAULTS);
   assert.equal(FINETUNE_DEFAULTS.auto_augment, 'trivial_augment_wide');
+  assert.equal(FINETUNE_DEFAULTS.random_erasing, 0.25);
   const off = resolveConfig({ name: 'x', task: 'finetune', finetune: { auto_augment: null } }, { file: 'x.yaml' });
   assert.equal(finetuneSection(off).auto_augment, null);
   assert.throws(() => resolveConfig({ name: 'x', task: 'finetune', finetune: { auto_augment: 'v0' } }, { file: 'x.yaml' }));

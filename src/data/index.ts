@@ -16,7 +16,8 @@ export {
 export { syntheticImage, syntheticLabelled, syntheticLabel, SYNTHETIC_MAX_CLASSES, SHAPE_KINDS, FILL_KINDS } from './synthetic.js';
 export { writeSyntheticFolder, type SyntheticFolder, type SyntheticFolderOptions } from './synthetic-folder.js';
 export { EpochBatchSampler, type StepSlots } from './sampler.js';
-export { postCrop, flipRgb, type AutoAugment, type PostCropOptions } from './augment.js';
+export { postCrop, flipRgb, hasPostCropDraws, type AutoAugment, type PostCropOptions } from './augment.js';
+export { randomErasing, type RandomErasingOptions, type ErasedBox, type ErasingMode } from './random-erasing.js';
 export {
   TA_OPS,
   TA_BINS,

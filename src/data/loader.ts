@@ -46,6 +46,8 @@ export interface LoaderOptions {
   syntheticClasses?: number;
   /** Train modes: TrivialAugmentWide after crop and flip (the fine-tuning recipe, spec §7.4); default none. */
   autoAugment?: AutoAugment;
+  /** Train modes: RandomErasing probability after normalisation (timm mode 'pixel', one box); default 0. */
+  randomErasing?: number;
 }
 
 export interface Batch {
@@ -145,6 +147,7 @@ function makeDataset(cfg: DataConfig, opts: LoaderOptions): Dataset {
   const size = cfg.input_size;
   const mode = opts.augment;
   const autoAugment: AutoAugment = mode === 'eval' ? null : (opts.autoAugment ?? null);
+  const randomErasing = mode === 'eval' ? 0 : (opts.randomErasing ?? 0);
   const scale: [number, number] = mode === 'finetune' ? (opts.cropScale ?? [0.08, 1]) : [cfg.crop_scale[0], cfg.crop_scale[1]];
   const ratio: [number, number] = [cfg.crop_ratio[0], cfg.crop_ratio[1]];
   if (cfg.source === 'synthetic') {
@@ -167,6 +170,7 @@ function makeDataset(cfg: DataConfig, opts: LoaderOptions): Dataset {
         numClasses,
         hflip: mode === 'eval' ? 0 : cfg.hflip,
         autoAugment,
+        randomErasing,
         augSeed: opts.seed,
         epoch,
         position,
@@ -191,7 +195,7 @@ function makeDataset(cfg: DataConfig, opts: LoaderOptions): Dataset {
     task: (index, epoch, position) =>
       mode === 'eval'
         ? { kind: 'eval', path: abs[index]!, size, cropPct: opts.cropPct ?? 1, interpolation: opts.interpolation ?? 'bilinear' }
-        : { kind: 'train', path: abs[index]!, size, scale, ratio, hflip: cfg.hflip, autoAugment, seed: opts.seed, epoch, position },
+        : { kind: 'train', path: abs[index]!, size, scale, ratio, hflip: cfg.hflip, autoAugment, randomErasing, seed: opts.seed, epoch, position },
     describe: (i) => abs[i]!,
     rootLabel: root,
   };

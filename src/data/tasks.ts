@@ -6,7 +6,7 @@ import { Rng } from '../util/rng.js';
 import { decodeEval, decodeTrain } from './transforms.js';
 import { syntheticImage, syntheticLabelled } from './synthetic.js';
 import { normalizeRgb } from './normalize.js';
-import { postCrop, type AutoAugment } from './augment.js';
+import { hasPostCropDraws, postCrop, type AutoAugment } from './augment.js';
 
 export type DecodeTask =
   | {
@@ -18,6 +18,8 @@ export type DecodeTask =
       hflip: number;
       /** Fine-tuning: TrivialAugmentWide after the flip. */
       autoAugment: AutoAugment;
+      /** Fine-tuning: RandomErasing probability after normalisation (0 = none). */
+      randomErasing: number;
       /** Augmentation randomness: Rng.from(seed, 'aug', epoch, position). */
       seed: number;
       epoch: number;
@@ -33,8 +35,9 @@ export type DecodeTask =
       numClasses: number;
       /** Flip probability; the draw comes from Rng.from(augSeed, 'aug', epoch, position). */
       hflip: number;
-      /** TrivialAugmentWide after the flip (same Rng). */
+      /** TrivialAugmentWide after the flip, RandomErasing after normalisation (same Rng). */
       autoAugment: AutoAugment;
+      randomErasing: number;
       augSeed: number;
       epoch: number;
       position: number;
@@ -53,7 +56,7 @@ export async function runTask(task: DecodeTask): Promise<TaskResult> {
       case 'train': {
         const r = await decodeTrain(
           task.path,
-          { size: task.size, scale: task.scale, ratio: task.ratio, hflip: task.hflip, autoAugment: task.autoAugment },
+          { size: task.size, scale: task.scale, ratio: task.ratio, hflip: task.hflip, autoAugment: task.autoAugment, randomErasing: task.randomErasing },
           augRng(task.seed, task.epoch, task.position),
         );
         return { ok: true, data: r.data };
@@ -62,13 +65,14 @@ export async function runTask(task: DecodeTask): Promise<TaskResult> {
         return { ok: true, data: (await decodeEval(task.path, task.size, { cropPct: task.cropPct, interpolation: task.interpolation })).data };
       case 'synthetic': {
         const px = task.numClasses > 0 ? syntheticLabelled(task.seed, task.index, task.size, task.numClasses).pixels : syntheticImage(task.seed, task.index, task.size);
-        if (!task.autoAugment) {
+        const post = { autoAugment: task.autoAugment, randomErasing: task.randomErasing };
+        if (!hasPostCropDraws(post)) {
           const flip = task.hflip > 0 && augRng(task.augSeed, task.epoch, task.position).float() < task.hflip;
           return { ok: true, data: normalizeRgb(px, task.size, task.size, flip) };
         }
         const rng = augRng(task.augSeed, task.epoch, task.position);
         const flip = task.hflip > 0 && rng.float() < task.hflip;
-        return { ok: true, data: postCrop(px, task.size, flip, { autoAugment: task.autoAugment }, rng).data };
+        return { ok: true, data: postCrop(px, task.size, flip, post, rng).data };
       }
     }
   } catch (e) {

@@ -10,6 +10,7 @@ import { Rng, roundHalfEven } from '../util/rng.js';
 import { normalizeRgb } from './normalize.js';
 import { postCrop, type AutoAugment } from './augment.js';
 import type { TaDraw } from './trivial-augment.js';
+import type { ErasedBox } from './random-erasing.js';
 
 export interface CropBox {
   /** Top row (torchvision `i`). */
@@ -73,6 +74,8 @@ export interface TrainTransform {
   hflip: number;
   /** Fine-tuning: TrivialAugmentWide after the flip (spec §7.4 step 3); default none. */
   autoAugment?: AutoAugment;
+  /** Fine-tuning: RandomErasing probability after normalisation (spec §7.4 step 6); default 0. */
+  randomErasing?: number;
 }
 
 export interface DecodedImage {
@@ -87,6 +90,8 @@ export interface DecodedImage {
   preShrink?: number;
   /** The TrivialAugmentWide op applied (train with `autoAugment`). */
   augment?: TaDraw;
+  /** The boxes RandomErasing filled (train with `randomErasing`). */
+  erased?: ErasedBox[];
 }
 
 type Input = Buffer | string;
@@ -143,7 +148,7 @@ export function preShrinkFactor(format: string, cw: number, ch: number, size: nu
 
 /**
  * Train transform of one encoded image: RandomResizedCrop (bicubic) + horizontal flip [+ TrivialAugmentWide] +
- * normalisation. The crop is
+ * normalisation [+ RandomErasing]. The crop is
  * sampled in original-image coordinates; when it is much larger than the target, the image is first decoded with
  * libvips shrink-on-load (JPEG/WebP) and the same box, scaled, is cropped from the shrunk image.
  */
@@ -182,8 +187,8 @@ export async function decodeTrain(input: Input, t: TrainTransform, rng: Rng): Pr
       )
     ).data;
   }
-  const post = postCrop(pixels, t.size, flipped, { autoAugment: t.autoAugment ?? null }, rng);
-  return { data: post.data, width, height, crop, flipped, preShrink: k, ...(post.augment ? { augment: post.augment } : {}) };
+  const post = postCrop(pixels, t.size, flipped, { autoAugment: t.autoAugment ?? null, randomErasing: t.randomErasing ?? 0 }, rng);
+  return { data: post.data, width, height, crop, flipped, preShrink: k, ...(post.augment ? { augment: post.augment } : {}), ...(post.erased ? { erased: post.erased } : {}) };
 }
 
 export interface EvalOptions {

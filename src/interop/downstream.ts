@@ -180,7 +180,7 @@ async function labelledLoader(config: ExperimentConfig, root: string | null, opt
     augment: opts.augment,
     withLabels: true,
     ...(root ? { root } : {}),
-    ...(opts.augment === 'eval' ? { shuffle: false, cropPct: opts.ft.eval_crop_pct, interpolation: 'bicubic' as const } : { cropScale: opts.ft.crop_scale, autoAugment: opts.ft.auto_augment }),
+    ...(opts.augment === 'eval' ? { shuffle: false, cropPct: opts.ft.eval_crop_pct, interpolation: 'bicubic' as const } : { cropScale: opts.ft.crop_scale, autoAugment: opts.ft.auto_augment, randomErasing: opts.ft.random_erasing }),
     ...(opts.runDir ? { runDir: opts.runDir } : {}),
     ...(opts.warn ? { onWarning: opts.warn } : {}),
   });

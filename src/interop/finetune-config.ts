@@ -26,6 +26,8 @@ export interface FinetuneConfig {
   crop_scale: [number, number];
   /** TrivialAugmentWide after crop and flip (spec §7.4 step 3); null = none. */
   auto_augment: 'trivial_augment_wide' | null;
+  /** RandomErasing probability (timm mode 'pixel', one box, spec §7.4 step 6); 0 = none. */
+  random_erasing: number;
   eval_crop_pct: number;
   eval_every: number;
   probe: ProbeConfig;
@@ -43,6 +45,7 @@ export const FINETUNE_DEFAULTS: FinetuneConfig = {
   switch_prob: 0.5,
   crop_scale: [0.08, 1.0],
   auto_augment: 'trivial_augment_wide',
+  random_erasing: 0.25,
   eval_crop_pct: 0.95,
   eval_every: 1,
   probe: { epochs: 100, lr: 0.01, weight_decay: 0.0001, batch_size: 256 },
