@@ -189,6 +189,32 @@ test('workers = 2 produce exactly the batches of main-thread decoding', async ()
   await Promise.all([f0.close(), f2.close(), plain.close()]);
 });
 
+test('repeated augmentation: the copies of an image get their own augmentation draws; workers agree; eval ignores it', async () => {
+  const opts = { batchSize: 6, seed: 4, augment: 'finetune' as const, withLabels: true, autoAugment: 'trivial_augment_wide' as const, randomErasing: 0.25, repeats: 3 };
+  const a = await createLoader(cfg({ root, workers: 0 }), opts);
+  const b = await createLoader(cfg({ root, workers: 2, prefetch: 1 }), opts);
+  assert.equal(a.stepsPerEpoch, 1, 'floor(11 / 6)');
+  const A = await batches(a, 3);
+  const B = await batches(b, 3);
+  const per = 32 * 32 * 3;
+  for (let i = 0; i < 3; i++) {
+    sameBatch(A[i]!, B[i]!, 'repeated augmentation, workers');
+    const x = A[i]!;
+    assert.equal(x.epoch, i);
+    assert.deepEqual([x.indices[0], x.indices[1]], [x.indices[2], x.indices[2]], 'three copies in a row');
+    assert.deepEqual([x.indices[3], x.indices[4]], [x.indices[5], x.indices[5]]);
+    assert.notEqual(x.indices[0], x.indices[3]);
+    assert.deepEqual([...x.labels!], x.indices.map((j) => (j < 6 ? 0 : 1)));
+    const img = (k: number) => Buffer.from(x.images.buffer, k * per * 4, per * 4);
+    assert.ok(!img(0).equals(img(1)) && !img(1).equals(img(2)) && !img(0).equals(img(2)), `batch ${i}: the copies differ`);
+  }
+  await Promise.all([a.close(), b.close()]);
+  const e = await createLoader(cfg({ root }), { batchSize: 4, seed: 1, augment: 'eval', repeats: 3 });
+  assert.equal(e.stepsPerEpoch, 3);
+  assert.deepEqual((await e.next()).indices, [0, 1, 2, 3]);
+  await e.close();
+});
+
 test('labels follow the class folders; eval mode is unshuffled and deterministic', async () => {
   const l = await createLoader(cfg({ root }), { batchSize: 5, seed: 1, augment: 'finetune', withLabels: true });
   assert.deepEqual(l.classes, ['cat', 'dog']);

@@ -84,9 +84,9 @@ test('soft-target CE and BCE-with-logits equal hand computations', async () => {
 });
 
 test('recipe defaults follow spec §7.1', () => {
-  assert.deepEqual(recipeFor('resnet50'), { optimizer: 'lamb', layerDecay: 0.7, mixup: 0.1, dropPath: 0.05 });
-  assert.deepEqual(recipeFor('resnet152'), { optimizer: 'lamb', layerDecay: 0.8, mixup: 0.1, dropPath: 0.2 });
-  assert.deepEqual(recipeFor('convnext_base'), { optimizer: 'adamw', layerDecay: 0.7, mixup: 0.8, dropPath: 0.4 });
+  assert.deepEqual(recipeFor('resnet50'), { optimizer: 'lamb', layerDecay: 0.7, mixup: 0.1, dropPath: 0.05, repeatedAug: 0 });
+  assert.deepEqual(recipeFor('resnet152'), { optimizer: 'lamb', layerDecay: 0.8, mixup: 0.1, dropPath: 0.2, repeatedAug: 0 });
+  assert.deepEqual(recipeFor('convnext_base'), { optimizer: 'adamw', layerDecay: 0.7, mixup: 0.8, dropPath: 0.4, repeatedAug: 3 });
 });
 
 test('linear probe separates linearly separable features', async () => {

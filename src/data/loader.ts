@@ -10,7 +10,8 @@ import type { DataConfig } from '../spec/types.js';
 import { DataError } from '../util/errors.js';
 import { atomicWriteFile } from '../util/atomic.js';
 import { scanImageFolder } from './imagefolder.js';
-import { EpochBatchSampler } from './sampler.js';
+import { EpochBatchSampler, type BatchSampler } from './sampler.js';
+import { RepeatAugBatchSampler } from './repeat-sampler.js';
 import { DecodePool } from './pool.js';
 import { runTask, type DecodeTask, type TaskResult } from './tasks.js';
 import { SYNTHETIC_MAX_CLASSES, syntheticLabel } from './synthetic.js';
@@ -48,6 +49,12 @@ export interface LoaderOptions {
   autoAugment?: AutoAugment;
   /** Train modes: RandomErasing probability after normalisation (timm mode 'pixel', one box); default 0. */
   randomErasing?: number;
+  /**
+   * Repeated augmentation (timm RepeatAugSampler, see repeat-sampler.ts): each selected image appears this many times
+   * per epoch with independent augmentations, and an epoch is floor(N / batch) full batches. 0 or 1 = the plain
+   * sampler (ceil(N / batch) steps, every image once).
+   */
+  repeats?: number;
 }
 
 export interface Batch {
@@ -215,7 +222,7 @@ class DataLoader implements Loader {
 
   constructor(
     private readonly ds: Dataset,
-    private readonly sampler: EpochBatchSampler,
+    private readonly sampler: BatchSampler,
     private readonly exec: Executor,
     private readonly prefetch: number,
     private readonly opts: LoaderOptions,
@@ -290,7 +297,7 @@ class DataLoader implements Loader {
     await Promise.all(
       sl.positions.map(async (pos, k) => {
         for (let t = 0; ; t++) {
-          if (t >= n || this.bad.size >= n) throw this.allFailed();
+          if (t >= this.sampler.cycle || this.bad.size >= n) throw this.allFailed();
           const idx = this.sampler.indexAt(sl.epoch, pos + t);
           if (this.bad.has(idx)) continue;
           const r = await this.exec.run(this.ds.task(idx, sl.epoch, pos), t > 0);
@@ -350,7 +357,11 @@ export async function createLoader(cfg: DataConfig, opts: LoaderOptions): Promis
   checkInt('data.prefetch', cfg.prefetch, 0);
   if (opts.startStep !== undefined) checkInt('startStep', opts.startStep, 0);
   const ds = makeDataset(cfg, opts);
-  const sampler = new EpochBatchSampler(ds.n, opts.batchSize, opts.seed, opts.shuffle ?? opts.augment !== 'eval');
+  if (opts.repeats !== undefined) checkInt('repeats', opts.repeats, 0);
+  const shuffle = opts.shuffle ?? opts.augment !== 'eval';
+  const repeats = opts.augment === 'eval' ? 1 : (opts.repeats ?? 1);
+  const sampler: BatchSampler =
+    repeats > 1 ? new RepeatAugBatchSampler(ds.n, opts.batchSize, opts.seed, repeats, shuffle) : new EpochBatchSampler(ds.n, opts.batchSize, opts.seed, shuffle);
   const exec: Executor =
     cfg.workers > 0 ? new DecodePool(cfg.workers) : new InlineExecutor(Math.max(2, Math.min(8, os.availableParallelism())));
   return new DataLoader(ds, sampler, exec, cfg.prefetch, opts, cfg.input_size);

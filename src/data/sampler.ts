@@ -19,7 +19,17 @@ export interface StepSlots {
   fresh: number;
 }
 
-export class EpochBatchSampler {
+/** What the loader needs of a sampler: the slots of a step and the index at any position of an epoch's order. */
+export interface BatchSampler {
+  readonly stepsPerEpoch: number;
+  readonly batchSize: number;
+  /** Positions after which an epoch's extended order repeats (skipped files look this far ahead at most). */
+  readonly cycle: number;
+  slots(step: number): StepSlots;
+  indexAt(epoch: number, position: number): number;
+}
+
+export class EpochBatchSampler implements BatchSampler {
   readonly stepsPerEpoch: number;
   private cache = new Map<number, Int32Array>();
 
@@ -32,6 +42,10 @@ export class EpochBatchSampler {
     if (!Number.isInteger(numItems) || numItems < 1) throw new RangeError(`sampler: need at least one item, got ${numItems}`);
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`sampler: batch size must be a positive integer, got ${batchSize}`);
     this.stepsPerEpoch = Math.ceil(numItems / batchSize);
+  }
+
+  get cycle(): number {
+    return this.numItems;
   }
 
   /** The epoch's order of dataset indices (a permutation of 0..N-1; identity when shuffle is off). */

@@ -173,7 +173,7 @@ function withSuffix(config: ExperimentConfig, suffix: string | undefined): Exper
   return { ...config, name: `${config.name}${suffix}`, tracking: { ...config.tracking, run_name: config.tracking.run_name ? `${config.tracking.run_name}${suffix}` : null } };
 }
 
-async function labelledLoader(config: ExperimentConfig, root: string | null, opts: { augment: 'finetune' | 'eval'; batchSize: number; ft: FinetuneConfig; runDir?: string; warn?: (c: string, m: string) => void }): Promise<Loader> {
+async function labelledLoader(config: ExperimentConfig, root: string | null, opts: { augment: 'finetune' | 'eval'; batchSize: number; ft: FinetuneConfig; runDir?: string; warn?: (c: string, m: string) => void; repeats?: number }): Promise<Loader> {
   const loader = await createLoader(config.data, {
     batchSize: opts.batchSize,
     seed: config.runtime.seed,
@@ -183,6 +183,7 @@ async function labelledLoader(config: ExperimentConfig, root: string | null, opt
     ...(opts.augment === 'eval' ? { shuffle: false, cropPct: opts.ft.eval_crop_pct, interpolation: 'bicubic' as const } : { cropScale: opts.ft.crop_scale, autoAugment: opts.ft.auto_augment, randomErasing: opts.ft.random_erasing }),
     ...(opts.runDir ? { runDir: opts.runDir } : {}),
     ...(opts.warn ? { onWarning: opts.warn } : {}),
+    ...(opts.repeats !== undefined ? { repeats: opts.repeats } : {}),
   });
   return loader;
 }
@@ -337,7 +338,7 @@ export async function runFinetune(opts: DownstreamOptions): Promise<DownstreamRe
   let best = { top1: 0, top5: 0 };
   let last = { top1: 0, top5: 0 };
   try {
-    train = await labelledLoader(config, null, { augment: 'finetune', batchSize: config.train.batch_size, ft, runDir: sess.folder.dir, warn });
+    train = await labelledLoader(config, null, { augment: 'finetune', batchSize: config.train.batch_size, ft, runDir: sess.folder.dir, warn, repeats: ft.repeated_aug ?? recipe.repeatedAug });
     val = await labelledLoader(config, config.data.val_root, { augment: 'eval', batchSize: config.train.batch_size, ft });
     checkClasses(train, val, config);
     const numClasses = ft.num_classes ?? train.classes!.length;
