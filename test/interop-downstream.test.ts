@@ -5,7 +5,8 @@ import os from 'node:os';
 import { mkdtempSync, existsSync, readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
-import { applyMix, planMix, sampleBeta, softTargetLoss, runFinetune, runProbe, trainLinearProbe } from '../src/interop/downstream.js';
+import { applyMix, planMix, sampleBeta, softTargetLoss, runProbe, trainLinearProbe } from '../src/interop/downstream.js';
+import { runFinetune } from '../src/interop/finetune.js';
 import { recipeFor } from '../src/interop/finetune-config.js';
 import { importCheckpoint } from '../src/interop/import.js';
 import { writeSyntheticFolder } from '../src/data/index.js';
@@ -84,9 +85,11 @@ test('soft-target CE and BCE-with-logits equal hand computations', async () => {
 });
 
 test('recipe defaults follow spec §7.1', () => {
-  assert.deepEqual(recipeFor('resnet50'), { optimizer: 'lamb', layerDecay: 0.7, mixup: 0.1, dropPath: 0.05, repeatedAug: 0 });
-  assert.deepEqual(recipeFor('resnet152'), { optimizer: 'lamb', layerDecay: 0.8, mixup: 0.1, dropPath: 0.2, repeatedAug: 0 });
-  assert.deepEqual(recipeFor('convnext_base'), { optimizer: 'adamw', layerDecay: 0.7, mixup: 0.8, dropPath: 0.4, repeatedAug: 3 });
+  assert.deepEqual(recipeFor('resnet50'), { optimizer: 'lamb', layerDecay: 0.7, mixup: 0.1, dropPath: 0.05, repeatedAug: 0, emaDecay: 0.9999 });
+  assert.deepEqual(recipeFor('resnet152'), { optimizer: 'lamb', layerDecay: 0.8, mixup: 0.1, dropPath: 0.2, repeatedAug: 0, emaDecay: 0.9999 });
+  assert.deepEqual(recipeFor('convnext_base'), { optimizer: 'adamw', layerDecay: 0.7, mixup: 0.8, dropPath: 0.4, repeatedAug: 3, emaDecay: 0.9999 });
+  assert.equal(recipeFor('convnext_large').emaDecay, 0.9999);
+  assert.equal(recipeFor('convnext_large', 384).emaDecay, 0.99995, 'ConvNeXt-L at 384');
 });
 
 test('linear probe separates linearly separable features', async () => {

@@ -1,10 +1,9 @@
 /**
- * Downstream use of a pre-trained encoder: fine-tuning (spec §7: layer-wise lr decay, label smoothing, mixup/CutMix,
- * AdamW for ConvNeXt or LAMB without bias correction for ResNets, constant weight decay, warmup + cosine lr) and the
- * linear probe (frozen encoder, global-average-pooled features, a linear classifier). Both log to MLflow and show
- * the console UI through the same event stream as pre-training.
+ * Downstream use of a pre-trained encoder: the pieces fine-tuning (`finetune.ts`, spec §7) and the linear probe
+ * (frozen encoder, global-average-pooled features, a linear classifier) share — run session, loaders, weights from
+ * `init`, top-k — plus mixup/CutMix/label smoothing and the soft-target losses of fine-tuning, and the linear probe
+ * itself. Both log to MLflow and show the console UI through the same event stream as pre-training.
  */
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { EncoderSpec, ExperimentConfig } from '../spec/types.js';
 import { configToYaml } from '../spec/index.js';
@@ -13,16 +12,14 @@ import { buildEncoder, type Encoder } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
 import { createLoader, type Loader } from '../data/index.js';
 import { EventBus, type RunStatus, type RunSubscriber } from '../train/events.js';
-import { AdamW, Lamb, buildParamGroups, type SparkOptimizer } from '../train/optimizers.js';
-import { makeSchedule } from '../train/schedule.js';
-import { RunFolder, safeToTensor, tensorToSafe } from '../train/checkpoint.js';
+import { AdamW, buildParamGroups } from '../train/optimizers.js';
+import { RunFolder, safeToTensor } from '../train/checkpoint.js';
 import { createRunTracker, type RunTracker } from '../track/index.js';
-import { encodeSafetensors, type SafeTensor } from '../util/safetensors.js';
+import type { SafeTensor } from '../util/safetensors.js';
 import { Rng } from '../util/rng.js';
 import { DataError, UsageError } from '../util/errors.js';
 import { loadEncoderState } from './export.js';
-import { layerDecay } from './layer-decay.js';
-import { finetuneSection, recipeFor, resolveInitPath, type FinetuneConfig } from './finetune-config.js';
+import { finetuneSection, resolveInitPath, type FinetuneConfig } from './finetune-config.js';
 
 export interface DownstreamOptions {
   config: ExperimentConfig;
@@ -109,7 +106,7 @@ export function topkHits(logits: tf.Tensor2D, labels: Int32Array, count: number)
   });
 }
 
-interface Session {
+export interface Session {
   folder: RunFolder;
   bus: EventBus;
   tracker: RunTracker | null;
@@ -117,13 +114,22 @@ interface Session {
   close(): Promise<void>;
 }
 
-async function openSession(opts: DownstreamOptions, config: ExperimentConfig): Promise<Session> {
-  const folder = await RunFolder.create(config.output.dir, config.name);
-  await folder.writeConfig(opts.resolvedYaml ?? configToYaml(config));
-  await folder.updateRunInfo({ runId: folder.runId, name: config.name, specPath: opts.specPath, createdAt: new Date().toISOString(), task: config.task });
+/**
+ * The run folder, event bus, console view and MLflow tracker of a downstream run. `resume` continues an existing run
+ * folder (its config.yaml and run.json stay; the tracker continues the same MLflow run).
+ */
+export async function openSession(opts: DownstreamOptions, config: ExperimentConfig, resume?: RunFolder): Promise<Session> {
+  const folder = resume ?? (await RunFolder.create(config.output.dir, config.name));
+  if (!resume) {
+    await folder.writeConfig(opts.resolvedYaml ?? configToYaml(config));
+    await folder.updateRunInfo({ runId: folder.runId, name: config.name, specPath: opts.specPath, createdAt: new Date().toISOString(), task: config.task });
+  }
   const bus = new EventBus();
   const stop = new AbortController();
-  if (opts.signal) opts.signal.addEventListener('abort', () => stop.abort(), { once: true });
+  if (opts.signal) {
+    if (opts.signal.aborted) stop.abort();
+    else opts.signal.addEventListener('abort', () => stop.abort(), { once: true });
+  }
   const useConsole = opts.console ?? opts.subscribers === undefined;
   if (useConsole) {
     try {
@@ -139,7 +145,7 @@ async function openSession(opts: DownstreamOptions, config: ExperimentConfig): P
     runDir: folder.dir,
     specPath: opts.specPath,
     resolvedYaml: opts.resolvedYaml ?? configToYaml(config),
-    resume: false,
+    resume: resume !== undefined,
     extraTags: { 'spark.task': config.task },
     emit: (e) => bus.emit(e),
   });
@@ -149,7 +155,7 @@ async function openSession(opts: DownstreamOptions, config: ExperimentConfig): P
 }
 
 /** The run-start event of a downstream run (fine-tuning: `total` steps of `spe` per epoch; probe: epochs). */
-function emitRunStart(sess: Session, config: ExperimentConfig, specPath: string | null, encoder: string, backend: string, total: number, spe: number): void {
+export function emitRunStart(sess: Session, config: ExperimentConfig, specPath: string | null, encoder: string, backend: string, total: number, spe: number, startStep = 0): void {
   sess.bus.emit({
     type: 'run-start',
     time: Date.now(),
@@ -162,18 +168,22 @@ function emitRunStart(sess: Session, config: ExperimentConfig, specPath: string 
     totalSteps: total,
     stepsPerEpoch: spe,
     totalEpochs: Math.ceil(total / spe),
-    startStep: 0,
-    resumed: false,
+    startStep,
+    resumed: startStep > 0,
     specPath,
   });
 }
 
-function withSuffix(config: ExperimentConfig, suffix: string | undefined): ExperimentConfig {
+export function withSuffix(config: ExperimentConfig, suffix: string | undefined): ExperimentConfig {
   if (!suffix) return config;
   return { ...config, name: `${config.name}${suffix}`, tracking: { ...config.tracking, run_name: config.tracking.run_name ? `${config.tracking.run_name}${suffix}` : null } };
 }
 
-async function labelledLoader(config: ExperimentConfig, root: string | null, opts: { augment: 'finetune' | 'eval'; batchSize: number; ft: FinetuneConfig; runDir?: string; warn?: (c: string, m: string) => void; repeats?: number }): Promise<Loader> {
+export async function labelledLoader(
+  config: ExperimentConfig,
+  root: string | null,
+  opts: { augment: 'finetune' | 'eval'; batchSize: number; ft: FinetuneConfig; runDir?: string; warn?: (c: string, m: string) => void; repeats?: number; startStep?: number },
+): Promise<Loader> {
   const loader = await createLoader(config.data, {
     batchSize: opts.batchSize,
     seed: config.runtime.seed,
@@ -184,12 +194,13 @@ async function labelledLoader(config: ExperimentConfig, root: string | null, opt
     ...(opts.runDir ? { runDir: opts.runDir } : {}),
     ...(opts.warn ? { onWarning: opts.warn } : {}),
     ...(opts.repeats !== undefined ? { repeats: opts.repeats } : {}),
+    ...(opts.startStep ? { startStep: opts.startStep } : {}),
   });
   return loader;
 }
 
 /** One ordered pass over a loader (eval mode): calls `fn` with each batch's fresh images only. */
-async function onePass(loader: Loader, fn: (x: tf.Tensor4D, labels: Int32Array, count: number) => void): Promise<number> {
+export async function onePass(loader: Loader, fn: (x: tf.Tensor4D, labels: Int32Array, count: number) => void): Promise<number> {
   loader.seek(0);
   let seen = 0;
   for (let s = 0; s < loader.stepsPerEpoch; s++) {
@@ -207,7 +218,7 @@ async function onePass(loader: Loader, fn: (x: tf.Tensor4D, labels: Int32Array, 
   return seen;
 }
 
-function checkClasses(train: Loader, val: Loader, config: ExperimentConfig): void {
+export function checkClasses(train: Loader, val: Loader, config: ExperimentConfig): void {
   if (!train.classes) throw new DataError(`data.root '${config.data.root}' is a flat folder: fine-tuning and probing need one sub-folder per class`);
   if (val.classes && JSON.stringify(val.classes) !== JSON.stringify(train.classes)) {
     throw new DataError(`data.val_root '${config.data.val_root}' has classes [${val.classes.slice(0, 5).join(', ')}…] but data.root has [${train.classes.slice(0, 5).join(', ')}…]`);
@@ -298,137 +309,6 @@ export function softTargetLoss(logits: tf.Tensor2D, y: tf.Tensor2D, kind: 'ce' |
     const z = logits;
     return tf.mean(tf.add(tf.sub(tf.relu(z), tf.mul(z, y)), tf.log1p(tf.exp(tf.neg(tf.abs(z)))))) as tf.Scalar;
   });
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// fine-tuning
-
-async function evaluate(enc: Encoder, val: Loader): Promise<{ top1: number; top5: number; n: number }> {
-  let h1 = 0;
-  let h5 = 0;
-  const n = await onePass(val, (x, labels, count) => {
-    const logits = enc.classify(x, { training: false });
-    const h = topkHits(logits, labels, count);
-    logits.dispose();
-    h1 += h.top1;
-    h5 += h.top5;
-  });
-  return { top1: (100 * h1) / Math.max(1, n), top5: (100 * h5) / Math.max(1, n), n };
-}
-
-export async function runFinetune(opts: DownstreamOptions): Promise<DownstreamResult> {
-  const config = withSuffix(opts.config, opts.nameSuffix);
-  const ft = finetuneSection(config);
-  if (!config.data.val_root) throw new UsageError('fine-tuning needs data.val_root (a labelled validation folder)');
-  const init = opts.init !== undefined ? opts.init : resolveInitPath(ft.init, opts.specPath);
-  const backend = await initBackend(config.runtime.backend, { threads: config.runtime.threads });
-  const { encoder: encSpec, tensors } = await resolveInit(config, init);
-  const recipe = recipeFor(encSpec);
-  const info = describeEncoder(encSpec);
-  const seed = config.runtime.seed;
-  const sess = await openSession(opts, config);
-  const warn = (code: string, message: string) => sess.bus.emit({ type: 'warning', time: Date.now(), code, message });
-  let train: Loader | null = null;
-  let val: Loader | null = null;
-  let enc: Encoder | null = null;
-  let opt: SparkOptimizer | null = null;
-  let status: RunStatus = 'FINISHED';
-  let error: string | undefined;
-  let step = 0;
-  let best = { top1: 0, top5: 0 };
-  let last = { top1: 0, top5: 0 };
-  try {
-    train = await labelledLoader(config, null, { augment: 'finetune', batchSize: config.train.batch_size, ft, runDir: sess.folder.dir, warn, repeats: ft.repeated_aug ?? recipe.repeatedAug });
-    val = await labelledLoader(config, config.data.val_root, { augment: 'eval', batchSize: config.train.batch_size, ft });
-    checkClasses(train, val, config);
-    const numClasses = ft.num_classes ?? train.classes!.length;
-    enc = buildEncoder(encSpec, { seed, dropPath: config.model.drop_path ?? recipe.dropPath, numClasses });
-    if (tensors) loadEncoderWeights(enc, tensors, init!);
-    const ld = layerDecay(encSpec, ft.layer_decay ?? recipe.layerDecay);
-    const groups = buildParamGroups(enc.params, { lrScale: (n) => ld.scale(ld.layerId(n)) });
-    const kind = ft.optimizer === 'auto' ? recipe.optimizer : ft.optimizer;
-    const betas: [number, number] = config.train.optimizer.betas ?? [0.9, 0.999];
-    opt = kind === 'adamw' ? new AdamW(groups, { betas, eps: 1e-8 }) : new Lamb(groups, { betas, eps: 1e-6, biasCorrection: false, alwaysAdapt: true, maxGradNorm: 0 });
-    const lossKind: 'ce' | 'bce' = kind === 'lamb' ? 'bce' : 'ce';
-    const spe = train.stepsPerEpoch;
-    const schedule = makeSchedule({ ...config.train, accumulate: 1, optimizer: { ...config.train.optimizer, weight_decay_end: config.train.optimizer.weight_decay } }, spe);
-    const total = schedule.maxIters;
-    const mix = { mixup: ft.mixup ?? recipe.mixup, cutmix: ft.cutmix, mix_prob: ft.mix_prob, switch_prob: ft.switch_prob };
-    emitRunStart(sess, config, opts.specPath, info.name, backend.name, total, spe);
-    sess.bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `fine-tuning ${info.name} from ${init ?? 'random init'}: ${kind}${kind === 'lamb' ? ' (no bias correction, trust ratio on all groups)' : ''}, layer decay ${ft.layer_decay ?? recipe.layerDecay}, mixup ${mix.mixup}, cutmix ${mix.cutmix}, label smoothing ${ft.label_smoothing}, ${numClasses} classes` });
-    const trainable = [...enc.params.values()];
-    const names = [...enc.params.keys()];
-    let t0 = Date.now();
-    let epochStart = Date.now();
-    let epochLosses: number[] = [];
-    for (let it = 0; it < total; it++) {
-      if (sess.stop.signal.aborted) {
-        status = 'KILLED';
-        break;
-      }
-      const b = await train.next();
-      const { lr, wd } = schedule.at(it);
-      const plan = planMix(Rng.from(seed, 'mix', it), mix, b.size);
-      const rng = Rng.from(seed, 'droppath', it);
-      const e = enc;
-      const o = opt;
-      const { loss, gradNorm } = tf.tidy(() => {
-        const x = tf.tensor4d(b.images, [b.batchSize, b.size, b.size, 3]);
-        const mixed = applyMix(x, b.labels!, numClasses, ft.label_smoothing, plan);
-        const { value, grads } = tf.variableGrads(() => softTargetLoss(e.classify(mixed.x, { training: true, rng }), mixed.y, lossKind), trainable);
-        const gm = new Map<string, tf.Tensor>();
-        for (let i = 0; i < names.length; i++) {
-          const g = grads[trainable[i]!.name];
-          if (g) gm.set(names[i]!, g);
-        }
-        const gradNorm = o.apply(gm, { lr, wd });
-        return { loss: value.dataSync()[0]!, gradNorm };
-      });
-      step = it + 1;
-      if (!Number.isFinite(loss)) {
-        status = 'FAILED';
-        error = `training diverged at step ${step}: loss is ${loss}`;
-        break;
-      }
-      epochLosses.push(loss);
-      const now = Date.now();
-      if (step % Math.max(1, config.output.log_every) === 0 || step === 1 || step === total) {
-        const secs = Math.max(1e-6, (now - t0) / 1000);
-        sess.bus.emit({ type: 'step', time: now, step, epoch: Math.floor(it / spe) + 1, epochStep: (it % spe) + 1, loss, lr, wd, gradNorm, imgPerSec: b.batchSize / secs, etaSec: (total - step) * secs, memory: { numTensors: tf.memory().numTensors, numBytes: tf.memory().numBytes, rssBytes: process.memoryUsage().rss } });
-      }
-      t0 = now;
-      const epochDone = step % spe === 0 || step === total;
-      if (epochDone) {
-        const epoch = Math.ceil(step / spe);
-        sess.bus.emit({ type: 'epoch', time: now, epoch, step, meanLoss: epochLosses.reduce((a, c) => a + c, 0) / epochLosses.length, minLoss: Math.min(...epochLosses), seconds: (now - epochStart) / 1000 });
-        epochLosses = [];
-        epochStart = now;
-        if (epoch % ft.eval_every === 0 || step === total) {
-          const ev = await evaluate(enc, val);
-          last = ev;
-          if (ev.top1 > best.top1) best = { top1: ev.top1, top5: ev.top5 };
-          sess.bus.emit({ type: 'metrics', time: Date.now(), step, epoch, metrics: { val_top1: ev.top1, val_top5: ev.top5, val_best_top1: best.top1 } });
-        }
-      }
-      await new Promise<void>((r) => setImmediate(r));
-    }
-    // final weights: encoder + head, reference names, TF layouts
-    const out = new Map<string, SafeTensor>();
-    for (const m of [enc.params, enc.buffers]) for (const [n, v] of m) out.set(n, await tensorToSafe(v));
-    await sess.folder.writeFile('model.safetensors', encodeSafetensors(out, { format: 'spark-classifier/1', encoder: info.name, num_classes: String(numClasses), buffers: JSON.stringify([...enc.buffers.keys()]) }));
-    await sess.folder.writeJson('metrics.json', { task: 'finetune', init, encoder: info.name, steps: step, last, best, numClasses });
-    sess.bus.emit({ type: 'run-end', time: Date.now(), status, step, epoch: Math.ceil(step / spe), finalLoss: null, ...(error ? { error } : {}) });
-    return { status, runDir: sess.folder.dir, task: 'finetune', init, encoder: info.name, numClasses, top1: last.top1, top5: last.top5, trainTop1: null, steps: step, ...(sess.tracker?.runId ? { mlflowRunId: sess.tracker.runId } : {}), ...(error ? { error } : {}) };
-  } catch (e) {
-    sess.bus.emit({ type: 'run-end', time: Date.now(), status: 'FAILED', step, epoch: 0, finalLoss: null, error: (e as Error).message });
-    throw e;
-  } finally {
-    await sess.close().catch(() => undefined);
-    await train?.close().catch(() => undefined);
-    await val?.close().catch(() => undefined);
-    opt?.dispose();
-    enc?.dispose();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ export interface FinetuneConfig {
   random_erasing: number;
   /** Repeated augmentation (timm RepeatAugSampler); null = the reference's (3 for ConvNeXt, 0 for ResNets); 0/1 = off. */
   repeated_aug: number | null;
+  /** EMA decay of the weights (timm ModelEmaV2, spec §7.5); null = the reference's (0.9999; 0.99995 for ConvNeXt-L at 384); 0 = no EMA. */
+  ema: number | null;
   eval_crop_pct: number;
   eval_every: number;
   probe: ProbeConfig;
@@ -49,6 +51,7 @@ export const FINETUNE_DEFAULTS: FinetuneConfig = {
   auto_augment: 'trivial_augment_wide',
   random_erasing: 0.25,
   repeated_aug: null,
+  ema: null,
   eval_crop_pct: 0.95,
   eval_every: 1,
   probe: { epochs: 100, lr: 0.01, weight_decay: 0.0001, batch_size: 256 },
@@ -74,21 +77,24 @@ export interface Recipe {
   dropPath: number;
   /** RepeatAugSampler repeats (0 = plain sampler). */
   repeatedAug: number;
+  /** EMA decay of the weights. */
+  emaDecay: number;
 }
 
 /**
  * Spec §7.1 `HP_DEFAULT_VALUES` by model: ConvNeXt → AdamW, layer decay 0.7, mixup 0.8, drop path 0.3/0.4/0.5
  * (S/B/L), repeated augmentation 3; ResNet-50 → LAMB, 0.7, mixup 0.1, drop path 0.05, no repeated augmentation;
- * deeper ResNets → LAMB, 0.8, 0.1, 0.2, none. Models outside the table (small test variants, custom families) take
- * their family's values with drop path 0.
+ * deeper ResNets → LAMB, 0.8, 0.1, 0.2, none. EMA decay 0.9999 for all, 0.99995 for ConvNeXt-L at 384 px. Models
+ * outside the table (small test variants, custom families) take their family's values with drop path 0.
  */
-export function recipeFor(spec: EncoderSpec): Recipe {
+export function recipeFor(spec: EncoderSpec, inputSize = 224): Recipe {
   const r = resolveEncoder(spec);
   if (r.family === 'convnext') {
     const dp: Record<string, number> = { convnext_small: 0.3, convnext_base: 0.4, convnext_large: 0.5, convnext_tiny: 0.1 };
-    return { optimizer: 'adamw', layerDecay: 0.7, mixup: 0.8, dropPath: dp[r.name] ?? 0, repeatedAug: 3 };
+    const emaDecay = r.name === 'convnext_large' && inputSize >= 384 ? 0.99995 : 0.9999;
+    return { optimizer: 'adamw', layerDecay: 0.7, mixup: 0.8, dropPath: dp[r.name] ?? 0, repeatedAug: 3, emaDecay };
   }
   const deep = r.layers[2] > 6;
   const named = ['resnet50', 'resnet101', 'resnet152', 'resnet200'].includes(r.name);
-  return { optimizer: 'lamb', layerDecay: deep ? 0.8 : 0.7, mixup: 0.1, dropPath: named ? (deep ? 0.2 : 0.05) : 0, repeatedAug: 0 };
+  return { optimizer: 'lamb', layerDecay: deep ? 0.8 : 0.7, mixup: 0.1, dropPath: named ? (deep ? 0.2 : 0.05) : 0, repeatedAug: 0, emaDecay: 0.9999 };
 }

@@ -8,6 +8,7 @@
  *   checkpoint/model.safetensors      params + buffers by reference name, TF layouts
  *   checkpoint/optimizer.safetensors  optimizer moments (`<param>.exp_avg`, `<param>.exp_avg_sq`)
  *   checkpoint/state.json             step, epoch, optimizer step counters, seed, data position, timestamps, losses
+ *   checkpoint/ema.safetensors        fine-tuning runs: the EMA of the weights (same names as model.safetensors)
  *   encoder.safetensors               encoder weights only (`sparse_encoder.sp_cnn.` stripped), written at the end
  *
  * A checkpoint is written as a whole: into `checkpoint.tmp-XXXX/` (state.json last, so its presence marks a complete
@@ -52,6 +53,8 @@ export interface TrainState {
   trainSeconds: number;
   backend: string;
   encoder: string;
+  /** Task-specific state (fine-tuning: evaluation results so far). */
+  taskState?: Record<string, unknown>;
 }
 
 export interface RunInfo {
@@ -130,6 +133,8 @@ export interface CheckpointPayload {
   buffers: Map<string, tf.Variable>;
   optimizer: { tensors: Map<string, SafeTensor> };
   state: TrainState;
+  /** More safetensors files of the same checkpoint by file name (e.g. 'ema.safetensors'), written before state.json. */
+  extra?: Map<string, { tensors: Map<string, SafeTensor>; metadata?: Record<string, string> }>;
 }
 
 const COMPLETE_MARK = 'state.json';
@@ -223,6 +228,10 @@ export class RunFolder {
     try {
       await atomicWriteFile(path.join(tmp, 'model.safetensors'), encodeSafetensors(model, meta));
       await atomicWriteFile(path.join(tmp, 'optimizer.safetensors'), encodeSafetensors(c.optimizer.tensors, { format: 'spark-optimizer/1', kind: c.state.optimizer.kind }));
+      for (const [file, x] of c.extra ?? []) {
+        if (path.basename(file) !== file || file === COMPLETE_MARK) throw new Error(`checkpoint: bad extra file name ${file}`);
+        await atomicWriteFile(path.join(tmp, file), encodeSafetensors(x.tensors, x.metadata ?? {}));
+      }
       await atomicWriteFile(path.join(tmp, COMPLETE_MARK), JSON.stringify(c.state, null, 2) + '\n');
       const final = this.checkpointDir;
       if (existsSync(final)) {
@@ -373,6 +382,13 @@ export async function loadCheckpoint(runDirOrFile: string): Promise<LoadedCheckp
     state,
     metadata,
   };
+}
+
+/** Another safetensors file of a run folder's checkpoint (e.g. 'ema.safetensors'), or null when it has none. */
+export async function loadCheckpointExtra(runDir: string, file: string): Promise<Map<string, SafeTensor> | null> {
+  const f = path.join(runDir, 'checkpoint', file);
+  if (!existsSync(f)) return null;
+  return (await readSafetensors(f)).tensors;
 }
 
 /** The optimizer state of a run folder's checkpoint. */
