@@ -226,7 +226,10 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
       if (ema) {
         const saved = await loadCheckpointExtra(folder.dir, EMA_FILE);
         if (saved) ema.load(saved, path.join(folder.checkpointDir, EMA_FILE));
-        else warn('ema-missing', `the checkpoint has no ${EMA_FILE}: the EMA restarts from the checkpoint's weights`);
+        else {
+          ema.copyFromSource();
+          warn('ema-missing', `the checkpoint has no ${EMA_FILE}: the EMA restarts from the checkpoint's weights`);
+        }
       }
       state = { ...resumeState, totalSteps: total, stepsPerEpoch: spe, backend: backend.name };
     } else {
