@@ -318,11 +318,27 @@ function findRunDir(start: string): string | null {
 }
 
 /**
+ * A folder that holds runs rather than being one (`<output.dir>/<name>`, what `spark run` creates one run folder
+ * per start in) → its newest run folder with a checkpoint (run ids start with the start time, so the newest sorts
+ * last). Any other path is returned unchanged.
+ */
+export function resolveRunPath(p: string): string {
+  const abs = path.resolve(p);
+  if (!existsSync(abs) || !statSync(abs).isDirectory()) return p;
+  if (['config.yaml', 'model.safetensors', 'encoder.safetensors'].some((f) => existsSync(path.join(abs, f)))) return p;
+  const runs = readdirSync(abs, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && existsSync(path.join(abs, d.name, 'config.yaml')) && existsSync(path.join(abs, d.name, 'checkpoint', 'model.safetensors')))
+    .map((d) => d.name)
+    .sort();
+  return runs.length ? path.join(p, runs[runs.length - 1]!) : p;
+}
+
+/**
  * Load a checkpoint's weights from a run folder, a checkpoint folder, or a safetensors file
- * (`checkpoint/model.safetensors` or `encoder.safetensors`).
+ * (`checkpoint/model.safetensors` or `encoder.safetensors`); a folder of runs means its newest (`resolveRunPath`).
  */
 export async function loadCheckpoint(runDirOrFile: string): Promise<LoadedCheckpoint> {
-  const p = path.resolve(runDirOrFile);
+  const p = path.resolve(resolveRunPath(runDirOrFile));
   if (!existsSync(p)) throw new UsageError(`${runDirOrFile}: no such run folder or checkpoint file`);
   let file: string;
   let runDir: string | null;
