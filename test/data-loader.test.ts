@@ -306,5 +306,18 @@ test('synthetic source: synthetic_size images per epoch, deterministic, labelled
   const x = await l.next();
   assert.deepEqual([...x.labels!], x.indices.map((i) => i % 3));
   assert.equal(l.classes!.length, 3);
-  await Promise.all([a.close(), b.close(), l.close()]);
+  // the fine-tuning steps after the crop also apply to synthetic images (same draws on the main thread and in workers)
+  const ftOpts = { batchSize: 4, seed: 2, augment: 'finetune' as const, withLabels: true, syntheticClasses: 3, autoAugment: 'trivial_augment_wide' as const, randomErasing: 0.5 };
+  const s0 = await createLoader(c, ftOpts);
+  const s1 = await createLoader({ ...c, workers: 1 }, ftOpts);
+  const sp = await createLoader(c, { ...ftOpts, autoAugment: null, randomErasing: 0 });
+  const S0 = await batches(s0, 2);
+  const S1 = await batches(s1, 2);
+  const SP = await batches(sp, 2);
+  for (let i = 0; i < 2; i++) {
+    sameBatch(S0[i]!, S1[i]!, 'synthetic, fine-tuning steps');
+    assert.deepEqual(S0[i]!.indices, SP[i]!.indices);
+  }
+  assert.ok(!Buffer.from(S0[0]!.images.buffer).equals(Buffer.from(SP[0]!.images.buffer)), 'the augmentations ran');
+  await Promise.all([a.close(), b.close(), l.close(), s0.close(), s1.close(), sp.close()]);
 });
