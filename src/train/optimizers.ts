@@ -125,7 +125,20 @@ interface Moments {
 abstract class BaseOptimizer implements SparkOptimizer {
   abstract readonly kind: 'lamb' | 'adamw';
   protected moments = new Map<string, Moments>();
-  constructor(readonly groups: ParamGroup[]) {
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  /** Global grad-norm clip threshold; Infinity = no clipping (an option of 0 or less disables it). */
+  readonly maxGradNorm: number;
+  constructor(
+    readonly groups: ParamGroup[],
+    opts: { betas?: [number, number]; eps?: number; maxGradNorm?: number },
+    defaults: { eps: number; maxGradNorm: number },
+  ) {
+    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? defaults.eps;
+    const mg = opts.maxGradNorm ?? defaults.maxGradNorm;
+    this.maxGradNorm = mg > 0 ? mg : Infinity;
     const uid = ++optimizerCount;
     const seen = new Set<string>();
     for (const g of groups) {
@@ -211,20 +224,12 @@ abstract class BaseOptimizer implements SparkOptimizer {
 
 export class Lamb extends BaseOptimizer {
   readonly kind = 'lamb' as const;
-  readonly beta1: number;
-  readonly beta2: number;
-  readonly eps: number;
-  readonly maxGradNorm: number;
   readonly biasCorrection: boolean;
   readonly alwaysAdapt: boolean;
   readonly trustClip: boolean;
 
   constructor(groups: ParamGroup[], opts: LambOptions = {}) {
-    super(groups);
-    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
-    this.eps = opts.eps ?? 1e-6;
-    const mg = opts.maxGradNorm ?? 5;
-    this.maxGradNorm = mg > 0 ? mg : Infinity;
+    super(groups, opts, { eps: 1e-6, maxGradNorm: 5 });
     this.biasCorrection = opts.biasCorrection ?? true;
     this.alwaysAdapt = opts.alwaysAdapt ?? false;
     this.trustClip = opts.trustClip ?? false;
@@ -275,17 +280,9 @@ export class Lamb extends BaseOptimizer {
 
 export class AdamW extends BaseOptimizer {
   readonly kind = 'adamw' as const;
-  readonly beta1: number;
-  readonly beta2: number;
-  readonly eps: number;
-  readonly maxGradNorm: number;
 
   constructor(groups: ParamGroup[], opts: AdamWOptions = {}) {
-    super(groups);
-    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.999];
-    this.eps = opts.eps ?? 1e-8;
-    const mg = opts.maxGradNorm ?? 0;
-    this.maxGradNorm = mg > 0 ? mg : Infinity;
+    super(groups, opts, { eps: 1e-8, maxGradNorm: 0 });
   }
 
   apply(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper): number {
