@@ -2,7 +2,7 @@
  * Linear-probe benchmark (issue 7.5): SparK pre-training on a generated labelled dataset, then a linear probe of
  * the pre-trained and of a random-init encoder. Prints a markdown table.
  *
- *   npx tsx bench/probe-benchmark.ts [--dataset texture|shapes] [--steps 400] [--classes 8] [--train 60] [--val 30]
+ *   npx tsx bench/probe-benchmark.ts [--dataset texture|shapes] [--palette grey|colour] [--steps 400] [--classes 8] [--train 40] [--val 30]
  *       [--size 64] [--batch 16] [--lr 1e-2] [--mask 0.6] [--encoder resnet_mini] [--seed 0] [--backend auto]
  *       [--probe-epochs 100] [--probe-lr 0.01] [--probe-wd 1e-4] [--probe-batch 64] [--workdir /tmp/spark-probe-bench]
  *
@@ -18,9 +18,10 @@ import { probeBenchmark, formatProbeBenchmark } from '../src/interop/probe-bench
 const { values } = parseArgs({
   options: {
     dataset: { type: 'string', default: 'texture' },
+    palette: { type: 'string', default: 'grey' },
     steps: { type: 'string', default: '400' },
     classes: { type: 'string', default: '8' },
-    train: { type: 'string', default: '60' },
+    train: { type: 'string', default: '40' },
     val: { type: 'string', default: '30' },
     size: { type: 'string', default: '64' },
     batch: { type: 'string', default: '16' },
@@ -41,6 +42,7 @@ rmSync(values.workdir!, { recursive: true, force: true });
 const r = await probeBenchmark({
   dir: values.workdir!,
   dataset: values.dataset as 'texture' | 'shapes',
+  palette: values.palette as 'grey' | 'colour',
   classes: Number(values.classes),
   trainPerClass: Number(values.train),
   valPerClass: Number(values.val),

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import os from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { writeSyntheticFolder } from '../src/data/index.js';
 import { packageRoot } from '../src/util/paths.js';
 
@@ -65,4 +65,29 @@ test('spark import → export → probe --compare-random from a spec', async () 
   assert.match(res[0]!.encoder, /^convnext\(depths=\[1,1,1,1\]/, 'the encoder comes from the imported weights');
   const bad = spark(['probe', spec, '--init', 'x', '--random'], dir);
   assert.equal(bad.code, 2);
+});
+
+test('spark dataset textures: writes train/ and val/ class folders atomically; bad input exits 2 and writes nothing', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'spark-dcli-'));
+  const out = path.join(dir, 'tex');
+  const r = spark(['dataset', 'textures', '--out', out, '--classes', '3', '--train', '2', '--val', '1', '--size', '32']);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /wrote 9 images of 32 px, 3 classes \(textures, grey\)/);
+  assert.deepEqual(readdirSync(out).sort(), ['train', 'val']);
+  assert.deepEqual(readdirSync(path.join(out, 'train')).sort(), ['class_00', 'class_01', 'class_02']);
+  assert.equal(readdirSync(path.join(out, 'train', 'class_01')).length, 2);
+  assert.equal(readdirSync(path.join(out, 'val', 'class_02')).length, 1);
+  // an existing folder is not overwritten without --force
+  const again = spark(['dataset', 'textures', '--out', out]);
+  assert.equal(again.code, 2);
+  assert.match(again.err, /already exists \(pass --force to replace it\)/);
+  for (const bad of [['dataset', 'cats', '--out', path.join(dir, 'a')], ['dataset', 'textures', '--out', path.join(dir, 'b'), '--classes', '99'], ['dataset', 'textures', '--out', path.join(dir, 'c'), '--palette', 'sepia'], ['dataset', 'shapes']]) {
+    const b = spark(bad);
+    assert.equal(b.code, 2, `${bad.join(' ')}: ${b.err}`);
+    assert.equal(b.err.trim().split('\n').length, 1, b.err);
+  }
+  assert.deepEqual(readdirSync(dir).sort(), ['tex'], 'nothing else was written (no partial folders)');
+  const shapes = spark(['dataset', 'shapes', '--out', path.join(dir, 'sh'), '--classes', '4', '--train', '1', '--val', '1', '--size', '32']);
+  assert.equal(shapes.code, 0, shapes.err);
+  assert.equal(readdirSync(path.join(dir, 'sh', 'val')).length, 4);
 });

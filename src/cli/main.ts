@@ -26,6 +26,7 @@ export const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   export: () => import('./commands/export.js'),
   finetune: () => import('./commands/finetune.js'),
   probe: () => import('./commands/probe.js'),
+  dataset: () => import('./commands/dataset.js'),
 };
 
 async function help(): Promise<void> {

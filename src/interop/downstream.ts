@@ -13,7 +13,7 @@ import { describeEncoder } from '../models/registry.js';
 import { createLoader, type Loader } from '../data/index.js';
 import { EventBus, type RunStatus, type RunSubscriber } from '../train/events.js';
 import { AdamW, buildParamGroups } from '../train/optimizers.js';
-import { RunFolder, safeToTensor } from '../train/checkpoint.js';
+import { RunFolder, resolveRunPath, safeToTensor } from '../train/checkpoint.js';
 import { createRunTracker, type RunTracker } from '../track/index.js';
 import type { SafeTensor } from '../util/safetensors.js';
 import { Rng } from '../util/rng.js';
@@ -346,7 +346,8 @@ export function trainLinearProbe(
   numClasses: number,
   p: { epochs: number; lr: number; weight_decay: number; batch_size: number },
   seed: number,
-  onEpoch?: (epoch: number, loss: number) => void,
+  /** After each epoch: its mean loss and the lr of its last step. */
+  onEpoch?: (epoch: number, loss: number, lr: number) => void,
 ): LinearProbeResult {
   const { dim } = train;
   // standardise with the training features' statistics
@@ -379,9 +380,11 @@ export function trainLinearProbe(
     for (let e = 0; e < p.epochs; e++) {
       const perm = Rng.from(seed, 'probe-epoch', e).permutation(train.n);
       let sum = 0;
+      let lastLr = p.lr;
       for (let s = 0; s < stepsPerEpoch; s++) {
         const idx = perm.slice(s * bs, Math.min(train.n, (s + 1) * bs));
         const lr = p.lr * (0.01 + 0.99 * 0.5 * (1 + Math.cos((Math.PI * it) / Math.max(1, total - 1))));
+        lastLr = lr;
         const loss = tf.tidy(() => {
           const ix = tf.tensor1d(Int32Array.from(idx), 'int32');
           const x = tf.gather(Xt, ix);
@@ -394,7 +397,7 @@ export function trainLinearProbe(
         it++;
       }
       losses.push(sum / train.n);
-      onEpoch?.(e + 1, sum / train.n);
+      onEpoch?.(e + 1, sum / train.n, lastLr);
     }
     const acc = (X: Float32Array, labels: Int32Array, n: number) =>
       tf.tidy(() => {
@@ -418,7 +421,8 @@ export async function runProbe(opts: DownstreamOptions): Promise<DownstreamResul
   const config = withSuffix(opts.config, opts.nameSuffix);
   const ft = finetuneSection(config);
   if (!config.data.val_root) throw new UsageError('the linear probe needs data.val_root (a labelled validation folder)');
-  const init = opts.init !== undefined ? opts.init : resolveInitPath(ft.init, opts.specPath);
+  const given = opts.init !== undefined ? opts.init : resolveInitPath(ft.init, opts.specPath);
+  const init = given ? resolveRunPath(given) : given;
   const backend = await initBackend(config.runtime.backend, { threads: config.runtime.threads });
   const { encoder: encSpec, tensors } = await resolveInit(config, init);
   const info = describeEncoder(encSpec);
@@ -441,10 +445,10 @@ export async function runProbe(opts: DownstreamOptions): Promise<DownstreamResul
     const ftr = await extractFeatures(enc, train);
     const fva = await extractFeatures(enc, val);
     let t0 = Date.now();
-    const res = trainLinearProbe(ftr, fva, numClasses, ft.probe, seed, (epoch, loss) => {
+    const res = trainLinearProbe(ftr, fva, numClasses, ft.probe, seed, (epoch, loss, lr) => {
       const now = Date.now();
       if (epoch % Math.max(1, Math.floor(total / 20)) === 0 || epoch === total || epoch === 1) {
-        sess.bus.emit({ type: 'step', time: now, step: epoch, epoch, epochStep: 1, loss, lr: ft.probe.lr, wd: ft.probe.weight_decay, gradNorm: 0, imgPerSec: ftr.n / Math.max(1e-6, (now - t0) / 1000), etaSec: 0 });
+        sess.bus.emit({ type: 'step', time: now, step: epoch, epoch, epochStep: 1, loss, lr, wd: ft.probe.weight_decay, gradNorm: 0, imgPerSec: ftr.n / Math.max(1e-6, (now - t0) / 1000), etaSec: 0 });
       }
       t0 = now;
     });

@@ -9,12 +9,11 @@
  * lr 1e-2) but the random-init encoder's probe is ahead of the pre-trained one; see the test's header comment.
  */
 import path from 'node:path';
-import { writeSyntheticFolder } from '../data/index.js';
 import { resolveConfig } from '../spec/index.js';
 import type { ExperimentConfig } from '../spec/types.js';
 import { runExperiment } from '../train/run.js';
 import { runProbe, type DownstreamResult } from './downstream.js';
-import { writeTextureFolder } from './probe-dataset.js';
+import { writeLabelledDataset, type TexturePalette } from './probe-dataset.js';
 
 export interface ProbeBenchmarkOptions {
   dir: string;
@@ -23,6 +22,8 @@ export interface ProbeBenchmarkOptions {
    * (`probe-dataset.ts`); 'shapes': one shape × fill object on a random background (`writeSyntheticFolder`).
    */
   dataset?: 'texture' | 'shapes';
+  /** Tones of the texture dataset: 'grey' (default) or 'colour' (random RGB; see `probe-dataset.ts` for why grey). */
+  palette?: TexturePalette;
   classes: number;
   trainPerClass: number;
   valPerClass: number;
@@ -63,15 +64,15 @@ function tenth(losses: number[], which: 'first' | 'last'): number | null {
 }
 
 export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBenchmarkResult> {
-  const train = path.join(o.dir, 'data', 'train');
-  const val = path.join(o.dir, 'data', 'val');
-  if ((o.dataset ?? 'texture') === 'texture') {
-    await writeTextureFolder(train, { classes: o.classes, perClass: o.trainPerClass, size: o.size, seed: o.seed });
-    await writeTextureFolder(val, { classes: o.classes, perClass: o.valPerClass, size: o.size, seed: o.seed + 1000 });
-  } else {
-    await writeSyntheticFolder(train, { classes: o.classes, perClass: o.trainPerClass, size: o.size, seed: o.seed, format: 'png' });
-    await writeSyntheticFolder(val, { classes: o.classes, perClass: o.valPerClass, size: o.size, seed: o.seed + 1000, format: 'png' });
-  }
+  const { train, val } = await writeLabelledDataset(path.join(o.dir, 'data'), {
+    kind: o.dataset ?? 'texture',
+    classes: o.classes,
+    trainPerClass: o.trainPerClass,
+    valPerClass: o.valPerClass,
+    size: o.size,
+    seed: o.seed,
+    palette: o.palette ?? 'grey',
+  }, true);
   const base = {
     data: { source: 'imagefolder', root: train, val_root: val, input_size: o.size, workers: 0 },
     runtime: { backend: o.backend, seed: o.seed },
@@ -122,7 +123,7 @@ export async function probeBenchmark(o: ProbeBenchmarkOptions): Promise<ProbeBen
 export function formatProbeBenchmark(r: ProbeBenchmarkResult): string {
   const o = r.options;
   const rows = [
-    `linear-probe benchmark: ${o.dataset ?? 'texture'} dataset, ${o.classes} classes, ${o.classes * o.trainPerClass} train / ${o.classes * o.valPerClass} val images of ${o.size} px, encoder ${o.encoder}, seed ${o.seed}`,
+    `linear-probe benchmark: ${(o.dataset ?? 'texture') === 'texture' ? `texture (${o.palette ?? 'grey'})` : o.dataset} dataset, ${o.classes} classes, ${o.classes * o.trainPerClass} train / ${o.classes * o.valPerClass} val images of ${o.size} px, encoder ${o.encoder}, seed ${o.seed}`,
     `SparK pre-training: ${r.pretrain.steps} steps of ${o.batchSize} (LAMB base_lr ${o.pretrainLr ?? 1e-2}, mask ratio ${o.maskRatio ?? 0.6}) in ${r.pretrain.seconds.toFixed(0)} s, loss ${r.pretrain.firstLoss?.toFixed(4)} → ${r.pretrain.finalLoss?.toFixed(4)} (means over the first / last tenth of the steps)`,
     '',
     '| encoder weights | val top-1 | val top-5 | train top-1 |',
