@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { exportEncoder, type ExportFormat } from '../../interop/export.js';
 import { UsageError } from '../../util/errors.js';
+import { resolveRunPath } from '../../train/checkpoint.js';
 
 export const summary = "export a run's encoder as .safetensors (timm/official keys, PyTorch layouts) or a TF.js folder";
 
@@ -33,7 +34,7 @@ export default async function exportCmd(argv: string[]): Promise<number> {
   const format = values.format as ExportFormat;
   if (format !== 'safetensors' && format !== 'tfjs') throw new UsageError(`--format must be safetensors or tfjs, got '${values.format}'`);
   if (values.keys !== 'official' && values.keys !== 'timm') throw new UsageError(`--keys must be official or timm, got '${values.keys}'`);
-  const src = positionals[0]!;
+  const src = resolveRunPath(positionals[0]!); // a folder of runs → its newest run
   const out = values.out ?? path.join(src, 'export', format === 'tfjs' ? 'tfjs' : 'encoder.safetensors');
   const res = await exportEncoder(src, { format, out, keys: values.keys });
   process.stdout.write(`exported ${res.encoderName}: ${res.tensors} tensors, ${res.parameters.toLocaleString('en-US')} parameters → ${res.out}\n`);
