@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
+import { PYTHON, pythonHas, pythonMissing } from './helpers/python.js';
 import { importCheckpoint } from '../src/interop/import.js';
 import { exportEncoder, loadEncoderState, loadTfjsWeights } from '../src/interop/export.js';
 import { readTorchFile, isTensorRef } from '../src/interop/pth.js';
@@ -83,14 +84,9 @@ test('tfjs export holds the same tensors in TF layouts, readable by tf.io.decode
   tf.dispose(tensors);
 });
 
-function havePythonTorch(): boolean {
-  const r = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' });
-  return r.status === 0;
-}
-
 test('an exported encoder loads strictly into PyTorch and gives the same outputs', async (t) => {
-  if (!havePythonTorch()) {
-    t.skip('python3 with torch is not installed (pip install torch==2.13.0+cpu enables this check)');
+  if (!pythonHas('torch')) {
+    t.skip(pythonMissing('torch'));
     return;
   }
   await testBackend();
@@ -100,7 +96,7 @@ test('an exported encoder loads strictly into PyTorch and gives the same outputs
     const file = path.join(dir, `${family}.safetensors`);
     await exportEncoder(imp.outDir, { format: 'safetensors', out: file });
     const outPth = path.join(dir, `${family}-out.pth`);
-    const r = spawnSync('python3', [path.join(ROOT, 'scripts', 'check-export.py'), file, family, path.join(FIX, 'parity.pth'), outPth], { encoding: 'utf8' });
+    const r = spawnSync(PYTHON, [path.join(ROOT, 'scripts', 'check-export.py'), file, family, path.join(FIX, 'parity.pth'), outPth], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const mine = readTorchFile(outPth);
     const ref = readTorchFile(path.join(FIX, 'parity.pth'));
@@ -116,13 +112,9 @@ test('an exported encoder loads strictly into PyTorch and gives the same outputs
   void readFileSync;
 });
 
-function haveTimm(): boolean {
-  return spawnSync('python3', ['-c', 'import importlib.util, sys; sys.exit(0 if importlib.util.find_spec("timm") else 1)'], { encoding: 'utf8' }).status === 0;
-}
-
 test('an exported ResNet loads into timm leaving only the head missing', async (t) => {
-  if (!havePythonTorch() || !haveTimm()) {
-    t.skip('python3 with torch and timm is not installed (pip install timm torch==2.13.0+cpu enables this check)');
+  if (!pythonHas('torch', 'timm')) {
+    t.skip(pythonMissing('torch and timm'));
     return;
   }
   await testBackend();
@@ -141,7 +133,7 @@ test('an exported ResNet loads into timm leaving only the head missing', async (
   writeFileSync(path.join(dir, 'config.yaml'), configToYaml(resolveConfig({ name: 'x', model: { encoder: spec } }, { file: 'x' })));
   const file = path.join(dir, 'out.safetensors');
   await exportEncoder(dir, { format: 'safetensors', out: file });
-  const r = spawnSync('python3', [path.join(ROOT, 'scripts', 'check-export.py'), file, 'resnet', '-', '-', '--timm', 'resnet:1,1,1,1'], { encoding: 'utf8' });
+  const r = spawnSync(PYTHON, [path.join(ROOT, 'scripts', 'check-export.py'), file, 'resnet', '-', '-', '--timm', 'resnet:1,1,1,1'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   const res = JSON.parse(r.stdout.trim().split('\n').pop()!) as { missing: string[]; unexpected: string[] };
   assert.deepEqual(res, { missing: ['fc.weight', 'fc.bias'], unexpected: [] });

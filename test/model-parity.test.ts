@@ -20,10 +20,10 @@ import { buildSparK } from '../src/models/spark.js';
 import { resolveEncoder } from '../src/models/registry.js';
 import { toTorchLayout } from '../src/models/weights.js';
 import { Rng } from '../src/util/rng.js';
+import { PYTHON, pythonMissing } from './helpers/python.js';
 
 await testBackend();
 
-const PYTHON = process.env['SPARK_PYTHON'] ?? 'python3';
 
 function torchAvailable(): string | null {
   // find_spec does not import torch (slow); the version is read from the package metadata
@@ -105,7 +105,7 @@ function dump(enc: string, dir: string): string {
 async function parity(t: TestContext, encs: string[]): Promise<void> {
   const version = torchAvailable();
   if (!version) {
-    t.skip(`PyTorch parity needs '${PYTHON}' with torch and numpy (pip install torch==2.13.0+cpu)`);
+    t.skip(pythonMissing('torch and numpy'));
     return;
   }
   const dir = mkdtempSync(path.join(tmpdir(), 'spark-parity-'));
