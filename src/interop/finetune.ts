@@ -19,7 +19,7 @@ import type { Loader } from '../data/index.js';
 import type { RunStatus } from '../train/events.js';
 import { AdamW, Lamb, buildParamGroups, type SparkOptimizer } from '../train/optimizers.js';
 import { makeSchedule } from '../train/schedule.js';
-import { RunFolder, assignVariables, loadCheckpoint, loadCheckpointExtra, loadOptimizerState, tensorToSafe, type TrainState } from '../train/checkpoint.js';
+import { RunFolder, assignVariables, loadCheckpoint, resolveRunPath, loadCheckpointExtra, loadOptimizerState, tensorToSafe, type TrainState } from '../train/checkpoint.js';
 import { WeightEma } from '../train/ema.js';
 import { encodeSafetensors, type SafeTensor } from '../util/safetensors.js';
 import { Rng } from '../util/rng.js';
@@ -158,7 +158,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
   } else {
     if (!opts.config) throw new UsageError('runFinetune: a config is required for a new run');
     config = withSuffix(opts.config, opts.nameSuffix);
-    init = opts.init !== undefined ? opts.init : resolveInitPath(finetuneSection(config).init, opts.specPath);
+    const given = opts.init !== undefined ? opts.init : resolveInitPath(finetuneSection(config).init, opts.specPath);
+    // a folder of runs → its newest run now, so the run records (and a resume reloads) exactly these weights
+    init = given ? resolveRunPath(given) : given;
     encSpec = config.model.encoder;
   }
   const ft = finetuneSection(config);
