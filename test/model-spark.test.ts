@@ -227,3 +227,31 @@ test('exportState / importState: torch-layout round trip, encoder from a SparK s
     e.dispose();
   }
 });
+
+test('dense twin (buildSparK { dense: true }): same parameters; its prediction is the sparse model with every cell visible, whatever the mask', () => {
+  for (const enc of ['resnet_mini', 'convnext_mini']) {
+    const sparse = buildSparK(cfg(enc, 64, 0), 64, 5);
+    const dense = buildSparK(cfg(enc, 64, 0), 64, 5, { dense: true });
+    try {
+      assert.deepEqual([...dense.params.keys()], [...sparse.params.keys()]);
+      assert.deepEqual([...dense.buffers.keys()], [...sparse.buffers.keys()]);
+      tf.tidy(() => {
+        const x = randn([2, 64, 64, 3], 11);
+        const ones = tf.ones([2, 2, 2, 1]) as tf.Tensor4D;
+        const mask = sparse.makeMask(2, Rng.from(3, 'mask'));
+        const ref = sparse.forward(x, ones, { training: true }).pred;
+        const got = dense.forward(x, mask, { training: true }).pred;
+        const diff = tf.max(tf.abs(tf.sub(ref, got))).dataSync()[0]!;
+        assert.ok(diff < 1e-4, `${enc}: dense twin vs all-visible sparse differ by ${diff}`);
+        // the sparse model's prediction does depend on the mask; the twin's loss is still the masked-patch loss
+        const sp = sparse.forward(x, mask, { training: true }).pred;
+        const dep = tf.max(tf.abs(tf.sub(sp, ref))).dataSync()[0]!;
+        assert.ok(dep > 100 * Math.max(diff, 1e-6), `${enc}: the sparse prediction depends on the mask (${dep} vs ${diff})`);
+        assert.ok(dense.forward(x, mask, { training: true }).loss.dataSync()[0]! > 0);
+      });
+    } finally {
+      sparse.dispose();
+      dense.dispose();
+    }
+  }
+});

@@ -19,14 +19,9 @@ import * as tf from '@tensorflow/tfjs';
 import os from 'node:os';
 import type { ModelConfig } from '../../src/spec/types.js';
 import { Rng } from '../../src/util/rng.js';
-import { buildSparK, randomMask, sparkLoss, type SparKModel } from '../../src/models/spark.js';
-import { describeEncoder, resolveEncoder, decoderChannels, resolveDensifyNorm, DOWNSAMPLE_RATIO, type ResolvedEncoder } from '../../src/models/registry.js';
-import { ParamStore, torchDefaultBound } from '../../src/models/params.js';
-import { defineResNet, type EncoderCore } from '../../src/models/resnet.js';
-import { defineConvNeXt } from '../../src/models/convnext.js';
-import { defineLightDecoder } from '../../src/models/decoder.js';
-import { batchNorm, conv2d, layerNorm, type BatchNormVars } from '../../src/models/ops.js';
-import { trainStep, type TrainableModel } from '../../src/train/step.js';
+import { buildSparK, randomMask, type SparKModel } from '../../src/models/spark.js';
+import { describeEncoder, resolveEncoder, decoderChannels, resolveDensifyNorm, DOWNSAMPLE_RATIO } from '../../src/models/registry.js';
+import { trainStep } from '../../src/train/step.js';
 import { buildParamGroups, Lamb } from '../../src/train/optimizers.js';
 import { syntheticImage } from '../../src/data/synthetic.js';
 import { normalizeRgb } from '../../src/data/normalize.js';
@@ -114,65 +109,9 @@ export function stepFlops(c: BenchCase): number {
   return 6 * sparkMacs(c.model, c.inputSize).total * c.batch;
 }
 
-/** The dense twin of `buildSparK` (see the file header): same parameters and keys, no masking in the network. */
-export function buildDenseTwin(model: ModelConfig, inputSize: number, seed: number): TrainableModel & { dispose(): void; paramCount: number } {
-  const r: ResolvedEncoder = resolveEncoder(model.encoder);
-  const dropPath = model.drop_path ?? r.defaultDropPath;
-  const store = new ParamStore(seed, true);
-  const root = store.scope('');
-  const encScope = root.scope('sparse_encoder.sp_cnn.');
-  const core: EncoderCore = r.family === 'resnet' ? defineResNet(encScope, r, dropPath) : defineConvNeXt(encScope, r, dropPath);
-  const decoder = defineLightDecoder(root.scope('dense_decoder.'), model.decoder.width);
-  const densifyNorm = resolveDensifyNorm(r.family, model.densify_norm);
-  const eWidths = [3, 2, 1, 0].map((j) => core.stageChannels[j]!);
-  // mask tokens exist (same parameter set as SparK) but get no gradient here: trainStep skips them
-  for (let i = 0; i < 4; i++) root.param(`mask_tokens.${i}`, [1, 1, 1, eWidths[i]!], { kind: 'truncNormal', std: 0.02, a: -0.02, b: 0.02 }, 'token');
-  const norms: Array<{ bn?: BatchNormVars; ln?: { weight: tf.Variable; bias: tf.Variable } } | null> = [];
-  for (let i = 0; i < 4; i++) {
-    if (densifyNorm === 'bn') norms.push({ bn: root.batchNorm(`densify_norms.${i}`, eWidths[i]!) });
-    else if (densifyNorm === 'ln') norms.push({ ln: root.layerNorm(`densify_norms.${i}`, eWidths[i]!) });
-    else norms.push(null);
-  }
-  const projs: Array<{ w: tf.Variable; b: tf.Variable; k: number } | null> = [];
-  for (let i = 0; i < 4; i++) {
-    const e = eWidths[i]!;
-    const d = decoder.channels[i]!;
-    if (i === 0 && e === d) {
-      projs.push(null);
-      continue;
-    }
-    const k = i === 0 ? 1 : 3;
-    const bound = torchDefaultBound(e * k * k);
-    projs.push({ w: root.conv(`densify_projs.${i}.weight`, k, e, d, bound), b: root.vector(`densify_projs.${i}.bias`, d, bound), k });
-  }
-  let paramCount = 0;
-  for (const v of store.params.values()) paramCount += v.size;
-  return {
-    params: store.params,
-    buffers: store.buffers,
-    paramCount,
-    makeMask: () => {
-      throw new Error('dense twin: pass the masks explicitly');
-    },
-    forward(x, mask, o) {
-      return tf.tidy(() => {
-        const feats = core.forward(x, null, o);
-        const toDec: tf.Tensor4D[] = [];
-        for (let i = 0; i < 4; i++) {
-          let f = feats[3 - i]!;
-          const nrm = norms[i];
-          if (nrm?.bn) f = batchNorm(f, nrm.bn, null, o.training);
-          else if (nrm?.ln) f = layerNorm(f, nrm.ln.weight, nrm.ln.bias, null);
-          const pj = projs[i];
-          if (pj) f = conv2d(f, pj.w as unknown as tf.Tensor4D, 1, (pj.k - 1) / 2, pj.b);
-          toDec.push(f);
-        }
-        const pred = decoder.forward(toDec, o.training);
-        return { loss: sparkLoss(x, pred, mask), pred };
-      });
-    },
-    dispose: () => store.dispose(),
-  };
+/** The dense twin of `buildSparK` (see the file header): `buildSparK(..., { dense: true })`. */
+export function buildDenseTwin(model: ModelConfig, inputSize: number, seed: number): SparKModel {
+  return buildSparK(model, inputSize, seed, { dense: true });
 }
 
 /** A batch of normalised synthetic images [B, S, S, 3] (the same pixels for every mode and backend). */
@@ -218,20 +157,8 @@ export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters
   const log = opts.log ?? (() => undefined);
   const beforeBuild = tf.memory().numTensors;
   const x = syntheticBatch(c.batch, c.inputSize);
-  let model: (TrainableModel & { dispose(): void }) | SparKModel;
-  let lenKeep: number;
-  let fmap: number;
-  if (mode === 'dense') {
-    model = buildDenseTwin(c.model, c.inputSize, seed);
-    const probe = buildSparK(c.model, c.inputSize, seed, { shapesOnly: true });
-    lenKeep = probe.lenKeep;
-    fmap = probe.fmap;
-  } else {
-    const m = buildSparK(c.model, c.inputSize, seed);
-    model = m;
-    lenKeep = m.lenKeep;
-    fmap = m.fmap;
-  }
+  const model = buildSparK(c.model, c.inputSize, seed, { dense: mode === 'dense' });
+  const { lenKeep, fmap } = model;
   const optimizer = new Lamb(buildParamGroups(model.params), { betas: [0.9, c.beta2], eps: 1e-6, maxGradNorm: 5 });
   const ones = mode === 'visible' ? tf.ones([c.batch, fmap, fmap, 1]) as tf.Tensor4D : null;
   const afterBuild = tf.memory().numTensors;
@@ -304,7 +231,7 @@ export function timeInterleaved(c: BenchCase, modes: Mode[], opts: { warmup: num
   const { lenKeep, fmap } = probe;
   const ones = tf.ones([c.batch, fmap, fmap, 1]) as tf.Tensor4D;
   const runs = modes.map((mode) => {
-    const model: TrainableModel & { dispose(): void } = mode === 'dense' ? buildDenseTwin(c.model, c.inputSize, seed) : buildSparK(c.model, c.inputSize, seed);
+    const model: SparKModel = buildSparK(c.model, c.inputSize, seed, { dense: mode === 'dense' });
     const optimizer = new Lamb(buildParamGroups(model.params), { betas: [0.9, c.beta2], eps: 1e-6, maxGradNorm: 5 });
     return { mode, model, optimizer, warmupMs: [] as number[], timesMs: [] as number[], losses: [] as number[], rss: 0 };
   });

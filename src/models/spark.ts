@@ -232,6 +232,12 @@ export interface SparKModel {
 export interface BuildSparKOptions {
   /** Only record definitions (key lists and counts of full-size models without allocating them). */
   shapesOnly?: boolean;
+  /**
+   * The dense twin (benchmarks: the cost of the sparse emulation): the same parameters and keys, but the encoder and
+   * the densify norms run without the mask (no × mask, ordinary BN / LN statistics) and no mask tokens are filled in
+   * (they exist and get no gradient). The loss is still taken on the masked patches. Not SparK: never train with it.
+   */
+  dense?: boolean;
 }
 
 /** Build a SparK model (contract: models). Parameters are initialised from `Rng.from(seed, 'init', key)`. */
@@ -292,18 +298,18 @@ export function buildSparK(model: ModelConfig, inputSize: number, seed: number, 
   };
 
   const predict = (x: tf.Tensor4D, mask: tf.Tensor4D, o: SparKForwardOptions): tf.Tensor4D => {
-    const masks = new MaskPyramid(mask);
-    const xm = tf.mul(x, masks.at(inputSize)) as tf.Tensor4D;
+    const masks = opts.dense ? null : new MaskPyramid(mask);
+    const xm = masks ? (tf.mul(x, masks.at(inputSize)) as tf.Tensor4D) : x;
     const feats = core.forward(xm, masks, o);
     const toDec: tf.Tensor4D[] = [];
     for (let i = 0; i < 4; i++) {
       let f = feats[3 - i]!;
-      const m = masks.at(f.shape[1]);
+      const m = masks ? masks.at(f.shape[1]) : null;
       const nrm = norms[i];
       if (nrm?.bn) f = batchNorm(f, nrm.bn, m, o.training);
       else if (nrm?.ln) f = layerNorm(f, nrm.ln.weight, nrm.ln.bias, m);
       // where(mask, f, token)
-      f = tf.add(tf.mul(f, m), tf.mul(tf.sub(1, m), tokens[i]!)) as tf.Tensor4D;
+      if (m) f = tf.add(tf.mul(f, m), tf.mul(tf.sub(1, m), tokens[i]!)) as tf.Tensor4D;
       const pj = projs[i];
       if (pj) f = conv2d(f, pj.w as unknown as tf.Tensor4D, 1, (pj.k - 1) / 2, pj.b);
       toDec.push(f);
