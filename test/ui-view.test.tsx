@@ -97,6 +97,15 @@ test('run view of a resumed run: header and checkpoint line say where it resumed
   assert.match(f, /13\/20 65\.0%/);
 });
 
+test('run view of a sweep trial: the header names the trial instead of the trial folder', () => {
+  const ev = demoRunEvents({ totalEpochs: 1, stepsPerEpoch: 4 });
+  const start = ev[0] as Extract<RunEvent, { type: 'run-start' }>;
+  ev[0] = { ...start, runId: 'run', sweep: { sweepDir: '/tmp/sw', trial: 2, trialName: 'mask_ratio=0.75', params: { 'model.mask_ratio': 0.75 } } };
+  const f = stripAnsi(render(<RunView s={snapshotAfter(ev.slice(0, 2))} />).lastFrame() ?? '');
+  assert.match(f, /trial 2 mask_ratio=0\.75/);
+  assert.doesNotMatch(f, /run run/);
+});
+
 test('run view final frame: finished, failed and killed status lines', () => {
   const ev = demoRunEvents({ totalEpochs: 1, stepsPerEpoch: 4 });
   const fin = stripAnsi(render(<RunView s={snapshotAfter(ev)} />).lastFrame() ?? '');

@@ -87,7 +87,11 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
         <Box>
           <Text bold color="cyan">{'spark '}</Text>
           <Text bold>{title || '…'}</Text>
-          {s.runId ? <Text color="gray">{`  run ${s.runId}`}</Text> : null}
+          {s.sweep ? (
+            <Text color="gray">{`  trial ${s.sweep.trial} ${s.sweep.trialName}`}</Text>
+          ) : s.runId ? (
+            <Text color="gray">{`  run ${s.runId}`}</Text>
+          ) : null}
           {s.encoder ? <Text>{`  ${s.encoder}`}</Text> : null}
           {s.backend ? <Text color="gray">{`  backend ${s.backend}`}</Text> : null}
           {s.resumed ? <Text color="magenta">{`  resumed at step ${s.startStep}`}</Text> : null}
