@@ -91,3 +91,65 @@ test('spark dataset textures: writes train/ and val/ class folders atomically; b
   assert.equal(shapes.code, 0, shapes.err);
   assert.equal(readdirSync(path.join(dir, 'sh', 'val')).length, 4);
 });
+
+test('spark probe --sweep: every finished trial probed with its own encoder, ranked, and probe_top1 logged to the trial runs', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'spark-psweep-'));
+  const mlruns = path.join(dir, 'mlruns');
+  writeFileSync(
+    path.join(dir, 'pre.yaml'),
+    [
+      'name: tiny_sweep',
+      'model: {encoder: resnet_mini, decoder: {type: light, width: 32}, mask_ratio: 0.6}',
+      'data: {source: synthetic, synthetic_size: 16, input_size: 64, workers: 0}',
+      'train: {steps: 3, batch_size: 4, warmup_steps: 1}',
+      'runtime: {backend: auto, seed: 0}',
+      `output: {dir: ${JSON.stringify(path.join(dir, 'runs'))}, checkpoint_every: 0, reconstruct_every: 0}`,
+      `tracking: {uri: ${JSON.stringify(mlruns)}, experiment: tiny-sweep}`,
+    ].join('\n'),
+  );
+  const sw = spark(['run', path.join(dir, 'pre.yaml'), '--plain', '--sweep', 'model.mask_ratio=0.5,0.75']);
+  assert.equal(sw.code, 0, sw.err);
+  const sweepDir = path.join(dir, 'runs', 'tiny_sweep', readdirSync(path.join(dir, 'runs', 'tiny_sweep')).find((n) => n.startsWith('sweep-'))!);
+  await writeSyntheticFolder(path.join(dir, 'train'), { classes: 3, perClass: 4, size: 32, seed: 1 });
+  await writeSyntheticFolder(path.join(dir, 'val'), { classes: 3, perClass: 2, size: 32, seed: 2 });
+  const spec = path.join(dir, 'probe.yaml');
+  writeFileSync(
+    spec,
+    [
+      'name: tiny_probe',
+      'task: probe',
+      'model: {encoder: resnet_mini}',
+      `data: {source: imagefolder, root: ${JSON.stringify(path.join(dir, 'train'))}, val_root: ${JSON.stringify(path.join(dir, 'val'))}, input_size: 64, workers: 0}`,
+      'train: {batch_size: 8}',
+      'finetune: {probe: {epochs: 5}}',
+      `output: {dir: ${JSON.stringify(path.join(dir, 'runs'))}}`,
+      `tracking: {uri: ${JSON.stringify(mlruns)}, experiment: tiny-probe}`,
+    ].join('\n'),
+  );
+  const p = spark(['probe', spec, '--sweep', sweepDir, '--compare-random', '--json']);
+  assert.equal(p.code, 0, p.err);
+  const out = JSON.parse(p.out) as { rows: Array<{ trial: number; params: Record<string, string>; loggedToTrial: boolean; probe: { top1: number; init: string; status: string } }>; random: { top1: number; init: null } };
+  assert.deepEqual(out.rows.map((r) => [r.trial, r.params['model.mask_ratio']]), [[0, '0.5'], [1, '0.75']]);
+  assert.equal(out.random.init, null);
+  const { openStore } = await import('../src/track/index.js');
+  const { readSweep } = await import('../src/sweep/state.js');
+  const store = openStore(mlruns);
+  const sweep = await readSweep(sweepDir);
+  for (const r of out.rows) {
+    assert.equal(r.probe.status, 'FINISHED');
+    assert.equal(r.probe.init, path.join(sweepDir, 'trials', String(r.trial).padStart(3, '0'), 'run'), 'each trial is probed from its own run folder');
+    assert.equal(r.loggedToTrial, true);
+    const run = await store.getRun(sweep.trials[r.trial]!.mlflowRunId!);
+    assert.equal(run.data.metrics['probe_top1'], r.probe.top1, 'probe_top1 is in the trial run');
+  }
+  // the human table ranks the trials by probe top-1 and ends with the random baseline
+  const table = spark(['probe', spec, '--sweep', sweepDir, '--plain']);
+  assert.equal(table.code, 0, table.err);
+  assert.match(table.out, /linear probe of sweep tiny_sweep \(2 of 2 trials\), resnet_mini, 3 classes/);
+  // bad input: exit 2, one line
+  for (const bad of [['probe', spec, '--sweep', sweepDir, '--random'], ['probe', spec, '--sweep', path.join(dir, 'train')], ['finetune', spec, '--sweep', sweepDir]]) {
+    const b = spark(bad);
+    assert.equal(b.code, 2, `${bad.join(' ')}: ${b.err}`);
+    assert.equal(b.err.trim().split('\n').length, 1, b.err);
+  }
+});

@@ -36,6 +36,8 @@ export interface DownstreamOptions {
   nameSuffix?: string;
   /** Where the console view writes (default stdout; `--json` sends it to stderr). */
   logStream?: NodeJS.WriteStream;
+  /** Extra MLflow tags of the run (e.g. which sweep trial a probe reads). */
+  tags?: Record<string, string>;
 }
 
 export interface DownstreamResult {
@@ -146,7 +148,7 @@ export async function openSession(opts: DownstreamOptions, config: ExperimentCon
     specPath: opts.specPath,
     resolvedYaml: opts.resolvedYaml ?? configToYaml(config),
     resume: resume !== undefined,
-    extraTags: { 'spark.task': config.task },
+    extraTags: { 'spark.task': config.task, ...(opts.tags ?? {}) },
     emit: (e) => bus.emit(e),
   });
   bus.subscribe(tracker);

@@ -9,6 +9,8 @@ export interface DownstreamArgs {
   plain: boolean;
   json: boolean;
   compareRandom: boolean;
+  /** `spark probe --sweep <sweep-dir>`: probe every finished trial. */
+  sweep: string | null;
 }
 
 export async function parseDownstreamArgs(argv: string[], task: 'finetune' | 'probe', help: string): Promise<DownstreamArgs | null> {
@@ -20,6 +22,7 @@ export async function parseDownstreamArgs(argv: string[], task: 'finetune' | 'pr
       init: { type: 'string' },
       random: { type: 'boolean', default: false },
       'compare-random': { type: 'boolean', default: false },
+      sweep: { type: 'string' },
       plain: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
@@ -31,6 +34,8 @@ export async function parseDownstreamArgs(argv: string[], task: 'finetune' | 'pr
   }
   if (positionals.length !== 1) throw new UsageError(`spark ${task}: expected one spec file (see --help)`);
   if (values.random && values.init) throw new UsageError(`spark ${task}: --init and --random exclude each other`);
+  if (values.sweep !== undefined && task !== 'probe') throw new UsageError(`spark ${task}: --sweep is an option of spark probe`);
+  if (values.sweep !== undefined && (values.init || values.random)) throw new UsageError(`spark ${task}: --sweep probes the sweep's trials; it excludes --init and --random`);
   const loaded = await loadExperiment(positionals[0]!, { set: [`task=${task}`, ...(values.set ?? [])] });
   return {
     loaded,
@@ -38,5 +43,6 @@ export async function parseDownstreamArgs(argv: string[], task: 'finetune' | 'pr
     plain: values.plain || values.json,
     json: values.json,
     compareRandom: values['compare-random'],
+    sweep: values.sweep ?? null,
   };
 }

@@ -1,14 +1,20 @@
 import { parseDownstreamArgs } from './downstream-args.js';
 import { runProbe, type DownstreamResult } from '../../interop/downstream.js';
+import { probeSweep, formatSweepProbe } from '../../interop/probe-sweep.js';
 
 export const summary = 'linear probe of a frozen encoder (top-1/top-5 of a linear classifier on pooled features)';
 
 const HELP = `usage: spark probe <spec> [--init <run-dir|import-dir|encoder.safetensors> | --random] [--compare-random] [--set a.b=c ...] [--plain] [--json]
+       spark probe <spec> --sweep <sweep-dir> [--compare-random] [--set a.b=c ...] [--plain] [--json]
 
 Extracts global-average-pooled features of the frozen encoder (eval mode, eval transform) for data.root and
 data.val_root, trains a linear classifier on them (finetune.probe: epochs, lr, weight_decay, batch_size) and reports
 top-1/top-5 on the validation folder. --compare-random also probes a randomly initialised encoder of the same
 architecture with the same seed and prints both — the quick way to see what pre-training bought.
+
+--sweep probes every finished trial of a pre-training sweep (each with its own encoder from its checkpoint) and
+prints them ranked by probe top-1; probe_top1 / probe_top5 are also logged to each trial's MLflow run, so
+\`spark compare --experiment <sweep experiment> --order-by "metrics.probe_top1 DESC"\` ranks the trials by them.
 `;
 
 function line(r: DownstreamResult): string {
@@ -18,6 +24,15 @@ function line(r: DownstreamResult): string {
 export default async function probe(argv: string[]): Promise<number> {
   const a = await parseDownstreamArgs(argv, 'probe', HELP);
   if (!a) return 0;
+  if (a.sweep) {
+    const r = await probeSweep({ sweepDir: a.sweep, compareRandom: a.compareRandom, config: a.loaded.config, specPath: a.loaded.specPath, resolvedYaml: a.loaded.resolvedYaml, plain: a.plain, ...(a.json ? { logStream: process.stderr } : {}) });
+    if (a.json) {
+      const rows = r.rows.map((x) => ({ trial: x.trial.index, name: x.trial.name, params: x.trial.params, pretrainLoss: x.trial.finalLoss, skipped: x.skipped, loggedToTrial: x.loggedToTrial, ...(x.result ? { probe: x.result } : {}) }));
+      process.stdout.write(JSON.stringify({ sweepDir: r.sweepDir, rows, random: r.random, warnings: r.warnings }, null, 2) + '\n');
+    } else process.stdout.write(formatSweepProbe(r) + '\n');
+    const all = [...r.rows.flatMap((x) => (x.result ? [x.result] : [])), ...(r.random ? [r.random] : [])];
+    return all.every((x) => x.status === 'FINISHED') ? 0 : 1;
+  }
   const results: DownstreamResult[] = [];
   results.push(await runProbe({ config: a.loaded.config, specPath: a.loaded.specPath, resolvedYaml: a.loaded.resolvedYaml, init: a.init, plain: a.plain, ...(a.json ? { logStream: process.stderr } : {}) }));
   if (a.compareRandom && results[0]!.init !== null) {
