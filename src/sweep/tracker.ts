@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { ExperimentConfig } from '../spec/types.js';
 import type { TrackingStore } from '../track/types.js';
 import { configParams as trackConfigParams, systemTags } from '../track/params.js';
-import { resolveTrackingUri as trackResolveUri } from '../track/index.js';
+import { isUnreachable, parentRunUnreachable, resolveTrackingUri as trackResolveUri } from '../track/index.js';
 
 export interface SweepTracker {
   /** Create the parent run; returns its run id. */
@@ -29,12 +29,19 @@ export interface SweepTracker {
 export function storeTracker(store: TrackingStore): SweepTracker {
   let experimentId: string | null = null;
   return {
+    // an unreachable server at sweep start is a one-line error naming the URI and the way out (the parent run is
+    // not started offline: trials are tagged with its id when they are created)
     async createParent(o) {
-      experimentId = await store.getOrCreateExperiment(o.experiment);
-      const tags = { ...systemTags({ runName: o.runName, specPath: o.specPath ?? null }), ...o.tags };
-      const info = await store.createRun({ experimentId, runName: o.runName, tags, userId: tags['mlflow.user'] });
-      await store.logParams(info.runId, o.params);
-      return info.runId;
+      try {
+        experimentId = await store.getOrCreateExperiment(o.experiment);
+        const tags = { ...systemTags({ runName: o.runName, specPath: o.specPath ?? null }), ...o.tags };
+        const info = await store.createRun({ experimentId, runName: o.runName, tags, userId: tags['mlflow.user'] });
+        await store.logParams(info.runId, o.params);
+        return info.runId;
+      } catch (err) {
+        if (isUnreachable(err)) throw parentRunUnreachable(store.uri, err);
+        throw err;
+      }
     },
     async reopenParent(runId) {
       await store.setTerminated(runId, 'RUNNING');

@@ -4,7 +4,13 @@
  *   openStore(uri)                → TrackingStore (FileStore | RestStore)
  *   createRunTracker(opts)        → RunTracker (a RunSubscriber bound to one MLflow run; no-op when disabled)
  *   createParentRun(opts)         → ParentRun (a sweep's parent run; trials pass its runId as parentRunId)
+ *
+ * A server that cannot be reached (network error, timeout, 5xx after the client's retries) never stops a run:
+ * mid-run, calls go to the offline journal; at start, the run starts offline (its creation is journaled under a
+ * placeholder run id, see tracker.ts / journal.ts). A sweep's parent run is the exception: it must exist before
+ * its trials (they are tagged with its id), so an unreachable server at sweep start is a clear error.
  */
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { atomicWriteFileSync } from '../util/atomic.js';
@@ -13,18 +19,26 @@ import type { ExperimentConfig } from '../spec/types.js';
 import type { RunEvent } from '../train/events.js';
 import { FileStore } from './filestore.js';
 import { RestStore, chunkBatch, isUnreachable, type RestOptions } from './rest.js';
-import { JOURNAL_FILE, readJournal } from './journal.js';
+import { JOURNAL_FILE, readJournal, type CreateRunOp } from './journal.js';
 import { configParams, systemTags } from './params.js';
-import { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE, type RunTracker, type TrackingState } from './tracker.js';
-import type { Metric, MlflowRunStatus, TrackingStore } from './types.js';
+import {
+  isPendingCreate,
+  MlflowRunTracker,
+  NoopTracker,
+  readTrackingState,
+  STATE_FILE,
+  type RunTracker,
+  type TrackingState,
+} from './tracker.js';
+import { CLIENT_TOKEN_TAG, PLACEHOLDER_RUN_PREFIX, type Metric, type MlflowRunStatus, type TrackingStore } from './types.js';
 
 export type { RunTracker, TrackingState } from './tracker.js';
-export { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE } from './tracker.js';
+export { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE, isPendingCreate, placeholderIds, recordRunInfo, RUN_INFO_FILE } from './tracker.js';
 export * from './types.js';
 export { FileStore, readStore, fileStoreRoot, type StoreSnapshot } from './filestore.js';
 export { RestStore, chunkBatch, isUnreachable, UNREACHABLE, UnreachableError, type RestOptions } from './rest.js';
 export { parseFilter, filterRuns, sortRuns, parseOrderBy } from './filter.js';
-export { replayJournal, readJournal, JOURNAL_FILE } from './journal.js';
+export { replayJournal, readJournal, createRunOnce, JOURNAL_FILE, type CreatedRun, type CreateRunOp, type ReplayOptions, type ReplayResult } from './journal.js';
 export { configParams, flattenParams, systemTags } from './params.js';
 export { validateKey, formatNumber, formatValue } from './keys.js';
 
@@ -70,14 +84,35 @@ export interface CreateRunTrackerOptions {
   flushSeconds?: number;
 }
 
-function unreachableAtStart(uri: string, err: unknown): TrackingError {
+/**
+ * The one-line error of a sweep whose parent run cannot be created because the server is unreachable (a parent
+ * run is not started offline: its trials are tagged with its id when they are created).
+ */
+export function parentRunUnreachable(uri: string, err: unknown): TrackingError {
+  const why = (err as Error).message.replace(/\s+/g, ' ');
   return new TrackingError(
-    `cannot start MLflow tracking: ${(err as Error).message}. Start the server, set tracking.uri to a local folder, or disable tracking (--set tracking.enabled=false).`,
+    `cannot create the sweep's parent MLflow run: the tracking server ${uri} is unreachable (${why}). ` +
+      `Start the server and run the sweep again, or run it on a file store (--set tracking.uri=./mlruns) and copy that to the server afterwards with \`spark sync ./mlruns --to ${uri}\`.`,
     (err as TrackingError).errorCode,
   );
 }
 
-/** The RunTracker of one run (new or resumed). Tracking disabled → a no-op tracker. */
+function offlineWarning(uri: string, runDir: string, why: string): RunEvent {
+  return {
+    type: 'warning',
+    time: Date.now(),
+    code: 'tracking-offline',
+    message:
+      `MLflow server ${uri} unreachable when the run started (${why}); the run starts offline: its MLflow run is created and every call replayed ` +
+      `from ${path.join(runDir, JOURNAL_FILE)} when the server answers (retried on each flush), or by \`spark sync --run ${runDir}\``,
+  };
+}
+
+/**
+ * The RunTracker of one run (new or resumed). Tracking disabled → a no-op tracker. An unreachable server does not
+ * stop the run: a new run starts offline (its creation journaled under a placeholder id); a resumed run whose
+ * creation is still journaled continues under the same placeholder.
+ */
 export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<RunTracker> {
   const t = opts.config.tracking;
   if (!t || !t.enabled) return new NoopTracker();
@@ -95,6 +130,19 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
   };
 
   let prev = opts.resume ? readTrackingState(opts.runDir) : null;
+  if (prev && prev.uri === store.uri && isPendingCreate(prev)) {
+    // started offline and not created yet: continue under the same placeholder while its create is journaled
+    const placeholder = prev.runId;
+    if (journal.pending.some((e) => e.op.type === 'create-run' && e.op.runId === placeholder)) {
+      const tracker = new MlflowRunTracker({ ...base, experimentId: '', runId: placeholder, placeholderRunId: placeholder, lastLoggedStep: prev.lastLoggedStep, journalPending: true });
+      opts.emit?.(offlineWarning(store.uri, opts.runDir, 'its MLflow run has not been created yet'));
+      tracker.enqueue({ type: 'terminate', runId: placeholder, status: 'RUNNING', endTime: Date.now() });
+      void tracker.flushNow();
+      return tracker;
+    }
+    opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `the MLflow run of ${opts.runDir} was never created and its creation is no longer in ${JOURNAL_FILE}: the resumed run is logged as a new MLflow run` });
+    prev = null;
+  }
   if (prev && prev.uri === store.uri) {
     // the run must still be there (deleted runs cannot be written to); an unreachable server is checked later
     try {
@@ -108,7 +156,13 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     }
   }
   if (prev && prev.uri === store.uri) {
-    const tracker = new MlflowRunTracker({ ...base, experimentId: prev.experimentId, runId: prev.runId, lastLoggedStep: prev.lastLoggedStep });
+    const tracker = new MlflowRunTracker({
+      ...base,
+      experimentId: prev.experimentId,
+      runId: prev.runId,
+      lastLoggedStep: prev.lastLoggedStep,
+      ...(prev.placeholderRunId ? { placeholderRunId: prev.placeholderRunId } : {}),
+    });
     tracker.enqueue({ type: 'terminate', runId: prev.runId, status: 'RUNNING', endTime: Date.now() });
     void tracker.flushNow();
     return tracker;
@@ -117,8 +171,6 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `tracking URI changed (${prev.uri} → ${store.uri}): the resumed run is logged as a new MLflow run` });
   }
 
-  let experimentId: string;
-  let runId: string;
   const runName = t.run_name ?? opts.config.name;
   const tags: Record<string, string> = {
     ...systemTags({ runName, specPath: opts.specPath, parentRunId: opts.parentRunId, note: opts.config.description }),
@@ -126,15 +178,28 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     ...(opts.extraTags ?? {}),
     'mlflow.runName': runName,
   };
+  // on a server, a client token makes the create findable if its answer is lost (a file store needs none)
+  const token = randomUUID().replace(/-/g, '');
+  if (store.kind === 'rest') tags[CLIENT_TOKEN_TAG] = token;
+  const startTime = Date.now();
+  let tracker: MlflowRunTracker;
+  // the id the run's calls are queued under: the MLflow run id, or the placeholder of a run that starts offline
+  let runId: string;
   try {
-    experimentId = await store.getOrCreateExperiment(t.experiment);
-    const info = await store.createRun({ experimentId, runName, startTime: Date.now(), tags, userId: tags['mlflow.user'] });
+    const experimentId = await store.getOrCreateExperiment(t.experiment);
+    const info = await store.createRun({ experimentId, runName, startTime, tags, userId: tags['mlflow.user'] });
     runId = info.runId;
+    tracker = new MlflowRunTracker({ ...base, experimentId, runId, lastLoggedStep: 0 });
   } catch (err) {
-    if (isUnreachable(err)) throw unreachableAtStart(store.uri, err);
-    throw err;
+    if (!isUnreachable(err)) throw err;
+    // start offline: the creation goes to the journal first, under a placeholder id (its create may have
+    // reached the server: the replay searches for the token before creating)
+    const placeholder = PLACEHOLDER_RUN_PREFIX + token;
+    const createOp: CreateRunOp = { type: 'create-run', runId: placeholder, experiment: t.experiment, runName, startTime, tags: { ...tags, [CLIENT_TOKEN_TAG]: token }, userId: tags['mlflow.user'] ?? '' };
+    runId = placeholder;
+    tracker = new MlflowRunTracker({ ...base, experimentId: '', runId, placeholderRunId: placeholder, createOp, lastLoggedStep: 0 });
+    opts.emit?.(offlineWarning(store.uri, opts.runDir, (err as Error).message));
   }
-  const tracker = new MlflowRunTracker({ ...base, experimentId, runId, lastLoggedStep: 0 });
   for (const chunk of chunkBatch({ params: Object.entries(configParams(opts.config)).map(([key, value]) => ({ key, value })) })) {
     tracker.enqueue({ type: 'batch', runId, batch: chunk });
   }
@@ -175,28 +240,30 @@ export interface CreateParentRunOptions {
   store?: TrackingStore;
 }
 
-/** Create (or, with stateDir, reopen) a sweep's parent run. Trials then use createRunTracker({ parentRunId }). */
+/**
+ * Create (or, with stateDir, reopen) a sweep's parent run. Trials then use createRunTracker({ parentRunId }).
+ * An unreachable server is an error naming the URI and the way out (parentRunUnreachable): the parent is not
+ * started offline.
+ */
 export async function createParentRun(o: CreateParentRunOptions): Promise<ParentRun> {
   const store = o.store ?? openStore(resolveTrackingUri(o.uri), TRACKER_REST_OPTIONS);
   let state: TrackingState | null = o.stateDir ? readTrackingState(o.stateDir) : null;
   if (state && state.uri !== store.uri) state = null;
-  if (!state) {
-    const tags: Record<string, string> = { ...systemTags({ runName: o.runName, specPath: o.specPath ?? null }), ...(o.tags ?? {}), 'spark.sweep': 'parent' };
-    let experimentId: string;
-    let runId: string;
-    try {
-      experimentId = await store.getOrCreateExperiment(o.experiment);
-      runId = (await store.createRun({ experimentId, runName: o.runName, tags, userId: tags['mlflow.user'] })).runId;
-    } catch (err) {
-      if (isUnreachable(err)) throw unreachableAtStart(store.uri, err);
-      throw err;
+  try {
+    if (!state) {
+      const tags: Record<string, string> = { ...systemTags({ runName: o.runName, specPath: o.specPath ?? null }), ...(o.tags ?? {}), 'spark.sweep': 'parent' };
+      const experimentId = await store.getOrCreateExperiment(o.experiment);
+      const runId = (await store.createRun({ experimentId, runName: o.runName, tags, userId: tags['mlflow.user'] })).runId;
+      if (o.params && Object.keys(o.params).length) await store.logParams(runId, o.params);
+      if (o.specPath && existsSync(o.specPath)) await store.logArtifact(runId, path.resolve(o.specPath), 'spec');
+      state = { uri: store.uri, experimentId, runId, lastLoggedStep: 0 };
+      if (o.stateDir) atomicWriteFileSync(path.join(o.stateDir, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+    } else {
+      await store.setTerminated(state.runId, 'RUNNING');
     }
-    if (o.params && Object.keys(o.params).length) await store.logParams(runId, o.params);
-    if (o.specPath && existsSync(o.specPath)) await store.logArtifact(runId, path.resolve(o.specPath), 'spec');
-    state = { uri: store.uri, experimentId, runId, lastLoggedStep: 0 };
-    if (o.stateDir) atomicWriteFileSync(path.join(o.stateDir, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
-  } else {
-    await store.setTerminated(state.runId, 'RUNNING');
+  } catch (err) {
+    if (isUnreachable(err)) throw parentRunUnreachable(store.uri, err);
+    throw err;
   }
   const { runId, experimentId } = state;
   return {

@@ -9,18 +9,58 @@
  *
  * Idempotency: acknowledged calls are skipped; before replaying a metric batch that may have been received, the
  * metric history is read back and the points already present are dropped, so no metric is lost or duplicated.
+ *
+ * A run that started while its server was unreachable journals its own creation first: a `create-run` op (the
+ * experiment lookup/creation and runs/create in one) under a client-side placeholder run id (`offline-<token>`),
+ * and every later op names that placeholder. Replay carries out the create first, hands the real run id to
+ * `onRunCreated` (the caller persists the mapping in mlflow.json) before acknowledging it, and substitutes it for
+ * the placeholder in the remaining ops. The create is made idempotent by its client token (tag
+ * spark.client_run_token): the experiment is searched for that tag before creating, so a create whose answer was
+ * lost, or a replay interrupted between the create and its acknowledgement, never makes a second run.
  */
 import { promises as fsp, existsSync, appendFileSync } from 'node:fs';
 import { TrackingError } from '../util/errors.js';
 import { encodeMetricValue, decodeMetricValue, isUnreachable, UnreachableError } from './rest.js';
-import { metricPointKey, type LogBatch, type Metric, type MlflowRunStatus, type TrackingStore } from './types.js';
+import {
+  CLIENT_TOKEN_TAG,
+  isPlaceholderRunId,
+  metricPointKey,
+  type LogBatch,
+  type Metric,
+  type MlflowRunStatus,
+  type TrackingStore,
+} from './types.js';
 
 export const JOURNAL_FILE = 'mlflow-offline.jsonl';
 
 export type TrackOp =
   | { type: 'batch'; runId: string; batch: LogBatch }
   | { type: 'terminate'; runId: string; status: MlflowRunStatus; endTime: number }
-  | { type: 'artifact'; runId: string; localPath: string; artifactPath: string | null };
+  | { type: 'artifact'; runId: string; localPath: string; artifactPath: string | null }
+  | CreateRunOp;
+
+/**
+ * The creation of a run that started offline: get-or-create the experiment, then runs/create (unless a run with
+ * the same client token, `tags[CLIENT_TOKEN_TAG]`, is already there). `runId` is the placeholder.
+ */
+export interface CreateRunOp {
+  type: 'create-run';
+  runId: string;
+  experiment: string;
+  runName: string;
+  startTime: number;
+  tags: Record<string, string>;
+  userId?: string;
+}
+
+/** A run created (or found by its token) on replay: `placeholder` now stands for `runId`. */
+export interface CreatedRun {
+  placeholder: string;
+  runId: string;
+  experimentId: string;
+  /** True when the run already existed (an earlier create whose answer was lost), found by its client token. */
+  found: boolean;
+}
 
 export interface JournalEntry {
   seq: number;
@@ -95,9 +135,34 @@ export class Journal {
   }
 }
 
+/** The op with its run id replaced when `ids` maps it (placeholder → MLflow run id). */
+export function substituteRunId<T extends TrackOp>(op: T, ids: ReadonlyMap<string, string>): T {
+  const real = ids.get(op.runId);
+  return real === undefined ? op : { ...op, runId: real };
+}
+
+/**
+ * The run of a create-run op, created at most once: the experiment is looked up (or created), then searched for
+ * the op's client token; only when no run carries it is runs/create sent (a token-tagged create is never re-sent
+ * blindly by the REST client, see RestStore.createRun).
+ */
+export async function createRunOnce(store: TrackingStore, op: CreateRunOp): Promise<Omit<CreatedRun, 'placeholder'>> {
+  const experimentId = await store.getOrCreateExperiment(op.experiment);
+  const token = op.tags[CLIENT_TOKEN_TAG];
+  if (token && /^[\w.-]+$/.test(token)) {
+    const r = await store.searchRuns([experimentId], `tags.${CLIENT_TOKEN_TAG} = '${token}'`, ['attributes.start_time ASC'], 10);
+    const hit = r.runs[0];
+    if (hit) return { runId: hit.info.runId, experimentId: hit.info.experimentId || experimentId, found: true };
+  }
+  const info = await store.createRun({ experimentId, runName: op.runName, startTime: op.startTime, tags: op.tags, ...(op.userId !== undefined ? { userId: op.userId } : {}) });
+  return { runId: info.runId, experimentId: info.experimentId || experimentId, found: false };
+}
+
 /** Execute one op against a store. When `maybeSent`, metric points already stored are dropped first. */
 export async function executeOp(store: TrackingStore, op: TrackOp, maybeSent: boolean): Promise<void> {
   switch (op.type) {
+    case 'create-run':
+      throw new TrackingError(`internal: a create-run op (${op.runId}) is carried out by replayJournal, not executeOp`, 'INVALID_STATE');
     case 'batch': {
       let batch = op.batch;
       if (maybeSent && batch.metrics?.length) {
@@ -132,19 +197,59 @@ export interface ReplayResult {
   remaining: number;
   /** Set when replay stopped because the server is unreachable. */
   unreachable?: TrackingError;
+  /** Runs created (or found by their token) by this replay. */
+  created?: CreatedRun[];
+  /**
+   * Set when replay stopped at a call it must not drop: a run creation the server refused (a deleted experiment,
+   * no permission...) or a call of a run that was never created. Nothing after it was sent; fix the cause and
+   * replay again.
+   */
+  blocked?: TrackingError;
+}
+
+export interface ReplayOptions {
+  /** Placeholder run ids whose runs were created earlier → their MLflow run ids (from mlflow.json). */
+  runIds?: ReadonlyMap<string, string>;
+  /**
+   * Called when a create-run op has created (or found) its run, before the op is acknowledged and before any
+   * later op is sent: persist the mapping here (synchronously). If it throws, replay stops (`blocked`) and the
+   * next replay finds the run by its token.
+   */
+  onRunCreated?: (c: CreatedRun) => void;
 }
 
 /**
  * Replay the pending ops of a journal file in order. Stops (without error) at the first unreachable failure;
- * a call the server rejects (4xx) is acknowledged with its error and skipped.
+ * a call the server rejects (4xx) is acknowledged with its error and skipped, except a run creation (`blocked`).
  */
-export async function replayJournal(file: string, store: TrackingStore): Promise<ReplayResult> {
+export async function replayJournal(file: string, store: TrackingStore, opts: ReplayOptions = {}): Promise<ReplayResult> {
   const st = await readJournal(file);
   const j = new Journal(file);
+  const ids = new Map(opts.runIds ?? []);
   const res: ReplayResult = { replayed: 0, rejected: [], remaining: st.pending.length };
   for (const e of st.pending) {
     try {
-      await executeOp(store, e.op, e.maybeSent);
+      if (e.op.type === 'create-run') {
+        // already created by an earlier replay that stopped before acknowledging it: nothing to send
+        if (!ids.has(e.op.runId)) {
+          const c: CreatedRun = { placeholder: e.op.runId, ...(await createRunOnce(store, e.op)) };
+          try {
+            opts.onRunCreated?.(c);
+          } catch (err) {
+            res.blocked = new TrackingError(`MLflow run ${c.runId} created for ${c.placeholder} but its id could not be recorded: ${(err as Error).message}`, 'INVALID_STATE');
+            return res;
+          }
+          ids.set(c.placeholder, c.runId);
+          (res.created ??= []).push(c);
+        }
+      } else {
+        const op = substituteRunId(e.op, ids);
+        if (isPlaceholderRunId(op.runId)) {
+          res.blocked = new TrackingError(`call #${e.seq} belongs to run ${op.runId}, whose creation is not in the journal nor recorded in mlflow.json`, 'INVALID_STATE');
+          return res;
+        }
+        await executeOp(store, op, e.maybeSent);
+      }
       j.ack(e.seq);
       res.replayed++;
       res.remaining--;
@@ -155,6 +260,10 @@ export async function replayJournal(file: string, store: TrackingStore): Promise
         return res;
       }
       const msg = err instanceof Error ? err.message : String(err);
+      if (e.op.type === 'create-run') {
+        res.blocked = new TrackingError(`the MLflow run of this run folder cannot be created: ${msg}`, err instanceof TrackingError ? err.errorCode : undefined);
+        return res;
+      }
       j.ack(e.seq, msg);
       res.rejected.push({ seq: e.seq, error: msg });
       res.remaining--;

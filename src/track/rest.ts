@@ -16,6 +16,7 @@ import {
   validateKey,
 } from './keys.js';
 import {
+  CLIENT_TOKEN_TAG,
   toKeyValues,
   type CreateRunOptions,
   type Experiment,
@@ -234,8 +235,12 @@ export class RestStore implements TrackingStore {
     await new Promise((r) => setTimeout(r, ms));
   }
 
-  /** One HTTP call with retries; returns the parsed JSON body of a 200. */
-  async request<T>(method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown, raw?: Uint8Array): Promise<T> {
+  /**
+   * One HTTP call with retries; returns the parsed JSON body of a 200. `retryMaybeSent: false` (a call that must
+   * not be carried out twice): an attempt that may have reached the server is not re-sent, its UnreachableError
+   * (maybeSent) is thrown at once; attempts that surely did not arrive (refused, 429, 503) are still retried.
+   */
+  async request<T>(method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown, raw?: Uint8Array, retryMaybeSent = true): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.auth) headers['Authorization'] = this.auth;
     let payload: string | Uint8Array | undefined;
@@ -257,6 +262,7 @@ export class RestStore implements TrackingStore {
         const why = err.name === 'TimeoutError' || err.name === 'AbortError' ? `timed out after ${this.opts.timeout}s` : (err.cause?.code ?? err.cause?.message ?? err.message);
         const neverSent = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/.test(String(why));
         lastErr = new UnreachableError(`cannot reach the MLflow tracking server at ${this.uri} (${method} ${new URL(url).pathname}: ${why})`, !neverSent);
+        if (lastErr.maybeSent && !retryMaybeSent) throw lastErr;
         continue;
       }
       const text = await res.text().catch(() => '');
@@ -280,6 +286,7 @@ export class RestStore implements TrackingStore {
           res.status !== 429 && res.status !== 503,
           res.status,
         );
+        if (lastErr.maybeSent && !retryMaybeSent) throw lastErr;
         continue;
       }
       if (json && typeof json.error_code === 'string') {
@@ -304,8 +311,8 @@ export class RestStore implements TrackingStore {
     return this.request<T>('GET', `${this.api}/${endpoint}?${q.toString()}`);
   }
 
-  private post<T>(endpoint: string, body: unknown): Promise<T> {
-    return this.request<T>('POST', `${this.api}/${endpoint}`, body);
+  private post<T>(endpoint: string, body: unknown, retryMaybeSent = true): Promise<T> {
+    return this.request<T>('POST', `${this.api}/${endpoint}`, body, undefined, retryMaybeSent);
   }
 
   // ------------------------------------------------------------------------------------------ experiments
@@ -368,17 +375,23 @@ export class RestStore implements TrackingStore {
 
   // ------------------------------------------------------------------------------------------ runs
 
+  /**
+   * runs/create. A create that carries the client token tag (spark.client_run_token) is never re-sent after an
+   * attempt that may have arrived: the caller finds that run by its token instead (MLflow's create is not
+   * idempotent; a blind retry could make two runs).
+   */
   async createRun(opts: CreateRunOptions): Promise<RunInfo> {
     const tags = { ...(opts.tags ?? {}) };
     const runName = opts.runName ?? tags['mlflow.runName'];
     if (runName) tags['mlflow.runName'] = runName;
-    const r = await this.post<{ run: ApiRun }>('runs/create', {
+    const body = {
       experiment_id: opts.experimentId,
       user_id: opts.userId ?? tags['mlflow.user'] ?? '',
       run_name: runName || undefined,
       start_time: Math.round(opts.startTime ?? Date.now()),
       tags: toKeyValues(tags),
-    });
+    };
+    const r = await this.post<{ run: ApiRun }>('runs/create', body, !tags[CLIENT_TOKEN_TAG]);
     const info = runInfoFromApi(r.run.info);
     if (info.artifactUri) this.artifactUris.set(info.runId, info.artifactUri);
     return info;

@@ -6,14 +6,17 @@
  * nothing; a run that grew since the last sync gets only what is missing (params it lacks, tags that differ,
  * metric points not yet there — compared as (step, timestamp, value) multisets — and its final status).
  * Parent links (mlflow.parentRunId) are rewritten to the target's ids; parents are synced before children.
+ *
+ * `syncRunJournal` replays one run folder's offline journal; for a run that started offline it creates the run
+ * first (at most once, see journal.ts) and records its id in mlflow.json and run.json before the other calls.
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { atomicWriteFile } from '../util/atomic.js';
+import { atomicWriteFile, atomicWriteFileSync } from '../util/atomic.js';
 import { TrackingError, UsageError } from '../util/errors.js';
 import { FileStore } from './filestore.js';
 import { replayJournal, JOURNAL_FILE, type ReplayResult } from './journal.js';
-import { readTrackingState, STATE_FILE, type TrackingState } from './tracker.js';
+import { isPendingCreate, placeholderIds, readTrackingState, recordRunInfo, STATE_FILE, type TrackingState } from './tracker.js';
 import { metricPointKey, searchAllRuns, type KeyValue, type Metric, type Run, type TrackingStore } from './types.js';
 
 export const SOURCE_RUN_TAG = 'spark.source_run_id';
@@ -171,16 +174,33 @@ async function syncRun(source: FileStore, target: TrackingStore, run: Run, targe
   return rep;
 }
 
-/** Replay the offline journal of a run folder to its tracking store (or `uri`). */
+/**
+ * Replay the offline journal of a run folder to its tracking store (or `uri`). A run that started offline is
+ * created first; its id goes to mlflow.json (runId, with placeholderRunId kept for the journaled calls) before
+ * anything else is sent, and to run.json (mlflowRunId).
+ */
 export async function syncRunJournal(runDir: string, store: TrackingStore): Promise<ReplayResult & { state: TrackingState }> {
   const state = readTrackingState(runDir);
   if (!state) throw new UsageError(`${path.join(runDir, STATE_FILE)} not found: is ${runDir} a tracked run folder?`);
   const journal = path.join(runDir, JOURNAL_FILE);
   if (!existsSync(journal)) return { replayed: 0, rejected: [], remaining: 0, state };
-  const res = await replayJournal(journal, store);
+  const stateFile = path.join(runDir, STATE_FILE);
+  let cur: TrackingState = { ...state };
+  const res = await replayJournal(journal, store, {
+    runIds: placeholderIds(state),
+    onRunCreated: (c) => {
+      if (!isPendingCreate(cur) || c.placeholder !== cur.runId) return;
+      // the run now lives on the store it was created on
+      cur = { ...cur, uri: store.uri, experimentId: c.experimentId, runId: c.runId, placeholderRunId: c.placeholder };
+      atomicWriteFileSync(stateFile, JSON.stringify(cur, null, 2) + '\n');
+      recordRunInfo(runDir, c.runId, c.experimentId);
+    },
+  });
   if (res.unreachable) throw new TrackingError(`${res.replayed} call(s) replayed, ${res.remaining} still pending: ${res.unreachable.message}`, res.unreachable.errorCode);
-  const next: TrackingState = { ...state };
+  if (res.blocked) throw new TrackingError(`${res.replayed} call(s) replayed, ${res.remaining} still pending: ${res.blocked.message}`, res.blocked.errorCode);
+  const next: TrackingState = { ...cur };
   delete next.offline;
-  await atomicWriteFile(path.join(runDir, STATE_FILE), JSON.stringify(next, null, 2) + '\n');
+  await atomicWriteFile(stateFile, JSON.stringify(next, null, 2) + '\n');
+  if (!isPendingCreate(next) && next.placeholderRunId) recordRunInfo(runDir, next.runId, next.experimentId);
   return { ...res, state: next };
 }

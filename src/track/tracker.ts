@@ -3,26 +3,61 @@
  * training loop); flushes run in the background, serialised, every `flushEvery` steps or `flushSeconds` seconds,
  * and on close(). When the server is unreachable the calls go to the offline journal in the run folder and are
  * replayed, in order and exactly once, when it answers again (checked on each flush) or by `spark sync --run`.
+ *
+ * A run whose server was unreachable when it started runs offline from the start: its creation is the journal's
+ * first op, under a client-side placeholder run id that every later op names (see journal.ts). Until a replay has
+ * created it, `runId` is '' (no MLflow run id is known yet); once created, the real id is written to mlflow.json
+ * (with the placeholder, for the ops still journaled) and to the run folder's run.json, and used from then on.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { atomicWriteFileSync } from '../util/atomic.js';
 import type { RunEvent, RunSubscriber } from '../train/events.js';
 import { chunkBatch, isUnreachable, UnreachableError } from './rest.js';
-import { Journal, JOURNAL_FILE, executeOp, replayJournal, type TrackOp } from './journal.js';
+import { Journal, JOURNAL_FILE, executeOp, replayJournal, substituteRunId, type CreatedRun, type CreateRunOp, type TrackOp } from './journal.js';
 import type { KeyValue, Metric, MlflowRunStatus, TrackingStore } from './types.js';
 
 export const STATE_FILE = 'mlflow.json';
+/** The run folder's run-info (written by train/checkpoint.ts RunFolder); the tracker only patches its MLflow ids. */
+export const RUN_INFO_FILE = 'run.json';
 
 /** `<runDir>/mlflow.json`: what a resumed run needs to continue the same MLflow run. */
 export interface TrackingState {
   uri: string;
+  /** '' while the run's creation waits in the offline journal. */
   experimentId: string;
+  /** The MLflow run id; the placeholder (= placeholderRunId) while the run's creation waits in the journal. */
   runId: string;
   /** Highest step whose metrics were acknowledged by the store or journaled for replay. */
   lastLoggedStep: number;
   /** True while calls wait in the offline journal. */
   offline?: boolean;
+  /** Set when the run started offline: the placeholder id its journaled ops name (runId replaces it on replay). */
+  placeholderRunId?: string;
+}
+
+/** True while the run of this state has not been created on its store (its creation waits in the journal). */
+export function isPendingCreate(s: TrackingState): boolean {
+  return s.placeholderRunId !== undefined && s.runId === s.placeholderRunId;
+}
+
+/** placeholder → MLflow run id, for a state whose run started offline and has been created since. */
+export function placeholderIds(s: TrackingState | null): Map<string, string> {
+  const m = new Map<string, string>();
+  if (s?.placeholderRunId && s.runId !== s.placeholderRunId) m.set(s.placeholderRunId, s.runId);
+  return m;
+}
+
+/**
+ * Record the MLflow run id in the run folder's run-info (`<runDir>/run.json`, `mlflowRunId` / `mlflowExperimentId`)
+ * when that file exists and does not hold it yet.
+ */
+export function recordRunInfo(runDir: string, runId: string, experimentId: string): void {
+  const f = path.join(runDir, RUN_INFO_FILE);
+  if (!existsSync(f)) return;
+  const cur = JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>;
+  if (cur['mlflowRunId'] === runId && cur['mlflowExperimentId'] === experimentId) return;
+  atomicWriteFileSync(f, JSON.stringify({ ...cur, mlflowRunId: runId, mlflowExperimentId: experimentId }, null, 2) + '\n');
 }
 
 export function readTrackingState(runDir: string): TrackingState | null {
@@ -45,8 +80,14 @@ export interface RunTracker extends RunSubscriber {
 export interface TrackerOptions {
   store: TrackingStore;
   runDir: string;
+  /** '' while the run is not created (runId is the placeholder). */
   experimentId: string;
+  /** The MLflow run id, or the placeholder (= placeholderRunId) while the run's creation is journaled. */
   runId: string;
+  /** The placeholder of a run that started offline (its journaled ops name it). */
+  placeholderRunId?: string;
+  /** The create-run op of a run that starts offline now: queued before anything else. */
+  createOp?: CreateRunOp;
   /** Steps at or below this are not logged again (resume). */
   lastLoggedStep: number;
   /** Flush after this many buffered steps (default 50). */
@@ -69,9 +110,14 @@ const STEP_METRICS: Array<[string, (e: Extract<RunEvent, { type: 'step' }>) => n
 ];
 
 export class MlflowRunTracker implements RunTracker {
-  readonly runId: string;
-  readonly experimentId: string;
   readonly uri: string;
+  /** The placeholder of a run that started offline (undefined otherwise). */
+  readonly placeholderRunId: string | undefined;
+  /** The MLflow run id, or the placeholder while the run is not created. */
+  private currentRunId: string;
+  private currentExperimentId: string;
+  /** placeholder → MLflow run id once created. */
+  private readonly runIds = new Map<string, string>();
   private readonly store: TrackingStore;
   private readonly runDir: string;
   private readonly journal: Journal;
@@ -97,8 +143,10 @@ export class MlflowRunTracker implements RunTracker {
   constructor(o: TrackerOptions) {
     this.store = o.store;
     this.runDir = o.runDir;
-    this.runId = o.runId;
-    this.experimentId = o.experimentId;
+    this.currentRunId = o.runId;
+    this.currentExperimentId = o.experimentId;
+    this.placeholderRunId = o.placeholderRunId;
+    if (o.placeholderRunId && o.runId !== o.placeholderRunId) this.runIds.set(o.placeholderRunId, o.runId);
     this.uri = o.store.uri;
     this.journal = new Journal(path.join(o.runDir, JOURNAL_FILE));
     this.flushEvery = Math.max(1, o.flushEvery ?? 50);
@@ -109,7 +157,41 @@ export class MlflowRunTracker implements RunTracker {
     // continue the sequence of a journal left by an earlier process; its pending calls are replayed first
     this.seq = o.journalLastSeq ?? 0;
     this.offline = o.journalPending ?? false;
+    if (o.createOp) {
+      // a run starting offline: its creation is the first call journaled, nothing is sent before it
+      this.offline = true;
+      this.queue.push({ seq: ++this.seq, op: o.createOp, maxStep: 0 });
+    }
     this.writeState();
+  }
+
+  /** The MLflow run id; '' while the run's creation waits in the offline journal. */
+  get runId(): string {
+    return this.pendingCreate ? '' : this.currentRunId;
+  }
+
+  /** The MLflow experiment id; '' while the run's creation waits in the offline journal. */
+  get experimentId(): string {
+    return this.pendingCreate ? '' : this.currentExperimentId;
+  }
+
+  /** True while the MLflow run of a run that started offline has not been created. */
+  get pendingCreate(): boolean {
+    return this.placeholderRunId !== undefined && this.currentRunId === this.placeholderRunId;
+  }
+
+  /** Replay created (or found) a run: persist the mapping before anything else is sent under the real id. */
+  private runCreated(c: CreatedRun): void {
+    this.runIds.set(c.placeholder, c.runId);
+    if (c.placeholder !== this.currentRunId) return;
+    this.currentRunId = c.runId;
+    this.currentExperimentId = c.experimentId;
+    this.writeState(true);
+    try {
+      recordRunInfo(this.runDir, c.runId, c.experimentId);
+    } catch (err) {
+      this.report('run-info write', err);
+    }
   }
 
   /** Queue tracking calls that are not step metrics (the factory uses it for params, tags, artifacts). */
@@ -171,7 +253,7 @@ export class MlflowRunTracker implements RunTracker {
       case 'reconstruction':
         if (e.step > this.skipUpTo) this.metrics.push({ key: 'recon_loss', value: e.loss, timestamp: e.time, step: e.step });
         this.flushBuffered();
-        this.extraOps.push({ type: 'artifact', runId: this.runId, localPath: e.path, artifactPath: 'reconstructions' });
+        this.extraOps.push({ type: 'artifact', runId: this.currentRunId, localPath: e.path, artifactPath: 'reconstructions' });
         this.scheduleFlush();
         return;
       case 'run-end': {
@@ -179,7 +261,7 @@ export class MlflowRunTracker implements RunTracker {
         if (e.error) this.tags.push({ key: 'spark.error', value: e.error.slice(0, 4000) });
         if (e.resumeCommand) this.tags.push({ key: 'spark.resume_command', value: e.resumeCommand });
         this.flushBuffered();
-        this.extraOps.push({ type: 'terminate', runId: this.runId, status, endTime: e.time });
+        this.extraOps.push({ type: 'terminate', runId: this.currentRunId, status, endTime: e.time });
         this.scheduleFlush();
         return;
       }
@@ -193,7 +275,7 @@ export class MlflowRunTracker implements RunTracker {
     if (this.metrics.length || this.tags.length) {
       const maxStep = this.bufferedMaxStep;
       for (const chunk of chunkBatch({ metrics: this.metrics, tags: this.tags })) {
-        this.queue.push({ seq: ++this.seq, op: { type: 'batch', runId: this.runId, batch: chunk }, maxStep });
+        this.queue.push({ seq: ++this.seq, op: { type: 'batch', runId: this.currentRunId, batch: chunk }, maxStep });
       }
       this.metrics = [];
       this.tags = [];
@@ -224,7 +306,7 @@ export class MlflowRunTracker implements RunTracker {
       code: offline ? 'tracking-offline' : 'tracking-online',
       message: offline
         ? `MLflow server unreachable (${why ?? 'network error'}); buffering to ${this.journal.file} and retrying on each flush`
-        : `MLflow server reachable again; offline journal replayed`,
+        : `MLflow server reachable again; offline journal replayed${this.placeholderRunId ? ` (MLflow run ${this.currentRunId})` : ''}`,
     });
     this.writeState();
   }
@@ -239,16 +321,17 @@ export class MlflowRunTracker implements RunTracker {
         this.lastLoggedStep = Math.max(this.lastLoggedStep, q.maxStep);
       }
       this.queue = [];
-      const r = await replayJournal(this.journal.file, this.store);
+      const r = await replayJournal(this.journal.file, this.store, { runIds: this.runIds, onRunCreated: (c) => this.runCreated(c) });
       for (const rej of r.rejected) this.report(`call #${rej.seq}`, new Error(rej.error));
-      if (!r.unreachable) this.setOffline(false);
+      if (r.blocked) this.report('replay', r.blocked);
+      if (!r.unreachable && !r.blocked) this.setOffline(false);
       this.writeState();
       return;
     }
     while (this.queue.length) {
       const q = this.queue[0]!;
       try {
-        await executeOp(this.store, q.op, false);
+        await executeOp(this.store, substituteRunId(q.op, this.runIds), false);
       } catch (err) {
         if (isUnreachable(err)) {
           const maybeSent = err instanceof UnreachableError && err.maybeSent;
@@ -271,15 +354,18 @@ export class MlflowRunTracker implements RunTracker {
   }
 
   private lastStateJson = '';
-  private writeState(): void {
-    const st: TrackingState = { uri: this.uri, experimentId: this.experimentId, runId: this.runId, lastLoggedStep: this.lastLoggedStep };
+  /** Write mlflow.json when it changed. `strict`: a failed write throws (the run-id mapping must be on disk). */
+  private writeState(strict = false): void {
+    const st: TrackingState = { uri: this.uri, experimentId: this.currentExperimentId, runId: this.currentRunId, lastLoggedStep: this.lastLoggedStep };
     if (this.offline) st.offline = true;
+    if (this.placeholderRunId) st.placeholderRunId = this.placeholderRunId;
     const json = JSON.stringify(st, null, 2) + '\n';
     if (json === this.lastStateJson) return;
     try {
       atomicWriteFileSync(path.join(this.runDir, STATE_FILE), json);
       this.lastStateJson = json;
     } catch (err) {
+      if (strict) throw err;
       this.report('state write', err);
     }
   }
@@ -294,6 +380,15 @@ export class MlflowRunTracker implements RunTracker {
     if (this.closed) return this.chain;
     await this.flushNow();
     this.closed = true;
+    // a run that started offline: its run-info gets the MLflow run id even if a concurrent run.json update
+    // (the run's own bookkeeping) overwrote the one written when the run was created
+    if (this.placeholderRunId && !this.pendingCreate) {
+      try {
+        recordRunInfo(this.runDir, this.currentRunId, this.currentExperimentId);
+      } catch (err) {
+        this.report('run-info write', err);
+      }
+    }
   }
 
   /** True while calls wait in the offline journal. */

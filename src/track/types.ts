@@ -108,6 +108,21 @@ export interface TrackingStore {
   getMetricHistory(runId: string, key: string): Promise<Metric[]>;
 }
 
+/**
+ * Tag of the runs spark's run tracker creates on a tracking server: a client-side token, unique per run. MLflow's
+ * `runs/create` is not idempotent, so a create whose answer was lost is found again by searching for this tag
+ * instead of being sent twice.
+ */
+export const CLIENT_TOKEN_TAG = 'spark.client_run_token';
+
+/** Prefix of a client-side placeholder run id: the run's creation still waits in the offline journal. */
+export const PLACEHOLDER_RUN_PREFIX = 'offline-';
+
+/** True for a placeholder run id (never an id MLflow hands out: those are 32 hex digits). */
+export function isPlaceholderRunId(runId: string): boolean {
+  return runId.startsWith(PLACEHOLDER_RUN_PREFIX);
+}
+
 /** Identity of one logged metric point (NaN equals NaN): what replay and sync compare to avoid duplicates. */
 export function metricPointKey(m: Metric): string {
   return `${m.key}|${m.step}|${m.timestamp}|${Number.isNaN(m.value) ? 'nan' : m.value}`;

@@ -118,7 +118,11 @@ function freshState(config: ExperimentConfig, totalSteps: number, spe: number, b
   };
 }
 
-/** The MLflow tracker (a no-op tracker when tracking is disabled). Unreachable servers at start are an error. */
+/**
+ * The MLflow tracker (a no-op tracker when tracking is disabled). An unreachable server does not stop the run: it
+ * starts offline and `tracker.runId` stays '' until the run is created on replay (the tracker then writes the id
+ * into run.json itself).
+ */
 async function openTracker(
   config: ExperimentConfig,
   folder: RunFolder,

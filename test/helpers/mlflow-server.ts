@@ -7,8 +7,9 @@
  * Backed by spark's own file store in a temp folder, which carries MLflow's store semantics (param immutability,
  * key validation, search filters).
  *
- * Test controls: `requests` (every request seen), `failNext(n, status)`, `delayNext(n, ms)`, `stop()`/`start()`
- * (same port: an outage), `requireAuth`.
+ * Test controls: `requests` (every request seen), `failNext(n, status, path?)`, `delayNext(n, ms)`,
+ * `dropAfterProcessing(n, path?)` (the call is carried out, then the connection is closed without an answer),
+ * `stop()`/`start()` (same port: an outage), `requireAuth`.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -113,7 +114,8 @@ export class MlflowTestServer {
   readonly requests: RecordedRequest[] = [];
   /** When set, requests whose Authorization header differs get 401 UNAUTHENTICATED. */
   requireAuth: string | null = null;
-  private failures: Array<{ status: number }> = [];
+  private failures: Array<{ status: number; path?: string }> = [];
+  private drops: Array<{ path?: string }> = [];
   private delays: Array<{ ms: number; after: boolean }> = [];
   private server: http.Server;
   private _port = 0;
@@ -133,9 +135,25 @@ export class MlflowTestServer {
     return `http://127.0.0.1:${this._port}`;
   }
 
-  /** The next `n` requests get `status` (default 503 TEMPORARILY_UNAVAILABLE) without being processed. */
-  failNext(n: number, status = 503): void {
-    for (let i = 0; i < n; i++) this.failures.push({ status });
+  /**
+   * The next `n` requests get `status` (default 503 TEMPORARILY_UNAVAILABLE) without being processed. With
+   * `pathSuffix`, only requests whose path ends with it (e.g. '/runs/log-batch') count.
+   */
+  failNext(n: number, status = 503, pathSuffix?: string): void {
+    for (let i = 0; i < n; i++) this.failures.push({ status, ...(pathSuffix ? { path: pathSuffix } : {}) });
+  }
+
+  /**
+   * The next `n` API calls (whose path ends with `pathSuffix`, when given) are carried out, then their connection
+   * is destroyed without an answer: the client cannot know that its call was stored.
+   */
+  dropAfterProcessing(n: number, pathSuffix?: string): void {
+    for (let i = 0; i < n; i++) this.drops.push(pathSuffix ? { path: pathSuffix } : {});
+  }
+
+  private take<T extends { path?: string }>(list: T[], p: string): T | undefined {
+    const i = list.findIndex((x) => x.path === undefined || p.endsWith(x.path));
+    return i < 0 ? undefined : list.splice(i, 1)[0];
   }
 
   /**
@@ -227,7 +245,7 @@ export class MlflowTestServer {
       rs.writeHead(status, { 'Content-Type': 'application/json' });
       rs.end(JSON.stringify(obj));
     };
-    const fail = this.failures.shift();
+    const fail = this.take(this.failures, url.pathname);
     if (fail) return json(fail.status, { error_code: fail.status === 429 ? 'REQUEST_LIMIT_EXCEEDED' : 'TEMPORARILY_UNAVAILABLE', message: `injected failure (HTTP ${fail.status})` });
     if (this.requireAuth !== null && rq.headers['authorization'] !== this.requireAuth) {
       return json(401, { error_code: 'UNAUTHENTICATED', message: 'You are not authenticated. Please see the documentation for details.' });
@@ -262,6 +280,10 @@ export class MlflowTestServer {
         input = body as Record<string, unknown>;
       } else input = query;
       const out = await route.fn.call(this, input);
+      if (this.take(this.drops, url.pathname)) {
+        rq.socket.destroy();
+        return;
+      }
       if (delay?.after) await new Promise((r) => setTimeout(r, delay.ms));
       json(200, out);
     } catch (e) {

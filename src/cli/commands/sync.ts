@@ -17,7 +17,9 @@ The first form copies the experiments and runs of a local MLflow file store to a
 (usually a server). It is idempotent: synced runs carry the tag spark.source_run_id, a second sync only sends
 what is new (metric points, params, tags, final status).
 The second form replays the calls a run buffered in <runDir>/mlflow-offline.jsonl while its tracking
-server was unreachable (to the run's own tracking URI unless --to is given).
+server was unreachable (to the run's own tracking URI unless --to is given). A run that started while the
+server was unreachable is created first (once: it is found again by its spark.client_run_token tag), and its
+MLflow run id recorded in <runDir>/mlflow.json and run.json.
 
 options:
       --to <uri>            target tracking URI (http://host:5000, or a folder)
@@ -54,6 +56,9 @@ export async function runSync(argv: string[], write: (s: string) => void = (s) =
     const store = openStore(v.to ? resolveTrackingUri(v.to) : state.uri);
     const res = await syncRunJournal(v.run, store);
     write(`replayed ${res.replayed} call(s) of ${v.run} to ${store.uri} (run ${res.state.runId})\n`);
+    for (const c of res.created ?? []) {
+      write(`  ${c.found ? 'found' : 'created'} MLflow run ${c.runId} in experiment ${c.experimentId} for the run that started offline (${c.placeholder})\n`);
+    }
     for (const r of res.rejected) write(`  rejected call #${r.seq}: ${r.error}\n`);
     return res.rejected.length ? 1 : 0;
   }
