@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { resolveConfig } from '../src/spec/index.js';
 import { packageRoot, schemasDir } from '../src/util/paths.js';
 import { readSafetensors, toFloat32 } from '../src/util/safetensors.js';
-import { FINETUNE_DEFAULTS, finetuneSection } from '../src/interop/finetune-config.js';
+import { FINETUNE_DEFAULTS, finetuneSection, resolveAutoAugment } from '../src/interop/finetune-config.js';
 import { runFinetune } from '../src/interop/finetune.js';
 import { importCheckpoint } from '../src/interop/import.js';
 import { WeightEma } from '../src/train/ema.js';
@@ -29,7 +29,7 @@ test('finetune schema: every option is described and its defaults are FINETUNE_D
   const c = resolveConfig({ name: 'x', task: 'finetune', finetune: {} }, { file: 'x.yaml' });
   assert.deepEqual(c.finetune, FINETUNE_DEFAULTS, 'schema defaults = code defaults');
   assert.deepEqual(finetuneSection(c), FINETUNE_DEFAULTS);
-  assert.equal(FINETUNE_DEFAULTS.auto_augment, 'trivial_augment_wide');
+  assert.equal(FINETUNE_DEFAULTS.auto_augment, 'auto', "the reference's choice by input size");
   assert.equal(FINETUNE_DEFAULTS.random_erasing, 0.25);
   assert.equal(FINETUNE_DEFAULTS.ema, null, 'null = the reference decay (recipeFor)');
   assert.equal(FINETUNE_DEFAULTS.repeated_aug, null, 'null = the reference value (recipeFor)');
@@ -37,6 +37,17 @@ test('finetune schema: every option is described and its defaults are FINETUNE_D
   const off = resolveConfig({ name: 'x', task: 'finetune', finetune: { auto_augment: null } }, { file: 'x.yaml' });
   assert.equal(finetuneSection(off).auto_augment, null);
   assert.throws(() => resolveConfig({ name: 'x', task: 'finetune', finetune: { auto_augment: 'v0' } }, { file: 'x.yaml' }));
+  // 'auto' = TrivialAugmentWide below 384 px, AutoAugment 'v0' from 384 px (spec §7.4); explicit values are kept
+  for (const v of ['trivial_augment_wide', 'auto_augment_v0', 'auto'] as const) {
+    assert.equal(finetuneSection(resolveConfig({ name: 'x', task: 'finetune', finetune: { auto_augment: v } }, { file: 'x.yaml' })).auto_augment, v);
+  }
+  assert.equal(resolveAutoAugment('auto', 224), 'trivial_augment_wide');
+  assert.equal(resolveAutoAugment('auto', 383), 'trivial_augment_wide');
+  assert.equal(resolveAutoAugment('auto', 384), 'auto_augment_v0');
+  assert.equal(resolveAutoAugment('auto', 512), 'auto_augment_v0');
+  assert.equal(resolveAutoAugment('trivial_augment_wide', 384), 'trivial_augment_wide');
+  assert.equal(resolveAutoAugment('auto_augment_v0', 224), 'auto_augment_v0');
+  assert.equal(resolveAutoAugment(null, 384), null);
 });
 
 test('EMA (timm ModelEmaV2): ema = d·ema + (1−d)·w for params and BN stats in float32, int buffers copied, no tensor leaks', async () => {

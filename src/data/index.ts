@@ -17,7 +17,7 @@ export { syntheticImage, syntheticLabelled, syntheticLabel, SYNTHETIC_MAX_CLASSE
 export { writeSyntheticFolder, type SyntheticFolder, type SyntheticFolderOptions } from './synthetic-folder.js';
 export { EpochBatchSampler, type StepSlots, type BatchSampler } from './sampler.js';
 export { RepeatAugBatchSampler } from './repeat-sampler.js';
-export { postCrop, flipRgb, hasPostCropDraws, type AutoAugment, type PostCropOptions } from './augment.js';
+export { postCrop, flipRgb, hasPostCropDraws, AUTO_AUGMENTS, type AutoAugment, type PostCropOptions } from './augment.js';
 export { randomErasing, type RandomErasingOptions, type ErasedBox, type ErasingMode } from './random-erasing.js';
 export {
   TA_OPS,
@@ -27,9 +27,40 @@ export {
   sampleTrivialAugment,
   trivialAugmentWide,
   inverseAffineMatrix,
-  affineBicubic,
-  rotateBicubic,
   linspaceF32,
   type TaOp,
   type TaDraw,
 } from './trivial-augment.js';
+export {
+  AA_OPS,
+  AA_V0_POLICY,
+  AA_LEVEL_DENOM,
+  AA_SIGNED,
+  aaHparams,
+  aaLevelToArg,
+  applyAaOp,
+  applyAaDraw,
+  sampleAutoAugment,
+  autoAugmentV0,
+  type AaOp,
+  type AaOpSpec,
+  type AaHparams,
+  type AaDraw,
+  type AaOpDraw,
+  type UniformSource,
+} from './auto-augment.js';
+export {
+  affineBicubic,
+  rotateBicubic,
+  autocontrast,
+  equalize,
+  posterize,
+  solarize,
+  solarizeAdd,
+  invert,
+  brightness,
+  color,
+  contrast,
+  sharpness,
+  type Rgb,
+} from './pil-ops.js';

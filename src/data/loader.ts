@@ -45,7 +45,7 @@ export interface LoaderOptions {
   interpolation?: 'bilinear' | 'bicubic';
   /** Classes of the labelled synthetic variant (withLabels with source 'synthetic'); default 10. */
   syntheticClasses?: number;
-  /** Train modes: TrivialAugmentWide after crop and flip (the fine-tuning recipe, spec §7.4); default none. */
+  /** Train modes: TrivialAugmentWide or AutoAugment 'v0' after crop and flip (the fine-tuning recipe, spec §7.4); default none. */
   autoAugment?: AutoAugment;
   /** Train modes: RandomErasing probability after normalisation (timm mode 'pixel', one box); default 0. */
   randomErasing?: number;

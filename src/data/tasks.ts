@@ -16,7 +16,7 @@ export type DecodeTask =
       scale: [number, number];
       ratio: [number, number];
       hflip: number;
-      /** Fine-tuning: TrivialAugmentWide after the flip. */
+      /** Fine-tuning: TrivialAugmentWide or AutoAugment 'v0' after the flip. */
       autoAugment: AutoAugment;
       /** Fine-tuning: RandomErasing probability after normalisation (0 = none). */
       randomErasing: number;
@@ -35,7 +35,7 @@ export type DecodeTask =
       numClasses: number;
       /** Flip probability; the draw comes from Rng.from(augSeed, 'aug', epoch, position). */
       hflip: number;
-      /** TrivialAugmentWide after the flip, RandomErasing after normalisation (same Rng). */
+      /** Auto-augmentation after the flip, RandomErasing after normalisation (same Rng). */
       autoAugment: AutoAugment;
       randomErasing: number;
       augSeed: number;

@@ -10,6 +10,7 @@ import { Rng, roundHalfEven } from '../util/rng.js';
 import { normalizeRgb } from './normalize.js';
 import { postCrop, type AutoAugment } from './augment.js';
 import type { TaDraw } from './trivial-augment.js';
+import type { AaDraw } from './auto-augment.js';
 import type { ErasedBox } from './random-erasing.js';
 
 export interface CropBox {
@@ -72,7 +73,7 @@ export interface TrainTransform {
   scale: readonly [number, number];
   ratio: readonly [number, number];
   hflip: number;
-  /** Fine-tuning: TrivialAugmentWide after the flip (spec §7.4 step 3); default none. */
+  /** Fine-tuning: TrivialAugmentWide or AutoAugment 'v0' after the flip (spec §7.4 step 3); default none. */
   autoAugment?: AutoAugment;
   /** Fine-tuning: RandomErasing probability after normalisation (spec §7.4 step 6); default 0. */
   randomErasing?: number;
@@ -88,8 +89,10 @@ export interface DecodedImage {
   flipped?: boolean;
   /** Shrink applied at load time before cropping (1 = none), see `preShrinkFactor`. */
   preShrink?: number;
-  /** The TrivialAugmentWide op applied (train with `autoAugment`). */
+  /** The TrivialAugmentWide op applied (train with `autoAugment: 'trivial_augment_wide'`). */
   augment?: TaDraw;
+  /** The AutoAugment 'v0' sub-policy drawn and which ops ran (train with `autoAugment: 'auto_augment_v0'`). */
+  aaDraw?: AaDraw;
   /** The boxes RandomErasing filled (train with `randomErasing`). */
   erased?: ErasedBox[];
 }
@@ -188,7 +191,7 @@ export async function decodeTrain(input: Input, t: TrainTransform, rng: Rng): Pr
     ).data;
   }
   const post = postCrop(pixels, t.size, flipped, { autoAugment: t.autoAugment ?? null, randomErasing: t.randomErasing ?? 0 }, rng);
-  return { data: post.data, width, height, crop, flipped, preShrink: k, ...(post.augment ? { augment: post.augment } : {}), ...(post.erased ? { erased: post.erased } : {}) };
+  return { data: post.data, width, height, crop, flipped, preShrink: k, ...(post.augment ? { augment: post.augment } : {}), ...(post.aaDraw ? { aaDraw: post.aaDraw } : {}), ...(post.erased ? { erased: post.erased } : {}) };
 }
 
 export interface EvalOptions {

@@ -19,7 +19,7 @@ import type { SafeTensor } from '../util/safetensors.js';
 import { Rng } from '../util/rng.js';
 import { DataError, UsageError } from '../util/errors.js';
 import { loadEncoderState } from './export.js';
-import { finetuneSection, resolveInitPath, type FinetuneConfig } from './finetune-config.js';
+import { finetuneSection, resolveAutoAugment, resolveInitPath, type FinetuneConfig } from './finetune-config.js';
 
 export interface DownstreamOptions {
   config: ExperimentConfig;
@@ -192,7 +192,7 @@ export async function labelledLoader(
     augment: opts.augment,
     withLabels: true,
     ...(root ? { root } : {}),
-    ...(opts.augment === 'eval' ? { shuffle: false, cropPct: opts.ft.eval_crop_pct, interpolation: 'bicubic' as const } : { cropScale: opts.ft.crop_scale, autoAugment: opts.ft.auto_augment, randomErasing: opts.ft.random_erasing }),
+    ...(opts.augment === 'eval' ? { shuffle: false, cropPct: opts.ft.eval_crop_pct, interpolation: 'bicubic' as const } : { cropScale: opts.ft.crop_scale, autoAugment: resolveAutoAugment(opts.ft.auto_augment, config.data.input_size), randomErasing: opts.ft.random_erasing }),
     ...(opts.runDir ? { runDir: opts.runDir } : {}),
     ...(opts.warn ? { onWarning: opts.warn } : {}),
     ...(opts.repeats !== undefined ? { repeats: opts.repeats } : {}),

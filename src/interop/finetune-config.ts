@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import type { EncoderSpec, ExperimentConfig } from '../spec/types.js';
+import type { AutoAugment } from '../data/index.js';
 import { resolveEncoder } from '../models/registry.js';
 
 export interface ProbeConfig {
@@ -11,6 +12,17 @@ export interface ProbeConfig {
   lr: number;
   weight_decay: number;
   batch_size: number;
+}
+
+export type FinetuneAutoAugment = 'auto' | 'trivial_augment_wide' | 'auto_augment_v0' | null;
+
+/** Input size from which the reference keeps timm's AutoAugment 'v0' instead of TrivialAugmentWide (spec §7.4). */
+export const AUTO_AUGMENT_V0_FROM = 384;
+
+/** `finetune.auto_augment` as the data pipeline takes it: 'auto' → TrivialAugmentWide below 384 px, AutoAugment 'v0' from 384. */
+export function resolveAutoAugment(value: FinetuneAutoAugment, inputSize: number): AutoAugment {
+  if (value === 'auto') return inputSize >= AUTO_AUGMENT_V0_FROM ? 'auto_augment_v0' : 'trivial_augment_wide';
+  return value;
 }
 
 export interface FinetuneConfig {
@@ -24,8 +36,11 @@ export interface FinetuneConfig {
   mix_prob: number;
   switch_prob: number;
   crop_scale: [number, number];
-  /** TrivialAugmentWide after crop and flip (spec §7.4 step 3); null = none. */
-  auto_augment: 'trivial_augment_wide' | null;
+  /**
+   * Auto-augmentation after crop and flip (spec §7.4 step 3): 'auto' = the reference's choice by input size
+   * (TrivialAugmentWide below 384 px, timm AutoAugment 'v0' from 384), or either one explicitly; null = none.
+   */
+  auto_augment: FinetuneAutoAugment;
   /** RandomErasing probability (timm mode 'pixel', one box, spec §7.4 step 6); 0 = none. */
   random_erasing: number;
   /** Repeated augmentation (timm RepeatAugSampler); null = the reference's (3 for ConvNeXt, 0 for ResNets); 0/1 = off. */
@@ -48,7 +63,7 @@ export const FINETUNE_DEFAULTS: FinetuneConfig = {
   mix_prob: 1.0,
   switch_prob: 0.5,
   crop_scale: [0.08, 1.0],
-  auto_augment: 'trivial_augment_wide',
+  auto_augment: 'auto',
   random_erasing: 0.25,
   repeated_aug: null,
   ema: null,

@@ -1,8 +1,8 @@
 /**
  * `runFinetune`: fine-tuning of a pre-trained encoder with a classification head, the reference recipe of spec §7:
  * layer-wise lr decay, AdamW (ConvNeXt) or LAMB without bias correction (ResNets), constant weight decay, warmup +
- * cosine lr, RandomResizedCrop + flip + TrivialAugmentWide + RandomErasing (in the data workers), repeated
- * augmentation for ConvNeXt, mixup/CutMix with label smoothing, and an EMA of the weights evaluated next to the plain
+ * cosine lr, RandomResizedCrop + flip + TrivialAugmentWide (AutoAugment 'v0' from 384 px) + RandomErasing (in the data
+ * workers), repeated augmentation for ConvNeXt, mixup/CutMix with label smoothing, and an EMA of the weights evaluated next to the plain
  * model. Checkpoints (encoder + head, optimizer moments, EMA, step, evaluation results) are written atomically every
  * `output.checkpoint_every` steps, at the end and when interrupted; `resumeDir` continues a run exactly, because every
  * random draw is a pure function of (seed, step).
@@ -40,7 +40,7 @@ import {
   type DownstreamOptions,
   type DownstreamResult,
 } from './downstream.js';
-import { finetuneSection, recipeFor, resolveInitPath } from './finetune-config.js';
+import { finetuneSection, recipeFor, resolveAutoAugment, resolveInitPath } from './finetune-config.js';
 import { layerDecay } from './layer-decay.js';
 
 export interface FinetuneOptions extends Omit<DownstreamOptions, 'config'> {
@@ -240,11 +240,12 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
     task = state.taskState as unknown as FinetuneTaskState;
 
     emitRunStart(sess, config, specPath, info.name, backend.name, total, spe, startStep);
+    const autoAugment = resolveAutoAugment(ft.auto_augment, config.data.input_size);
     const what = [
       `${kind}${kind === 'lamb' ? ' (no bias correction, trust ratio on all groups)' : ''}`,
       `layer decay ${ft.layer_decay ?? recipe.layerDecay}`,
       `mixup ${mix.mixup}, cutmix ${mix.cutmix}, label smoothing ${ft.label_smoothing}`,
-      `${ft.auto_augment ?? 'no auto-augment'}, random erasing ${ft.random_erasing}`,
+      `${autoAugment ?? 'no auto-augment'}${ft.auto_augment === 'auto' && autoAugment ? ` (auto at ${config.data.input_size} px)` : ''}, random erasing ${ft.random_erasing}`,
       `repeated augmentation ${repeats > 1 ? `×${repeats}` : 'off'}`,
       `EMA ${ema ? emaDecay : 'off'}`,
       `drop path ${dropPath}`,
