@@ -189,6 +189,50 @@ test('workers = 2 produce exactly the batches of main-thread decoding', async ()
   await Promise.all([f0.close(), f2.close(), plain.close()]);
 });
 
+test('fine-tuning loader: AutoAugment v0 decodes byte for byte the same in 2 workers as on the main thread; drop-last epochs', async () => {
+  const ft = { batchSize: 4, seed: 6, augment: 'finetune' as const, withLabels: true, autoAugment: 'auto_augment_v0' as const, randomErasing: 0.25 };
+  const a0 = await createLoader(cfg({ root, workers: 0 }), ft);
+  const a2 = await createLoader(cfg({ root, workers: 2, prefetch: 1 }), ft);
+  const plain = await createLoader(cfg({ root, workers: 0 }), { ...ft, autoAugment: null, randomErasing: 0 });
+  assert.equal(a0.stepsPerEpoch, 2, 'drop-last: floor(11 / 4)');
+  const A0 = await batches(a0, 4);
+  const A2 = await batches(a2, 4);
+  const P = await batches(plain, 4);
+  const per = 32 * 32 * 3;
+  let changed = 0;
+  for (let i = 0; i < 4; i++) {
+    sameBatch(A0[i]!, A2[i]!, 'workers, AutoAugment v0 + RandomErasing');
+    assert.deepEqual(A0[i]!.indices, P[i]!.indices);
+    for (let k = 0; k < 4; k++) if (!Buffer.from(A0[i]!.images.buffer, k * per * 4, per * 4).equals(Buffer.from(P[i]!.images.buffer, k * per * 4, per * 4))) changed++;
+  }
+  assert.ok(changed >= 8, `AutoAugment changed ${changed} of 16 images (ops run with their probabilities)`);
+  // each epoch: 8 distinct images of the 11, in 2 full batches, none of them wrap-around fill
+  for (const ep of [0, 1]) {
+    const b = A0.slice(ep * 2, ep * 2 + 2);
+    assert.deepEqual(b.map((x) => x.epoch), [ep, ep]);
+    assert.deepEqual(b.map((x) => x.fresh), [4, 4]);
+    assert.equal(new Set(b.flatMap((x) => x.indices)).size, 8);
+  }
+  assert.notDeepEqual(A0.slice(0, 2).flatMap((x) => x.indices), A0.slice(2, 4).flatMap((x) => x.indices), 'a new permutation per epoch');
+  await Promise.all([a0.close(), a2.close(), plain.close()]);
+  // dropLast false: the pre-training sampler's ceil(N / B) epochs with wrap-around fill (how older fine-tuning runs resume)
+  const wrap = await createLoader(cfg({ root }), { ...ft, dropLast: false });
+  assert.equal(wrap.stepsPerEpoch, 3);
+  const W = await batches(wrap, 3);
+  assert.deepEqual(W.map((x) => x.fresh), [4, 4, 3]);
+  assert.deepEqual(W.slice(0, 2).flatMap((x) => x.indices), A0.slice(0, 2).flatMap((x) => x.indices), 'the same epoch permutation');
+  await wrap.close();
+  // pre-training keeps ceil(N / B); fewer images than a batch: one fine-tuning step per epoch
+  const pre = await createLoader(cfg({ root }), { batchSize: 4, seed: 6, augment: 'pretrain' });
+  assert.equal(pre.stepsPerEpoch, 3);
+  const big = await createLoader(cfg({ root }), { ...ft, autoAugment: null, batchSize: 16 });
+  assert.equal(big.stepsPerEpoch, 1);
+  const g = await big.next();
+  assert.equal(g.fresh, 11);
+  assert.equal(new Set(g.indices).size, 11, 'every image once, then 5 wrap-around');
+  await Promise.all([pre.close(), big.close()]);
+});
+
 test('repeated augmentation: the copies of an image get their own augmentation draws; workers agree; eval ignores it', async () => {
   const opts = { batchSize: 6, seed: 4, augment: 'finetune' as const, withLabels: true, autoAugment: 'trivial_augment_wide' as const, randomErasing: 0.25, repeats: 3 };
   const a = await createLoader(cfg({ root, workers: 0 }), opts);

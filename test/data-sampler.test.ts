@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EpochBatchSampler, RepeatAugBatchSampler } from '../src/data/index.js';
+import { EpochBatchSampler, RepeatAugBatchSampler, epochSteps } from '../src/data/index.js';
 
 test('sampler: ceil(N/B) steps per epoch, full batches, wrap fill from the same epoch order', () => {
   const s = new EpochBatchSampler(10, 4, 123);
@@ -65,4 +65,45 @@ test('repeated augmentation sampler (timm RepeatAugSampler, one rank): floor(N/B
   const v = new RepeatAugBatchSampler(10, 4, 123, 3);
   assert.deepEqual(v.slots(7), s.slots(7));
   assert.throws(() => new RepeatAugBatchSampler(10, 4, 1, 0), RangeError);
+});
+
+test('drop-last sampler (fine-tuning, DistributedSampler(drop_last=True)): floor(N/B) full batches of each epoch permutation, the rest dropped', () => {
+  const plain = new EpochBatchSampler(10, 4, 123);
+  const s = new EpochBatchSampler(10, 4, 123, true, { dropLast: true });
+  assert.equal(s.stepsPerEpoch, 2, 'floor(10 / 4)');
+  assert.equal(epochSteps(10, 4, true), 2);
+  assert.equal(epochSteps(10, 4, false), 3);
+  for (const epoch of [0, 1, 7]) {
+    const order = [...plain.order(epoch)];
+    assert.deepEqual([...s.order(epoch)], order, 'the same epoch permutations as the pre-training sampler');
+    const got = [0, 1].map((k) => s.slots(epoch * 2 + k));
+    for (const g of got) {
+      assert.equal(g.epoch, epoch);
+      assert.equal(g.fresh, 4, 'every slot is a first visit');
+    }
+    assert.deepEqual(got.flatMap((g) => g.indices), order.slice(0, 8), 'the first floor(N/B)·B of the permutation; the last 2 sit the epoch out');
+    assert.deepEqual(got.flatMap((g) => g.positions), [0, 1, 2, 3, 4, 5, 6, 7]);
+  }
+  assert.notDeepEqual(s.slots(2).indices, s.slots(0).indices, 'a fresh permutation each epoch');
+  // over many epochs every image is seen about equally often
+  const seen = new Array<number>(10).fill(0);
+  for (let k = 0; k < 2000; k++) for (const i of s.slots(k).indices) seen[i]!++;
+  for (const n of seen) assert.ok(Math.abs(n / 800 - 1) < 0.1, `seen ${n} times in 1000 epochs, expected ~800`);
+  // N divisible by B: the same batches as the pre-training sampler
+  const a = new EpochBatchSampler(12, 4, 5);
+  const b = new EpochBatchSampler(12, 4, 5, true, { dropLast: true });
+  assert.equal(b.stepsPerEpoch, 3);
+  for (let k = 0; k < 9; k++) assert.deepEqual(b.slots(k), a.slots(k));
+  // fewer images than a batch: one step per epoch (not zero), filled by wrapping around the permutation
+  const u = new EpochBatchSampler(3, 7, 1, true, { dropLast: true });
+  assert.equal(u.stepsPerEpoch, 1);
+  assert.equal(epochSteps(3, 7, true), 1);
+  const uo = [...u.order(0)];
+  assert.deepEqual(u.slots(0).indices, [...uo, ...uo, uo[0]]);
+  assert.equal(u.slots(0).fresh, 3);
+  assert.equal(u.slots(1).epoch, 1);
+  // pure function of (seed, step); shuffle off = the identity order
+  assert.deepEqual(new EpochBatchSampler(10, 4, 123, true, { dropLast: true }).slots(5), s.slots(5));
+  const id = new EpochBatchSampler(5, 2, 7, false, { dropLast: true });
+  assert.deepEqual([0, 1, 2, 3].map((k) => id.slots(k).indices), [[0, 1], [2, 3], [0, 1], [2, 3]]);
 });

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { resolveConfig } from '../src/spec/index.js';
@@ -18,6 +18,8 @@ import { readStore } from '../src/track/index.js';
 import { testBackend } from './helpers/backend.js';
 import { tmpDir } from './helpers/train.js';
 import { tinyLabelledData, tinyFinetuneConfig } from './helpers/finetune.js';
+import { writeSyntheticFolder } from '../src/data/index.js';
+import type { RunEvent } from '../src/train/events.js';
 
 test('finetune schema: every option is described and its defaults are FINETUNE_DEFAULTS (the reference recipe)', () => {
   const schema = JSON.parse(readFileSync(path.join(schemasDir(), 'finetune.schema.json'), 'utf8')) as { properties: Record<string, { description?: string; default?: unknown; properties?: Record<string, { description?: string }> }> };
@@ -159,4 +161,67 @@ test('spark finetune with EMA: both models evaluated and logged, best = max over
   assert.equal(existsSync(path.join(r0.runDir, 'model-ema.safetensors')), false);
   assert.equal(existsSync(path.join(r0.runDir, 'checkpoint', 'ema.safetensors')), false);
   assert.equal(tf.memory().numTensors, before);
+});
+
+test('spark finetune of a ResNet (no repeated augmentation): drop-last epochs of floor(N/B) steps, kept by --resume; AutoAugment v0 in the workers; older runs resume with their wrap-around sampler', async () => {
+  await testBackend();
+  // 9 training images (3 classes × 3), batch 4: drop-last epochs of floor(9/4) = 2 steps (the wrap-around sampler has 3)
+  const data = tmpDir('spark-ft9-');
+  await writeSyntheticFolder(path.join(data, 'train'), { classes: 3, perClass: 3, size: 32, seed: 1 });
+  await writeSyntheticFolder(path.join(data, 'val'), { classes: 3, perClass: 1, size: 32, seed: 2 });
+  const out = tmpDir();
+  const spec = { dataDir: data, outDir: out, steps: 4, encoder: '{family: resnet, layers: [1, 1, 1, 1], width: 4}', extra: 'auto_augment: auto_augment_v0, ema: 0' };
+  const collect = (into: RunEvent[]) => [{ onEvent: (e: RunEvent) => void into.push(e) }];
+  const stepLosses = (ev: RunEvent[]) => ev.flatMap((e) => (e.type === 'step' ? [e.loss] : []));
+  const evalSteps = (ev: RunEvent[]) => ev.flatMap((e) => (e.type === 'metrics' ? [e.step] : []));
+  const runStart = (ev: RunEvent[]) => ev.find((e) => e.type === 'run-start') as Extract<RunEvent, { type: 'run-start' }>;
+  const logText = (ev: RunEvent[]) => ev.flatMap((e) => (e.type === 'log' ? [e.message] : [])).join('\n');
+
+  // uninterrupted
+  const full: RunEvent[] = [];
+  const r = await runFinetune({ ...(await tinyFinetuneConfig({ ...spec, name: 'full' })), subscribers: collect(full) });
+  assert.equal(r.status, 'FINISHED');
+  assert.deepEqual([runStart(full).stepsPerEpoch, runStart(full).totalSteps, runStart(full).totalEpochs], [2, 4, 2]);
+  assert.deepEqual(evalSteps(full), [2, 4], 'an evaluation after each 2-step epoch');
+  assert.deepEqual(full.flatMap((e) => (e.type === 'step' ? [[e.epoch, e.epochStep]] : [])), [[1, 1], [1, 2], [2, 1], [2, 2]]);
+  assert.match(logText(full), /lamb.*auto_augment_v0.*drop-last sampler, 2 steps per epoch/s);
+  const info = JSON.parse(readFileSync(path.join(r.runDir, 'run.json'), 'utf8')) as { finetune: { dropLast?: boolean } };
+  assert.equal(info.finetune.dropLast, true, 'run.json records the sampler for --resume');
+  assert.equal((JSON.parse(readFileSync(path.join(r.runDir, 'checkpoint', 'state.json'), 'utf8')) as { stepsPerEpoch: number }).stepsPerEpoch, 2);
+
+  // stopped after step 3 (mid-epoch 2), resumed: the same 2-step epochs and the same losses
+  const stop = new AbortController();
+  const cut: RunEvent[] = [];
+  const c = await tinyFinetuneConfig({ ...spec, name: 'cut' });
+  const first = await runFinetune({ ...c, subscribers: collect(cut), signal: stop.signal, onStep: (s) => void (s === 3 && stop.abort()) });
+  assert.equal(first.status, 'KILLED');
+  const resumed: RunEvent[] = [];
+  const r2 = await runFinetune({ resumeDir: first.runDir, specPath: null, subscribers: collect(resumed) });
+  assert.equal(r2.status, 'FINISHED');
+  assert.deepEqual([runStart(resumed).stepsPerEpoch, runStart(resumed).totalSteps, runStart(resumed).startStep], [2, 4, 3]);
+  assert.ok(!resumed.some((e) => e.type === 'warning'), 'no warnings');
+  assert.deepEqual([...evalSteps(cut), ...evalSteps(resumed)], [2, 4]);
+  const losses = [...stepLosses(cut), ...stepLosses(resumed)];
+  assert.equal(losses.length, 4);
+  losses.forEach((l, i) => assert.ok(Math.abs(l - stepLosses(full)[i]!) <= 1e-6, `step ${i + 1}: ${l} vs ${stepLosses(full)[i]}`));
+  assert.equal(r2.top1, r.top1);
+
+  // a run started before the drop-last sampler (run.json without dropLast, 3 steps per epoch in its checkpoint)
+  // resumes with the wrap-around sampler it was started with
+  const stop2 = new AbortController();
+  const old = await runFinetune({ ...(await tinyFinetuneConfig({ ...spec, name: 'old' })), subscribers: [], signal: stop2.signal, onStep: (s) => void (s === 1 && stop2.abort()) });
+  assert.equal(old.status, 'KILLED');
+  const runJson = path.join(old.runDir, 'run.json');
+  const ri = JSON.parse(readFileSync(runJson, 'utf8')) as { finetune: Record<string, unknown> };
+  delete ri.finetune['dropLast'];
+  writeFileSync(runJson, JSON.stringify(ri, null, 2));
+  const stateJson = path.join(old.runDir, 'checkpoint', 'state.json');
+  writeFileSync(stateJson, JSON.stringify({ ...(JSON.parse(readFileSync(stateJson, 'utf8')) as object), stepsPerEpoch: 3 }));
+  const legacy: RunEvent[] = [];
+  const r3 = await runFinetune({ resumeDir: old.runDir, specPath: null, subscribers: collect(legacy) });
+  assert.equal(r3.status, 'FINISHED');
+  assert.deepEqual([runStart(legacy).stepsPerEpoch, runStart(legacy).startStep], [3, 1]);
+  assert.ok(!legacy.some((e) => e.type === 'warning'));
+  assert.match(logText(legacy), /wrap-around sampler, 3 steps per epoch/);
+  assert.deepEqual(evalSteps(legacy), [3, 4]);
 });

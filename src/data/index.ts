@@ -15,7 +15,7 @@ export {
 } from './transforms.js';
 export { syntheticImage, syntheticLabelled, syntheticLabel, SYNTHETIC_MAX_CLASSES, SHAPE_KINDS, FILL_KINDS } from './synthetic.js';
 export { writeSyntheticFolder, type SyntheticFolder, type SyntheticFolderOptions } from './synthetic-folder.js';
-export { EpochBatchSampler, type StepSlots, type BatchSampler } from './sampler.js';
+export { EpochBatchSampler, epochSteps, type EpochSamplerOptions, type StepSlots, type BatchSampler } from './sampler.js';
 export { RepeatAugBatchSampler } from './repeat-sampler.js';
 export { postCrop, flipRgb, hasPostCropDraws, AUTO_AUGMENTS, type AutoAugment, type PostCropOptions } from './augment.js';
 export { randomErasing, type RandomErasingOptions, type ErasedBox, type ErasingMode } from './random-erasing.js';

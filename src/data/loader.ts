@@ -52,9 +52,16 @@ export interface LoaderOptions {
   /**
    * Repeated augmentation (timm RepeatAugSampler, see repeat-sampler.ts): each selected image appears this many times
    * per epoch with independent augmentations, and an epoch is floor(N / batch) full batches. 0 or 1 = the plain
-   * sampler (ceil(N / batch) steps, every image once).
+   * sampler (every image at most once per epoch, see `dropLast`).
    */
   repeats?: number;
+  /**
+   * The plain sampler drops the last partial batch: an epoch is max(1, floor(N / batch)) full batches of the epoch's
+   * permutation (the ResNet fine-tuning recipe, `DistributedSampler(drop_last=True)`, spec §7.4); when N < batch the
+   * one batch wraps around. false = ceil(N / batch) steps, the last batch filled by wrapping around (pre-training,
+   * spec §6.1). Default: true for 'finetune', false otherwise (eval always false).
+   */
+  dropLast?: boolean;
 }
 
 export interface Batch {
@@ -70,7 +77,7 @@ export interface Batch {
   /** Dataset index of each image (after skipped-file replacement). */
   indices: number[];
   labels: Int32Array | null;
-  /** Leading entries that are first visits of the epoch; the rest are the last batch's wrap-around fill. */
+  /** Leading entries that are first visits of the epoch; the rest are wrap-around fill (a last or only batch). */
   fresh: number;
 }
 
@@ -360,8 +367,9 @@ export async function createLoader(cfg: DataConfig, opts: LoaderOptions): Promis
   if (opts.repeats !== undefined) checkInt('repeats', opts.repeats, 0);
   const shuffle = opts.shuffle ?? opts.augment !== 'eval';
   const repeats = opts.augment === 'eval' ? 1 : (opts.repeats ?? 1);
+  const dropLast = opts.augment === 'eval' ? false : (opts.dropLast ?? opts.augment === 'finetune');
   const sampler: BatchSampler =
-    repeats > 1 ? new RepeatAugBatchSampler(ds.n, opts.batchSize, opts.seed, repeats, shuffle) : new EpochBatchSampler(ds.n, opts.batchSize, opts.seed, shuffle);
+    repeats > 1 ? new RepeatAugBatchSampler(ds.n, opts.batchSize, opts.seed, repeats, shuffle) : new EpochBatchSampler(ds.n, opts.batchSize, opts.seed, shuffle, { dropLast });
   const exec: Executor =
     cfg.workers > 0 ? new DecodePool(cfg.workers) : new InlineExecutor(Math.max(2, Math.min(8, os.availableParallelism())));
   return new DataLoader(ds, sampler, exec, cfg.prefetch, opts, cfg.input_size);

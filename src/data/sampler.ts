@@ -3,6 +3,12 @@
  * permutation of the N images; an epoch has ceil(N / B) iterations, and the permutation is extended with its own
  * beginning ("filling" by wrapping around) so every batch is full. Epoch e's permutation comes from
  * `Rng.from(seed, 'epoch', e)`, so the batch of global step s is a pure function of (seed, s) and resume is exact.
+ *
+ * With `dropLast` it is instead the fine-tuning sampler of the ResNet recipe (spec §7.4: a plain
+ * `DistributedSampler(drop_last=True)` under a DataLoader that drops the last partial batch, in one process): an epoch
+ * is floor(N / B) full batches taken in order from the epoch's permutation, the N mod B images left over are not
+ * seen that epoch (the next epoch is a fresh permutation). When N < B the epoch is one batch, filled by wrapping
+ * around the permutation as above (so every image is seen and some twice) rather than no batch at all.
  */
 import { Rng } from '../util/rng.js';
 
@@ -29,8 +35,19 @@ export interface BatchSampler {
   indexAt(epoch: number, position: number): number;
 }
 
+export interface EpochSamplerOptions {
+  /** floor(N / B) steps per epoch (at least 1), the remainder dropped; default false = ceil(N / B) with wrap fill. */
+  dropLast?: boolean;
+}
+
+/** Steps per epoch of the plain sampler: ceil(N / B), or max(1, floor(N / B)) when the last partial batch is dropped. */
+export function epochSteps(numItems: number, batchSize: number, dropLast: boolean): number {
+  return dropLast ? Math.max(1, Math.floor(numItems / batchSize)) : Math.ceil(numItems / batchSize);
+}
+
 export class EpochBatchSampler implements BatchSampler {
   readonly stepsPerEpoch: number;
+  readonly dropLast: boolean;
   private cache = new Map<number, Int32Array>();
 
   constructor(
@@ -38,10 +55,12 @@ export class EpochBatchSampler implements BatchSampler {
     readonly batchSize: number,
     readonly seed: number,
     readonly shuffle = true,
+    opts: EpochSamplerOptions = {},
   ) {
     if (!Number.isInteger(numItems) || numItems < 1) throw new RangeError(`sampler: need at least one item, got ${numItems}`);
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`sampler: batch size must be a positive integer, got ${batchSize}`);
-    this.stepsPerEpoch = Math.ceil(numItems / batchSize);
+    this.dropLast = opts.dropLast ?? false;
+    this.stepsPerEpoch = epochSteps(numItems, batchSize, this.dropLast);
   }
 
   get cycle(): number {

@@ -184,7 +184,7 @@ export function withSuffix(config: ExperimentConfig, suffix: string | undefined)
 export async function labelledLoader(
   config: ExperimentConfig,
   root: string | null,
-  opts: { augment: 'finetune' | 'eval'; batchSize: number; ft: FinetuneConfig; runDir?: string; warn?: (c: string, m: string) => void; repeats?: number; startStep?: number },
+  opts: { augment: 'finetune' | 'eval'; batchSize: number; ft: FinetuneConfig; runDir?: string; warn?: (c: string, m: string) => void; repeats?: number; startStep?: number; dropLast?: boolean },
 ): Promise<Loader> {
   const loader = await createLoader(config.data, {
     batchSize: opts.batchSize,
@@ -196,6 +196,7 @@ export async function labelledLoader(
     ...(opts.runDir ? { runDir: opts.runDir } : {}),
     ...(opts.warn ? { onWarning: opts.warn } : {}),
     ...(opts.repeats !== undefined ? { repeats: opts.repeats } : {}),
+    ...(opts.dropLast !== undefined ? { dropLast: opts.dropLast } : {}),
     ...(opts.startStep ? { startStep: opts.startStep } : {}),
   });
   return loader;

@@ -2,8 +2,9 @@
  * `runFinetune`: fine-tuning of a pre-trained encoder with a classification head, the reference recipe of spec §7:
  * layer-wise lr decay, AdamW (ConvNeXt) or LAMB without bias correction (ResNets), constant weight decay, warmup +
  * cosine lr, RandomResizedCrop + flip + TrivialAugmentWide (AutoAugment 'v0' from 384 px) + RandomErasing (in the data
- * workers), repeated augmentation for ConvNeXt, mixup/CutMix with label smoothing, and an EMA of the weights evaluated next to the plain
- * model. Checkpoints (encoder + head, optimizer moments, EMA, step, evaluation results) are written atomically every
+ * workers), repeated augmentation for ConvNeXt and a drop-last sampler otherwise (floor(N / batch) steps per epoch),
+ * mixup/CutMix with label smoothing, and an EMA of the weights evaluated next to the plain model. Checkpoints
+ * (encoder + head, optimizer moments, EMA, step, evaluation results) are written atomically every
  * `output.checkpoint_every` steps, at the end and when interrupted; `resumeDir` continues a run exactly, because every
  * random draw is a pure function of (seed, step).
  */
@@ -82,6 +83,11 @@ interface FinetuneTaskState {
 interface FinetuneRunInfo {
   init: string | null;
   encoder: EncoderSpec;
+  /**
+   * The plain sampler drops the last partial batch (floor(N / batch) steps per epoch). Absent in runs started before
+   * spark had the drop-last sampler: those resume with the wrap-around sampler they started with (ceil(N / batch)).
+   */
+  dropLast?: boolean;
 }
 
 const EMA_FILE = 'ema.safetensors';
@@ -142,6 +148,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
   let resumeFolder: RunFolder | undefined;
   let resumeState: TrainState | null = null;
   let encSpec: EncoderSpec;
+  let dropLast = true;
   let tensors: Map<string, SafeTensor> | null = null;
   let resolvedYaml = opts.resolvedYaml;
   if (opts.resumeDir) {
@@ -154,6 +161,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
     specPath = info.specPath ?? null;
     init = ftInfo.init;
     encSpec = ftInfo.encoder;
+    dropLast = ftInfo.dropLast === true;
     if (resumeFolder.hasCheckpoint()) resumeState = (await loadCheckpoint(resumeFolder.checkpointDir)).state;
   } else {
     if (!opts.config) throw new UsageError('runFinetune: a config is required for a new run');
@@ -172,7 +180,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
   const seed = config.runtime.seed;
   if (resumeState && resumeState.seed !== seed) throw new UsageError(`${opts.resumeDir}: checkpoint seed ${resumeState.seed} differs from config seed ${seed}`);
   const sess = await openSession({ ...opts, config, specPath, ...(resolvedYaml ? { resolvedYaml } : {}) }, config, resumeFolder);
-  if (!resumeFolder) await sess.folder.updateRunInfo({ finetune: { init, encoder: encSpec } satisfies FinetuneRunInfo });
+  if (!resumeFolder) await sess.folder.updateRunInfo({ finetune: { init, encoder: encSpec, dropLast } satisfies FinetuneRunInfo });
   const folder = sess.folder;
   const warn = (code: string, message: string) => sess.bus.emit({ type: 'warning', time: Date.now(), code, message });
   const startStep = resumeState?.step ?? 0;
@@ -189,7 +197,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
   let task: FinetuneTaskState | null = null;
   try {
     const repeats = ft.repeated_aug ?? recipe.repeatedAug;
-    train = await labelledLoader(config, null, { augment: 'finetune', batchSize: config.train.batch_size, ft, runDir: folder.dir, warn, repeats, startStep });
+    // epochs: RepeatAugSampler (repeats > 1) or the drop-last sampler, both floor(N / batch) steps (at least 1)
+    train = await labelledLoader(config, null, { augment: 'finetune', batchSize: config.train.batch_size, ft, runDir: folder.dir, warn, repeats, startStep, dropLast });
     val = await labelledLoader(config, config.data.val_root, { augment: 'eval', batchSize: config.train.batch_size, ft });
     checkClasses(train, val, config);
     const numClasses = ft.num_classes ?? train.classes!.length;
@@ -203,6 +212,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
     opt = kind === 'adamw' ? new AdamW(groups, { betas, eps: 1e-8 }) : new Lamb(groups, { betas, eps: 1e-6, biasCorrection: false, alwaysAdapt: true, maxGradNorm: 0 });
     const lossKind: 'ce' | 'bce' = kind === 'lamb' ? 'bce' : 'ce';
     spe = train.stepsPerEpoch;
+    if (resumeState && resumeState.stepsPerEpoch !== spe) {
+      warn('steps-per-epoch-changed', `the checkpoint was written with ${resumeState.stepsPerEpoch} steps per epoch, the data now gives ${spe} (${train.numImages} images, batch ${config.train.batch_size}): the schedule and the epoch boundaries change from here on`);
+    }
     const schedule = makeSchedule({ ...config.train, accumulate: 1, optimizer: { ...config.train.optimizer, weight_decay_end: config.train.optimizer.weight_decay } }, spe);
     const total = schedule.maxIters;
     const mix = { mixup: ft.mixup ?? recipe.mixup, cutmix: ft.cutmix, mix_prob: ft.mix_prob, switch_prob: ft.switch_prob };
@@ -246,7 +258,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
       `layer decay ${ft.layer_decay ?? recipe.layerDecay}`,
       `mixup ${mix.mixup}, cutmix ${mix.cutmix}, label smoothing ${ft.label_smoothing}`,
       `${autoAugment ?? 'no auto-augment'}${ft.auto_augment === 'auto' && autoAugment ? ` (auto at ${config.data.input_size} px)` : ''}, random erasing ${ft.random_erasing}`,
-      `repeated augmentation ${repeats > 1 ? `×${repeats}` : 'off'}`,
+      repeats > 1 ? `repeated augmentation ×${repeats}` : `${dropLast ? 'drop-last' : 'wrap-around'} sampler, ${spe} steps per epoch`,
       `EMA ${ema ? emaDecay : 'off'}`,
       `drop path ${dropPath}`,
       `${numClasses} classes`,

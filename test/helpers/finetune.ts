@@ -21,13 +21,14 @@ export async function tinyLabelledData(): Promise<string> {
  * default (TrivialAugmentWide, RandomErasing, repeated augmentation ×3 → 4 steps per epoch, mixup/CutMix, EMA), plus
  * drop path so its draws are exercised too.
  */
-export function tinyFinetuneYaml(o: { dataDir: string; outDir: string; name: string; steps?: number; checkpointEvery?: number; tracking?: string | null; extra?: string }): string {
+/** `encoder` replaces the tiny ConvNeXt (a YAML flow mapping, e.g. a tiny ResNet). */
+export function tinyFinetuneYaml(o: { dataDir: string; outDir: string; name: string; steps?: number; checkpointEvery?: number; tracking?: string | null; extra?: string; encoder?: string }): string {
   const backend = process.env['SPARK_BACKEND'] ?? 'auto';
   const tracking = o.tracking ? `{uri: ${JSON.stringify(o.tracking)}, experiment: finetune}` : '{enabled: false}';
   return `name: ${o.name}
 task: finetune
 model:
-  encoder: {family: convnext, depths: [1, 1, 1, 1], dims: [8, 16, 32, 64]}
+  encoder: ${o.encoder ?? '{family: convnext, depths: [1, 1, 1, 1], dims: [8, 16, 32, 64]}'}
   drop_path: 0.1
 data:
   source: imagefolder
