@@ -7,12 +7,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
-import { tmpDir, sparkCli, onlyRunDir, assertSameWeights } from './helpers/train.js';
+import { tmpDir, spawnSpark, waitForCheckpoint, assertSameWeights } from './helpers/train.js';
 import { tinyLabelledData, tinyFinetuneConfig, tinyFinetuneYaml, assertSameTensorFile } from './helpers/finetune.js';
 import { runFinetune, type FinetuneResult } from '../src/interop/finetune.js';
 import type { RunEvent } from '../src/train/events.js';
@@ -99,32 +98,6 @@ test('spark finetune aborted in-process after step 5, then resumed: same losses,
   await assert.rejects(runFinetune({ specPath: null, resumeDir: tmpDir(), subscribers: [] }), /not a run folder/);
 });
 
-function spawnFinetune(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const [cmd, ...pre] = sparkCli();
-  const child = spawn(cmd!, [...pre, 'finetune', ...args, '--plain'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })));
-  return { child, done };
-}
-
-async function waitForCheckpoint(outDir: string, name: string, step: number, timeoutMs = 120_000): Promise<string> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    try {
-      const dir = onlyRunDir(outDir, name);
-      const f = path.join(dir, 'checkpoint', 'state.json');
-      if (existsSync(f) && (JSON.parse(readFileSync(f, 'utf8')) as { step: number }).step >= step) return dir;
-    } catch {
-      /* not yet */
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`no checkpoint at step ${step} within ${timeoutMs} ms`);
-}
-
 for (const mode of ['SIGKILL', 'SIGTERM'] as const) {
   test(`spark finetune killed by ${mode} after a checkpoint, then \`spark finetune --resume\`: same final weights as an uninterrupted run`, async () => {
     await testBackend();
@@ -133,7 +106,7 @@ for (const mode of ['SIGKILL', 'SIGTERM'] as const) {
     const name = mode.toLowerCase();
     const spec = path.join(out, `${name}.yaml`);
     writeFileSync(spec, tinyFinetuneYaml({ dataDir: await dataDir!, outDir: out, name, steps: STEPS, checkpointEvery: 1, extra: EXTRA }));
-    const { child, done } = spawnFinetune([spec], { SPARK_TEST_STEP_DELAY_MS: '300' });
+    const { child, done } = spawnSpark('finetune', [spec], { SPARK_TEST_STEP_DELAY_MS: '300' });
     const runDir = await waitForCheckpoint(out, name, 2);
     child.kill(mode);
     const r = await done;
@@ -145,7 +118,7 @@ for (const mode of ['SIGKILL', 'SIGTERM'] as const) {
     }
     const st = JSON.parse(readFileSync(path.join(runDir, 'checkpoint', 'state.json'), 'utf8')) as { step: number };
     assert.ok(st.step >= 2 && st.step < STEPS, `interrupted mid-run (checkpoint at step ${st.step})`);
-    const again = spawnFinetune(['--resume', runDir, '--json']);
+    const again = spawnSpark('finetune', ['--resume', runDir, '--json']);
     const r2 = await again.done;
     assert.equal(r2.code, 0, `resume exit code (stderr: ${r2.stderr.slice(-800)})`);
     const res = JSON.parse(r2.stdout) as FinetuneResult;

@@ -4,43 +4,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { testBackend } from './helpers/backend.js';
-import { tinySpecYaml, tmpDir, sparkCli, onlyRunDir, assertSameWeights, referenceRun } from './helpers/train.js';
+import { tinySpecYaml, tmpDir, spawnSpark, waitForCheckpoint, assertSameWeights, referenceRun } from './helpers/train.js';
 
 const STEPS = 6;
 
-
-function spawnRun(args: string[], env: NodeJS.ProcessEnv = {}): { child: ReturnType<typeof spawn>; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> } {
-  const [cmd, ...pre] = sparkCli();
-  const child = spawn(cmd!, [...pre, 'run', ...args, '--plain'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
-    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
-  );
-  return { child, done };
-}
-
-/** Resolves once the run folder's checkpoint reached `step` (polling). */
-async function waitForCheckpoint(outDir: string, name: string, step: number, timeoutMs = 120_000): Promise<string> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    try {
-      const dir = onlyRunDir(outDir, name);
-      const f = path.join(dir, 'checkpoint', 'state.json');
-      if (existsSync(f) && (JSON.parse(readFileSync(f, 'utf8')) as { step: number }).step >= step) return dir;
-    } catch {
-      /* not yet */
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`no checkpoint at step ${step} within ${timeoutMs} ms`);
-}
 
 for (const mode of ['SIGTERM', 'SIGKILL'] as const) {
   test(`spark run interrupted by ${mode} after a checkpoint, then --resume: same weights as an uninterrupted run`, async () => {
@@ -51,7 +21,7 @@ for (const mode of ['SIGTERM', 'SIGKILL'] as const) {
     const spec = path.join(out, `${name}.yaml`);
     writeFileSync(spec, tinySpecYaml({ outDir: out, name, steps: STEPS, checkpointEvery: 1, backend: info.name }));
     // a slow loader keeps the child mid-run while the signal arrives
-    const { child, done } = spawnRun([spec], { SPARK_TEST_STEP_DELAY_MS: '200' });
+    const { child, done } = spawnSpark('run', [spec], { SPARK_TEST_STEP_DELAY_MS: '200' });
     const runDir = await waitForCheckpoint(out, name, 2);
     child.kill(mode);
     const r = await done;
@@ -65,7 +35,7 @@ for (const mode of ['SIGTERM', 'SIGKILL'] as const) {
     const st = JSON.parse(readFileSync(path.join(runDir, 'checkpoint', 'state.json'), 'utf8')) as { step: number };
     assert.ok(st.step >= 2 && st.step < STEPS, `interrupted mid-run (checkpoint at step ${st.step})`);
 
-    const again = spawnRun(['--resume', runDir]);
+    const again = spawnSpark('run', ['--resume', runDir]);
     const r2 = await again.done;
     assert.equal(r2.code, 0, `resume exit code (stderr: ${r2.stderr.slice(-800)})`);
     await assertSameWeights(ref.runDir, runDir, STEPS);

@@ -1,5 +1,6 @@
 /** Shared fixtures of the train-* tests: a tiny spec on synthetic data and a way to spawn the spark CLI. */
-import { mkdtempSync, writeFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,6 +65,36 @@ export function sparkCli(): string[] {
   const js = path.resolve(here, '../../src/cli/main.js');
   if (existsSync(js)) return [process.execPath, js];
   return [process.execPath, '--import', 'tsx', path.resolve(here, '../../src/cli/main.ts')];
+}
+
+/** `spark <command> <args> --plain` in a child process; `done` resolves with its exit and output. */
+export function spawnSpark(command: string, args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> } {
+  const [cmd, ...pre] = sparkCli();
+  const child = spawn(cmd!, [...pre, command, ...args, '--plain'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
+    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
+  );
+  return { child, done };
+}
+
+/** Resolves with the run folder once the only run of `<outDir>/<name>/` has a checkpoint at `step` or later (polling). */
+export async function waitForCheckpoint(outDir: string, name: string, step: number, timeoutMs = 120_000): Promise<string> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    try {
+      const dir = onlyRunDir(outDir, name);
+      const f = path.join(dir, 'checkpoint', 'state.json');
+      if (existsSync(f) && (JSON.parse(readFileSync(f, 'utf8')) as { step: number }).step >= step) return dir;
+    } catch {
+      /* not yet */
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no checkpoint at step ${step} within ${timeoutMs} ms`);
 }
 
 /** The single run folder under `<outDir>/<name>/`. */
