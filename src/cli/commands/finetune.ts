@@ -4,6 +4,7 @@ import path from 'node:path';
 import { parseDownstreamArgs } from './downstream-args.js';
 import { runFinetune, type FinetuneOptions } from '../../interop/finetune.js';
 import { UsageError } from '../../util/errors.js';
+import { withStopSignals, killedExitCode } from '../stop-signals.js';
 
 export const summary = 'fine-tune a pre-trained encoder with a classification head (task: finetune); --resume continues a run';
 
@@ -53,31 +54,15 @@ async function parse(argv: string[]): Promise<Parsed | null> {
 export default async function finetune(argv: string[]): Promise<number> {
   const p = await parse(argv);
   if (!p) return 0;
-  const ac = new AbortController();
-  let signal: NodeJS.Signals | null = null;
-  const handlers: Array<[NodeJS.Signals, () => void]> = [];
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const h = () => {
-      if (signal === sig && sig === 'SIGTERM') process.exit(143); // a second SIGTERM: leave now
-      signal ??= sig;
-      ac.abort();
-    };
-    handlers.push([sig, h]);
-    process.on(sig, h);
+  const { value: r, stoppedBy } = await withStopSignals((signal) => runFinetune({ ...p.run, ...(p.json ? { logStream: process.stderr } : {}), signal }));
+  if (p.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+  else {
+    const ema = r.emaTop1 !== null ? `, EMA top-1 ${r.emaTop1.toFixed(2)}%` : '';
+    process.stdout.write(`${r.status}: ${r.encoder} from ${r.init ?? 'random init'} — val top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%${ema}, best top-1 ${r.bestTop1.toFixed(2)}% after ${r.steps} steps (${r.runDir})\n`);
   }
-  try {
-    const r = await runFinetune({ ...p.run, ...(p.json ? { logStream: process.stderr } : {}), signal: ac.signal });
-    if (p.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-    else {
-      const ema = r.emaTop1 !== null ? `, EMA top-1 ${r.emaTop1.toFixed(2)}%` : '';
-      process.stdout.write(`${r.status}: ${r.encoder} from ${r.init ?? 'random init'} — val top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%${ema}, best top-1 ${r.bestTop1.toFixed(2)}% after ${r.steps} steps (${r.runDir})\n`);
-    }
-    if (r.status === 'KILLED') {
-      process.stderr.write(`resume with: ${r.resumeCommand ?? `spark finetune --resume ${r.runDir}`}\n`);
-      return signal === 'SIGTERM' ? 143 : 130;
-    }
-    return r.status === 'FINISHED' ? 0 : 1;
-  } finally {
-    for (const [sig, h] of handlers) process.off(sig, h);
+  if (r.status === 'KILLED') {
+    process.stderr.write(`resume with: ${r.resumeCommand ?? `spark finetune --resume ${r.runDir}`}\n`);
+    return killedExitCode(stoppedBy);
   }
+  return r.status === 'FINISHED' ? 0 : 1;
 }

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../../util/errors.js';
+import { withStopSignals, killedExitCode } from '../stop-signals.js';
 
 export const summary = 'pre-train an experiment spec (or a sweep); --dry-run prints the plan, --resume continues a run';
 
@@ -126,38 +127,24 @@ async function runOne(o: {
   plain: boolean;
 }): Promise<number> {
   const { runExperiment } = await import('../../train/run.js');
-  const stop = new AbortController();
-  let signal: NodeJS.Signals | null = null;
-  const handlers: Array<[NodeJS.Signals, () => void]> = [];
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const h = () => {
-      if (signal === sig && sig === 'SIGTERM') process.exit(143); // a second SIGTERM: leave now
-      signal ??= sig;
-      stop.abort();
-    };
-    handlers.push([sig, h]);
-    process.on(sig, h);
-  }
-  try {
-    const res = await runExperiment({
+  const { value: res, stoppedBy } = await withStopSignals((signal) =>
+    runExperiment({
       ...(o.config ? { config: o.config } : {}),
       ...(o.specPath ? { specPath: o.specPath } : {}),
       ...(o.resolvedYaml ? { resolvedYaml: o.resolvedYaml } : {}),
       ...(o.resumeDir ? { resumeDir: o.resumeDir } : {}),
       plain: o.plain,
-      signal: stop.signal,
-    });
-    if (res.status === 'FINISHED') {
-      process.stderr.write(`run finished: ${res.runDir}\n`);
-      return 0;
-    }
-    if (res.status === 'KILLED') {
-      process.stderr.write(`resume with: ${res.resumeCommand ?? `spark run --resume ${res.runDir}`}\n`);
-      return signal === 'SIGTERM' ? 143 : 130;
-    }
-    process.stderr.write(`spark: run failed${res.error ? `: ${res.error}` : ''} (${res.runDir})\n`);
-    return 1;
-  } finally {
-    for (const [sig, h] of handlers) process.off(sig, h);
+      signal,
+    }),
+  );
+  if (res.status === 'FINISHED') {
+    process.stderr.write(`run finished: ${res.runDir}\n`);
+    return 0;
   }
+  if (res.status === 'KILLED') {
+    process.stderr.write(`resume with: ${res.resumeCommand ?? `spark run --resume ${res.runDir}`}\n`);
+    return killedExitCode(stoppedBy);
+  }
+  process.stderr.write(`spark: run failed${res.error ? `: ${res.error}` : ''} (${res.runDir})\n`);
+  return 1;
 }
