@@ -20,7 +20,7 @@ import type { Loader } from '../data/index.js';
 import type { RunStatus } from '../train/events.js';
 import { AdamW, Lamb, buildParamGroups, type SparkOptimizer } from '../train/optimizers.js';
 import { makeSchedule } from '../train/schedule.js';
-import { RunFolder, assignVariables, loadCheckpoint, resolveRunPath, loadCheckpointExtra, loadOptimizerState, tensorToSafe, type TrainState } from '../train/checkpoint.js';
+import { RunFolder, assignVariables, freshTrainState, loadCheckpoint, resumeCommandFor, resolveRunPath, loadCheckpointExtra, loadOptimizerState, tensorToSafe, type TrainState } from '../train/checkpoint.js';
 import { WeightEma } from '../train/ema.js';
 import { encodeSafetensors, type SafeTensor } from '../util/safetensors.js';
 import { Rng } from '../util/rng.js';
@@ -106,37 +106,6 @@ async function evaluate(models: Encoder[], val: Loader): Promise<Accuracy[]> {
     });
   });
   return hits.map((h) => ({ top1: (100 * h.top1) / Math.max(1, n), top5: (100 * h.top5) / Math.max(1, n) }));
-}
-
-function resumeCommandFor(dir: string): string {
-  const rel = path.relative(process.cwd(), dir);
-  const shown = rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : dir;
-  return `spark finetune --resume ${/\s/.test(shown) ? JSON.stringify(shown) : shown}`;
-}
-
-function freshState(config: ExperimentConfig, total: number, spe: number, backend: string, encoder: string, kind: 'adamw' | 'lamb'): TrainState {
-  const now = new Date().toISOString();
-  const task: FinetuneTaskState = { last: { top1: 0, top5: 0 }, lastEma: null, best: { top1: 0, top5: 0, model: null, step: 0 }, evaluations: 0 };
-  return {
-    format: 'spark-checkpoint/1',
-    step: 0,
-    epoch: 0,
-    totalSteps: total,
-    stepsPerEpoch: spe,
-    seed: config.runtime.seed,
-    dataPosition: { iteration: 0, epoch: 0, indexInEpoch: 0 },
-    optimizer: { kind, groupSteps: {} },
-    epochLosses: [],
-    lossTail: [],
-    minLoss: null,
-    lastLoss: null,
-    startedAt: now,
-    savedAt: now,
-    trainSeconds: 0,
-    backend,
-    encoder,
-    taskState: task as unknown as Record<string, unknown>,
-  };
 }
 
 /** Fine-tune (or resume fine-tuning) one encoder; see the module comment. */
@@ -247,7 +216,16 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
       }
       state = { ...resumeState, totalSteps: total, stepsPerEpoch: spe, backend: backend.name };
     } else {
-      state = freshState(config, total, spe, backend.name, info.name, kind);
+      const task: FinetuneTaskState = { last: { top1: 0, top5: 0 }, lastEma: null, best: { top1: 0, top5: 0, model: null, step: 0 }, evaluations: 0 };
+      state = freshTrainState({
+        seed: config.runtime.seed,
+        totalSteps: total,
+        stepsPerEpoch: spe,
+        optimizer: kind,
+        backend: backend.name,
+        encoder: info.name,
+        taskState: task as unknown as Record<string, unknown>,
+      });
     }
     task = state.taskState as unknown as FinetuneTaskState;
 
@@ -377,7 +355,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
       }
     }
     await folder.writeJson('metrics.json', { task: 'finetune', status, init, encoder: info.name, steps: step, numClasses, last: task.last, lastEma: task.lastEma, best: task.best, evaluations: task.evaluations });
-    const resumeCommand = status === 'KILLED' ? resumeCommandFor(folder.dir) : undefined;
+    const resumeCommand = status === 'KILLED' ? resumeCommandFor('finetune', folder.dir) : undefined;
     sess.bus.emit({ type: 'run-end', time: Date.now(), status, step, epoch: Math.ceil(step / spe), finalLoss: state.lastLoss, ...(error ? { error } : {}), ...(resumeCommand ? { resumeCommand } : {}) });
     return {
       status,

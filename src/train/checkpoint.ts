@@ -57,6 +57,46 @@ export interface TrainState {
   taskState?: Record<string, unknown>;
 }
 
+/** The state of a run before its first step (pre-training and fine-tuning). */
+export function freshTrainState(o: {
+  seed: number;
+  totalSteps: number;
+  stepsPerEpoch: number;
+  optimizer: 'lamb' | 'adamw';
+  backend: string;
+  encoder: string;
+  taskState?: Record<string, unknown>;
+}): TrainState {
+  const now = new Date().toISOString();
+  return {
+    format: 'spark-checkpoint/1',
+    step: 0,
+    epoch: 0,
+    totalSteps: o.totalSteps,
+    stepsPerEpoch: o.stepsPerEpoch,
+    seed: o.seed,
+    dataPosition: { iteration: 0, epoch: 0, indexInEpoch: 0 },
+    optimizer: { kind: o.optimizer, groupSteps: {} },
+    epochLosses: [],
+    lossTail: [],
+    minLoss: null,
+    lastLoss: null,
+    startedAt: now,
+    savedAt: now,
+    trainSeconds: 0,
+    backend: o.backend,
+    encoder: o.encoder,
+    ...(o.taskState ? { taskState: o.taskState } : {}),
+  };
+}
+
+/** The command that resumes a run folder (`spark run --resume …` / `spark finetune --resume …`), relative when short. */
+export function resumeCommandFor(command: 'run' | 'finetune', dir: string): string {
+  const rel = path.relative(process.cwd(), dir);
+  const shown = rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : dir;
+  return `spark ${command} --resume ${/\s/.test(shown) ? JSON.stringify(shown) : shown}`;
+}
+
 export interface RunInfo {
   runId: string;
   name: string;

@@ -17,7 +17,7 @@ import { UsageError } from '../util/errors.js';
 import { EventBus, type RunStartEvent, type RunStatus, type RunSubscriber } from './events.js';
 import { buildParamGroups, createOptimizer, type SparkOptimizer } from './optimizers.js';
 import { makeSchedule } from './schedule.js';
-import { RunFolder, assignVariables, loadCheckpoint, loadOptimizerState, type TrainState } from './checkpoint.js';
+import { RunFolder, assignVariables, freshTrainState, loadCheckpoint, loadOptimizerState, resumeCommandFor, type TrainState } from './checkpoint.js';
 import { runLoop, type BatchSource } from './loop.js';
 import { createRunTracker, type RunTracker } from '../track/index.js';
 
@@ -87,35 +87,6 @@ export class LoaderSource implements BatchSource {
     }
     return out;
   }
-}
-
-function resumeCommandFor(dir: string): string {
-  const rel = path.relative(process.cwd(), dir);
-  const shown = rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : dir;
-  return `spark run --resume ${/\s/.test(shown) ? JSON.stringify(shown) : shown}`;
-}
-
-function freshState(config: ExperimentConfig, totalSteps: number, spe: number, backend: string, encoder: string): TrainState {
-  const now = new Date().toISOString();
-  return {
-    format: 'spark-checkpoint/1',
-    step: 0,
-    epoch: 0,
-    totalSteps,
-    stepsPerEpoch: spe,
-    seed: config.runtime.seed,
-    dataPosition: { iteration: 0, epoch: 0, indexInEpoch: 0 },
-    optimizer: { kind: config.train.optimizer.name, groupSteps: {} },
-    epochLosses: [],
-    lossTail: [],
-    minLoss: null,
-    lastLoss: null,
-    startedAt: now,
-    savedAt: now,
-    trainSeconds: 0,
-    backend,
-    encoder,
-  };
 }
 
 /**
@@ -260,7 +231,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       }
       state = { ...resumeState, totalSteps: schedule.maxIters, stepsPerEpoch: spe, backend: backend.name };
     } else {
-      state = freshState(config, schedule.maxIters, spe, backend.name, model.encoderName);
+      state = freshTrainState({ seed: config.runtime.seed, totalSteps: schedule.maxIters, stepsPerEpoch: spe, optimizer: config.train.optimizer.name, backend: backend.name, encoder: model.encoderName });
     }
 
     // ---- subscribers
@@ -346,7 +317,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       res = { status: 'FAILED' as const, step: state.step, epoch: Math.floor(state.step / spe), finalLoss: state.lastLoss, error: (e as Error).message };
     }
     // a sweep trial is resumed through its sweep (which skips finished trials)
-    const resumeCommand = res.status === 'KILLED' ? resumeCommandFor(opts.sweep ? opts.sweep.sweepDir : folder.dir) : undefined;
+    const resumeCommand = res.status === 'KILLED' ? resumeCommandFor('run', opts.sweep ? opts.sweep.sweepDir : folder.dir) : undefined;
     bus.emit({
       type: 'run-end',
       time: Date.now(),
