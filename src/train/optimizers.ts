@@ -130,6 +130,16 @@ abstract class BaseOptimizer implements SparkOptimizer {
   readonly eps: number;
   /** Global grad-norm clip threshold; Infinity = no clipping (an option of 0 or less disables it). */
   readonly maxGradNorm: number;
+  /** Adam's moments of one parameter: m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g² (stored and returned). */
+  protected updateMoments(name: string, g: tf.Tensor): { m: tf.Tensor; v: tf.Tensor } {
+    const mo = this.moments.get(name)!;
+    const m = tf.add(tf.mul(mo.m, this.beta1), tf.mul(g, 1 - this.beta1));
+    const v = tf.add(tf.mul(mo.v, this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
+    mo.m.assign(m);
+    mo.v.assign(v);
+    return { m, v };
+  }
+
   constructor(
     readonly groups: ParamGroup[],
     opts: { betas?: [number, number]; eps?: number; maxGradNorm?: number },
@@ -250,12 +260,7 @@ export class Lamb extends BaseOptimizer {
         for (const p of group.params) {
           const g0 = this.gradOf(grads, p.name);
           if (!g0) continue;
-          const mo = this.moments.get(p.name)!;
-          const g = tf.div(g0, clipDiv);
-          const m = tf.add(tf.mul(mo.m, beta1), tf.mul(g, 1 - beta1));
-          const v = tf.add(tf.mul(mo.v, beta2), tf.mul(tf.square(g), 1 - beta2));
-          mo.m.assign(m);
-          mo.v.assign(v);
+          const { m, v } = this.updateMoments(p.name, tf.div(g0, clipDiv));
           const denom = tf.add(tf.div(tf.sqrt(v), Math.sqrt(bc2)), eps);
           let u: tf.Tensor = tf.div(tf.div(m, bc1), denom);
           if (wd !== 0) u = tf.add(u, tf.mul(p.variable, wd));
@@ -301,13 +306,8 @@ export class AdamW extends BaseOptimizer {
         for (const p of group.params) {
           const g0 = this.gradOf(grads, p.name);
           if (!g0) continue;
-          const mo = this.moments.get(p.name)!;
-          const g = tf.mul(g0, coef);
           const decayed = wd !== 0 ? tf.mul(p.variable, 1 - lr * wd) : p.variable;
-          const m = tf.add(tf.mul(mo.m, beta1), tf.mul(g, 1 - beta1));
-          const v = tf.add(tf.mul(mo.v, beta2), tf.mul(tf.square(g), 1 - beta2));
-          mo.m.assign(m);
-          mo.v.assign(v);
+          const { m, v } = this.updateMoments(p.name, tf.mul(g0, coef));
           const denom = tf.add(tf.div(tf.sqrt(v), Math.sqrt(bc2)), eps);
           p.variable.assign(tf.sub(decayed, tf.mul(tf.div(m, denom), lr / bc1)));
         }
