@@ -13,12 +13,11 @@
  * image sit next to each other and mostly share a batch (with several ranks, timm spreads them over the ranks'
  * batches of the same step, so in both cases they are in the same global batch).
  */
-import { Rng } from '../util/rng.js';
-import type { BatchSampler, StepSlots } from './sampler.js';
+import { EpochOrders, type BatchSampler, type StepSlots } from './sampler.js';
 
 export class RepeatAugBatchSampler implements BatchSampler {
   readonly stepsPerEpoch: number;
-  private cache = new Map<number, Int32Array>();
+  private readonly orders: EpochOrders;
 
   constructor(
     readonly numItems: number,
@@ -31,6 +30,7 @@ export class RepeatAugBatchSampler implements BatchSampler {
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`sampler: batch size must be a positive integer, got ${batchSize}`);
     if (!Number.isInteger(repeats) || repeats < 1) throw new RangeError(`sampler: repeats must be a positive integer, got ${repeats}`);
     this.stepsPerEpoch = Math.max(1, Math.floor(numItems / batchSize));
+    this.orders = new EpochOrders(numItems, seed, shuffle);
   }
 
   /** N · repeats: the repeated list's length (positions beyond it wrap to its start). */
@@ -40,13 +40,7 @@ export class RepeatAugBatchSampler implements BatchSampler {
 
   /** The epoch's permutation of 0..N-1 (the same as `EpochBatchSampler.order`). */
   order(epoch: number): Int32Array {
-    let o = this.cache.get(epoch);
-    if (!o) {
-      o = this.shuffle ? Int32Array.from(Rng.from(this.seed, 'epoch', epoch).permutation(this.numItems)) : Int32Array.from({ length: this.numItems }, (_, i) => i);
-      this.cache.set(epoch, o);
-      for (const k of this.cache.keys()) if (k < epoch - 1 || k > epoch + 1) this.cache.delete(k);
-    }
-    return o;
+    return this.orders.get(epoch);
   }
 
   /** Dataset index at `position` of the epoch's repeated list: order[floor(position / repeats)], wrapping. */

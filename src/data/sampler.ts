@@ -45,10 +45,34 @@ export function epochSteps(numItems: number, batchSize: number, dropLast: boolea
   return dropLast ? Math.max(1, Math.floor(numItems / batchSize)) : Math.ceil(numItems / batchSize);
 }
 
+/**
+ * The epoch permutations of N items, `Rng.from(seed, 'epoch', e)` (identity when shuffle is off), cached for the
+ * epochs around the last one asked for (prefetch crosses epoch boundaries).
+ */
+export class EpochOrders {
+  private cache = new Map<number, Int32Array>();
+
+  constructor(
+    readonly numItems: number,
+    readonly seed: number,
+    readonly shuffle: boolean,
+  ) {}
+
+  get(epoch: number): Int32Array {
+    let o = this.cache.get(epoch);
+    if (!o) {
+      o = this.shuffle ? Int32Array.from(Rng.from(this.seed, 'epoch', epoch).permutation(this.numItems)) : Int32Array.from({ length: this.numItems }, (_, i) => i);
+      this.cache.set(epoch, o);
+      for (const k of this.cache.keys()) if (k < epoch - 1 || k > epoch + 1) this.cache.delete(k);
+    }
+    return o;
+  }
+}
+
 export class EpochBatchSampler implements BatchSampler {
   readonly stepsPerEpoch: number;
   readonly dropLast: boolean;
-  private cache = new Map<number, Int32Array>();
+  private readonly orders: EpochOrders;
 
   constructor(
     readonly numItems: number,
@@ -60,6 +84,7 @@ export class EpochBatchSampler implements BatchSampler {
     if (!Number.isInteger(numItems) || numItems < 1) throw new RangeError(`sampler: need at least one item, got ${numItems}`);
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`sampler: batch size must be a positive integer, got ${batchSize}`);
     this.dropLast = opts.dropLast ?? false;
+    this.orders = new EpochOrders(numItems, seed, shuffle);
     this.stepsPerEpoch = epochSteps(numItems, batchSize, this.dropLast);
   }
 
@@ -69,14 +94,7 @@ export class EpochBatchSampler implements BatchSampler {
 
   /** The epoch's order of dataset indices (a permutation of 0..N-1; identity when shuffle is off). */
   order(epoch: number): Int32Array {
-    let o = this.cache.get(epoch);
-    if (!o) {
-      o = this.shuffle ? Int32Array.from(Rng.from(this.seed, 'epoch', epoch).permutation(this.numItems)) : Int32Array.from({ length: this.numItems }, (_, i) => i);
-      this.cache.set(epoch, o);
-      // keep the current and the next epoch (prefetch crosses epoch boundaries)
-      for (const k of this.cache.keys()) if (k < epoch - 1 || k > epoch + 1) this.cache.delete(k);
-    }
-    return o;
+    return this.orders.get(epoch);
   }
 
   /** Dataset index at `position` of the epoch's extended order (positions ≥ N wrap to the start). */
