@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
+import { patternPng } from './helpers/images.js';
 import { Rng, roundHalfEven } from '../src/util/rng.js';
 import { packageRoot } from '../src/util/paths.js';
 import {
@@ -120,11 +120,7 @@ test('TrivialAugmentWide draws: seeded, uniform over the 14 ops and 31 bins, sig
 });
 
 test('train transform with TrivialAugmentWide = crop, flip, then the op on the uint8 crop, then normalise (same Rng stream)', async () => {
-  const w = 48;
-  const h = 40;
-  const raw = Buffer.alloc(w * h * 3);
-  for (let i = 0; i < raw.length; i++) raw[i] = (i * 37 + Math.floor(i / 97) * 11) % 256;
-  const png = await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  const png = await patternPng(48, 40);
   const t = { size: 16, scale: [0.3, 1] as [number, number], ratio: [3 / 4, 4 / 3] as [number, number], hflip: 0.5 };
   let flips = 0;
   const ops = new Set<string>();
@@ -198,11 +194,7 @@ test('RandomErasing (timm, mode pixel, one box): draw order, box constraints, N(
 });
 
 test('train transform with RandomErasing: the crop, flip and TrivialAugmentWide draws are unchanged; only the box differs', async () => {
-  const w = 40;
-  const h = 40;
-  const raw = Buffer.alloc(w * h * 3);
-  for (let i = 0; i < raw.length; i++) raw[i] = (i * 53 + Math.floor(i / 61) * 7) % 256;
-  const png = await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  const png = await patternPng(40, 40, 53, 61, 7);
   const t = { size: 24, scale: [0.3, 1] as [number, number], ratio: [3 / 4, 4 / 3] as [number, number], hflip: 0.5, autoAugment: 'trivial_augment_wide' as const };
   let hits = 0;
   for (let k = 0; k < 12; k++) {

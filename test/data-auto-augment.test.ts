@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
+import { patternPng } from './helpers/images.js';
 import { Rng } from '../src/util/rng.js';
 import { packageRoot } from '../src/util/paths.js';
 import {
@@ -180,11 +180,7 @@ test('AutoAugment v0 draws: seeded; sub-policies uniform; each op runs with its 
 });
 
 test('train transform with AutoAugment v0 = crop, flip, then the drawn sub-policy on the uint8 crop (hparams of the crop size), then normalise', async () => {
-  const w = 48;
-  const h = 40;
-  const raw = Buffer.alloc(w * h * 3);
-  for (let i = 0; i < raw.length; i++) raw[i] = (i * 37 + Math.floor(i / 97) * 11) % 256;
-  const png = await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  const png = await patternPng(48, 40);
   const t = { size: 16, scale: [0.3, 1] as [number, number], ratio: [3 / 4, 4 / 3] as [number, number], hflip: 0.5 };
   const subs = new Set<number>();
   let changed = 0;
