@@ -153,3 +153,12 @@ test('spark probe --sweep: every finished trial probed with its own encoder, ran
     assert.equal(b.err.trim().split('\n').length, 1, b.err);
   }
 });
+
+test('an unknown option is a one-line usage error (exit 2) naming the command’s --help, for every command built on parseCommandArgs', () => {
+  for (const argv of [['dataset', 'textures', '--bogus'], ['export', 'x', '--bogus'], ['import', 'x.pth', '--bogus'], ['probe', 'x.yaml', '--bogus'], ['finetune', 'x.yaml', '--bogus'], ['sweep', 'status', 'x', '--bogus'], ['sync', '--bogus']]) {
+    const r = spark(argv);
+    assert.equal(r.code, 2, `${argv.join(' ')}: ${r.err}`);
+    assert.equal(r.err.trim().split('\n').length, 1, r.err);
+    assert.match(r.err, new RegExp(`^spark: Unknown option '--bogus'.*\\(see \`spark ${argv[0]} --help\`\\)$`, 'm'));
+  }
+});

@@ -2,7 +2,7 @@
  * `spark compare --experiment <name> [--filter …] [--order-by …] [--columns …] [--format …] [--uri …]
  *  [--plot metrics.loss --out curves.png]`: the runs of an experiment side by side.
  */
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args.js';
 import { TrackingError, UsageError } from '../../util/errors.js';
 import { openStore, resolveTrackingUri } from '../../track/index.js';
 import { collectRuns, curvesSvg, parseColumns, render, type CompareFormat } from '../../track/compare.js';
@@ -29,27 +29,22 @@ options:
 const FORMATS: CompareFormat[] = ['table', 'csv', 'json', 'markdown'];
 
 export async function runCompare(argv: string[], write: (s: string) => void = (s) => void process.stdout.write(s)): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: false,
-      strict: true,
-      options: {
-        experiment: { type: 'string', short: 'e' },
-        filter: { type: 'string', short: 'f' },
-        'order-by': { type: 'string', short: 'o', multiple: true },
-        columns: { type: 'string', short: 'c' },
-        format: { type: 'string' },
-        uri: { type: 'string' },
-        plot: { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message} (see \`spark compare --help\`)`);
-  }
+  const parsed = parseCommandArgs('compare', {
+    args: argv,
+    allowPositionals: false,
+    strict: true,
+    options: {
+      experiment: { type: 'string', short: 'e' },
+      filter: { type: 'string', short: 'f' },
+      'order-by': { type: 'string', short: 'o', multiple: true },
+      columns: { type: 'string', short: 'c' },
+      format: { type: 'string' },
+      uri: { type: 'string' },
+      plot: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   const v = parsed.values;
   if (v.help) {
     write(USAGE + '\n');

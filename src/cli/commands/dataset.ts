@@ -1,4 +1,4 @@
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args.js';
 import { writeLabelledDataset, TEXTURE_MAX_CLASSES, type TexturePalette } from '../../interop/probe-dataset.js';
 import { SYNTHETIC_MAX_CLASSES } from '../../data/index.js';
 import { UsageError } from '../../util/errors.js';
@@ -32,7 +32,7 @@ function intOpt(name: string, v: string, min: number, max: number): number {
 }
 
 export default async function dataset(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs('dataset', {
     args: argv,
     allowPositionals: true,
     options: {

@@ -1,5 +1,5 @@
 /** Shared argument handling of `spark finetune` and `spark probe`. */
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args.js';
 import { loadExperiment, type LoadedExperiment } from '../../spec/index.js';
 import { UsageError } from '../../util/errors.js';
 
@@ -14,7 +14,7 @@ export interface DownstreamArgs {
 }
 
 export async function parseDownstreamArgs(argv: string[], task: 'finetune' | 'probe', help: string): Promise<DownstreamArgs | null> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs(task, {
     args: argv,
     allowPositionals: true,
     options: {

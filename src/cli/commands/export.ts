@@ -1,4 +1,4 @@
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args.js';
 import path from 'node:path';
 import { exportEncoder, type ExportFormat } from '../../interop/export.js';
 import { UsageError } from '../../util/errors.js';
@@ -16,7 +16,7 @@ const HELP = `usage: spark export <run-dir|import-dir|checkpoint> [--format safe
 `;
 
 export default async function exportCmd(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs('export', {
     args: argv,
     allowPositionals: true,
     options: {

@@ -1,4 +1,4 @@
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args.js';
 import { importCheckpoint } from '../../interop/import.js';
 import { UsageError } from '../../util/errors.js';
 import type { EncoderSpec } from '../../spec/types.js';
@@ -16,7 +16,7 @@ files), usable by spark reconstruct / finetune / probe / export.
 `;
 
 export default async function importCmd(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs('import', {
     args: argv,
     allowPositionals: true,
     options: {

@@ -3,7 +3,7 @@
  * --out grid.png`: the README-style reconstruction figure (spec §8.5) from a pre-training checkpoint, and the
  * SparK loss on those images.
  */
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args.js';
 import { existsSync, statSync } from 'node:fs';
 import { UsageError } from '../../util/errors.js';
 
@@ -32,27 +32,22 @@ function num(name: string, v: string): number {
 }
 
 export default async function reconstruct(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        checkpoint: { type: 'string', short: 'c' },
-        image: { type: 'string', short: 'i', multiple: true },
-        out: { type: 'string', short: 'o' },
-        'mask-ratio': { type: 'string' },
-        mask: { type: 'string' },
-        seed: { type: 'string' },
-        config: { type: 'string' },
-        backend: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message} (see \`spark reconstruct --help\`)`);
-  }
+  const parsed = parseCommandArgs('reconstruct', {
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      checkpoint: { type: 'string', short: 'c' },
+      image: { type: 'string', short: 'i', multiple: true },
+      out: { type: 'string', short: 'o' },
+      'mask-ratio': { type: 'string' },
+      mask: { type: 'string' },
+      seed: { type: 'string' },
+      config: { type: 'string' },
+      backend: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   const v = parsed.values;
   if (v.help) {
     process.stdout.write(USAGE + '\n');

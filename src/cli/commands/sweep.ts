@@ -10,7 +10,7 @@
  *   spark sweep finalize <sweep-dir>                             rewrite the summary and close the parent run
  *   spark sweep trial <sweep-dir> <i> [--plain]                  run one trial (used by --parallel and Slurm tasks)
  */
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args.js';
 import { UsageError } from '../../util/errors.js';
 
 export const summary = 'run, resume, launch (Slurm) and inspect sweeps: grid / zip / list of trials with nested MLflow runs';
@@ -56,7 +56,7 @@ export default async function sweep(argv: string[]): Promise<number> {
     sub = 'run';
     rest = argv;
   }
-  const { values: v, positionals } = parseArgs({
+  const { values: v, positionals } = parseCommandArgs('sweep', {
     args: rest,
     allowPositionals: true,
     strict: true,

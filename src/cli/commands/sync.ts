@@ -3,7 +3,7 @@
  * (idempotent: runs are matched by the tag spark.source_run_id, so a second sync creates nothing).
  * `spark sync --run <runDir> [--to <uri>]`: replay the offline journal of one run folder.
  */
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from '../args.js';
 import { UsageError } from '../../util/errors.js';
 import { FileStore, openStore, readTrackingState, resolveTrackingUri } from '../../track/index.js';
 import { syncRunJournal, syncStore } from '../../track/sync.js';
@@ -28,22 +28,17 @@ options:
   -h, --help                show this help`;
 
 export async function runSync(argv: string[], write: (s: string) => void = (s) => void process.stdout.write(s)): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        to: { type: 'string' },
-        experiment: { type: 'string', short: 'e' },
-        run: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message} (see \`spark sync --help\`)`);
-  }
+  const parsed = parseCommandArgs('sync', {
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      to: { type: 'string' },
+      experiment: { type: 'string', short: 'e' },
+      run: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   const v = parsed.values;
   if (v.help) {
     write(USAGE + '\n');
