@@ -10,6 +10,7 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../../util/errors.js';
 import { withStopSignals, killedExitCode } from '../stop-signals.js';
+import { isSweepDir } from '../../sweep/state.js';
 
 export const summary = 'pre-train an experiment spec (or a sweep); --dry-run prints the plan, --resume continues a run';
 
@@ -27,10 +28,6 @@ options:
   -h, --help              show this help
 
 exit status: 0 finished, 1 failed, 2 bad input, 130 interrupted (SIGINT), 143 terminated (SIGTERM)`;
-
-function isSweepDir(dir: string): boolean {
-  return existsSync(path.join(dir, 'sweep.json'));
-}
 
 export default async function run(argv: string[]): Promise<number> {
   let parsed;
