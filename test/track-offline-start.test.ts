@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { ExperimentConfig } from '../src/spec/types.js';
 import type { RunEvent } from '../src/train/events.js';
 import { runSync } from '../src/cli/commands/sync.js';
 import { configParams, createParentRun, createRunTracker, readTrackingState, type RunTracker } from '../src/track/index.js';
@@ -19,7 +18,7 @@ import { RestStore } from '../src/track/rest.js';
 import { JOURNAL_FILE, readJournal } from '../src/track/journal.js';
 import { CLIENT_TOKEN_TAG, searchAllRuns, type Run, type TrackingStore } from '../src/track/types.js';
 import { TrackingError } from '../src/util/errors.js';
-import { startMlflowServer, type MlflowTestServer } from './helpers/mlflow-server.js';
+import { startMlflowServer, trackedConfig, type MlflowTestServer } from './helpers/mlflow-server.js';
 import { tinyConfig, tmpDir } from './helpers/train.js';
 import { runExperiment } from '../src/train/run.js';
 
@@ -35,21 +34,7 @@ function newRunDir(): string {
 }
 const runInfo = (d: string) => JSON.parse(readFileSync(path.join(d, 'run.json'), 'utf8')) as Record<string, unknown>;
 
-function config(uri: string, experiment = 'offline-start'): ExperimentConfig {
-  return {
-    name: 'q',
-    description: null,
-    task: 'pretrain',
-    model: { encoder: 'resnet50', decoder: { type: 'light', width: 64 }, mask_ratio: 0.6, drop_path: null, densify_norm: 'auto' },
-    data: { source: 'synthetic', root: null, val_root: null, input_size: 64, crop_scale: [0.08, 1], crop_ratio: [0.75, 1.33], hflip: 0.5, workers: 0, prefetch: 2, synthetic_size: 64 },
-    train: { epochs: 1, steps: null, batch_size: 8, accumulate: 1, optimizer: { name: 'lamb', base_lr: 0.0002, base_batch_size: 256, betas: null, eps: 1e-8, weight_decay: 0.04, weight_decay_end: 0.2, clip_grad: 5 }, warmup_epochs: 1, warmup_steps: null },
-    runtime: { backend: 'cpu', seed: 1, threads: null },
-    output: { dir: 'runs', checkpoint_every: 0, log_every: 1, reconstruct_every: 0, reconstruct_images: 4 },
-    tracking: { enabled: true, uri, experiment, run_name: 'offline-trial', tags: { team: 'vision' } },
-    sweep: null,
-    finetune: null,
-  };
-}
+const config = (uri: string, experiment = 'offline-start') => trackedConfig(uri, { experiment, run_name: 'offline-trial', tags: { team: 'vision' } });
 
 const T0 = 1_800_000_000_000;
 const step = (s: number): RunEvent => ({ type: 'step', time: T0 + s, step: s, epoch: 1, epochStep: s, loss: 2 - s / 100, lr: 1e-3, wd: 0.04, gradNorm: 1, imgPerSec: 10, etaSec: 0 });

@@ -10,9 +10,8 @@ import { RestStore } from '../src/track/rest.js';
 import { createRunTracker, readTrackingState } from '../src/track/index.js';
 import { JOURNAL_FILE, readJournal } from '../src/track/journal.js';
 import { searchAllRuns, type Metric } from '../src/track/types.js';
-import type { ExperimentConfig } from '../src/spec/types.js';
 import { UsageError } from '../src/util/errors.js';
-import { copyGoldenStore, goldenDir, startMlflowServer, GOLDEN_PARENT } from './helpers/mlflow-server.js';
+import { copyGoldenStore, goldenDir, startMlflowServer, trackedConfig, GOLDEN_PARENT } from './helpers/mlflow-server.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'spark-sync-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -124,29 +123,13 @@ test('sync of the golden store written by MLflow 2.12.2 to a server, twice', { s
   }
 });
 
-function config(uri: string): ExperimentConfig {
-  return {
-    name: 'q',
-    description: null,
-    task: 'pretrain',
-    model: { encoder: 'resnet50', decoder: { type: 'light', width: 64 }, mask_ratio: 0.6, drop_path: null, densify_norm: 'auto' },
-    data: { source: 'synthetic', root: null, val_root: null, input_size: 64, crop_scale: [0.08, 1], crop_ratio: [0.75, 1.33], hflip: 0.5, workers: 0, prefetch: 2, synthetic_size: 64 },
-    train: { epochs: 1, steps: null, batch_size: 8, accumulate: 1, optimizer: { name: 'lamb', base_lr: 0.0002, base_batch_size: 256, betas: null, eps: 1e-8, weight_decay: 0.04, weight_decay_end: 0.2, clip_grad: 5 }, warmup_epochs: 1, warmup_steps: null },
-    runtime: { backend: 'cpu', seed: 1, threads: null },
-    output: { dir: 'runs', checkpoint_every: 0, log_every: 1, reconstruct_every: 0, reconstruct_images: 4 },
-    tracking: { enabled: true, uri, experiment: 'offline-exp', run_name: null, tags: {} },
-    sweep: null,
-    finetune: null,
-  };
-}
-
 test('sync --run replays the offline journal a run left when its server was down at the end', async () => {
   const srv = await startMlflowServer();
   try {
     const runDir = path.join(tmp, 'run-offline');
     mkdirSync(runDir, { recursive: true });
     const store = new RestStore(srv.url, { maxRetries: 0, timeout: 2, env: {} });
-    const t = await createRunTracker({ config: config(srv.url), runDir, specPath: null, resolvedYaml: '', resume: false, store, flushEvery: 5, flushSeconds: 3600 });
+    const t = await createRunTracker({ config: trackedConfig(srv.url), runDir, specPath: null, resolvedYaml: '', resume: false, store, flushEvery: 5, flushSeconds: 3600 });
     await (t as unknown as { flushNow(): Promise<void> }).flushNow();
     await srv.stop();
     for (let s = 1; s <= 12; s++) t.onEvent({ type: 'step', time: 5000 + s, step: s, epoch: 1, epochStep: s, loss: 1 / s, lr: 0.1, wd: 0.01, gradNorm: 1, imgPerSec: 10, etaSec: 0 });

@@ -11,6 +11,7 @@
  * `dropAfterProcessing(n, path?)` (the call is carried out, then the connection is closed without an answer),
  * `stop()`/`start()` (same port: an outage), `requireAuth`.
  */
+import type { ExperimentConfig } from '../../src/spec/types.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { promises as fsp, mkdtempSync, existsSync } from 'node:fs';
@@ -553,4 +554,21 @@ export async function copyGoldenStore(withMissingRun = true, idMap: Record<strin
     await fs.setTerminated(info.runId, 'FINISHED', 1795688958358);
   }
   return dest;
+}
+
+/** A resolved pre-training config for tracker tests (never trained): `tracking` fields override the defaults. */
+export function trackedConfig(uri: string, tracking: Partial<ExperimentConfig['tracking']> = {}): ExperimentConfig {
+  return {
+    name: 'q',
+    description: null,
+    task: 'pretrain',
+    model: { encoder: 'resnet50', decoder: { type: 'light', width: 64 }, mask_ratio: 0.6, drop_path: null, densify_norm: 'auto' },
+    data: { source: 'synthetic', root: null, val_root: null, input_size: 64, crop_scale: [0.08, 1], crop_ratio: [0.75, 1.33], hflip: 0.5, workers: 0, prefetch: 2, synthetic_size: 64 },
+    train: { epochs: 1, steps: null, batch_size: 8, accumulate: 1, optimizer: { name: 'lamb', base_lr: 0.0002, base_batch_size: 256, betas: null, eps: 1e-8, weight_decay: 0.04, weight_decay_end: 0.2, clip_grad: 5 }, warmup_epochs: 1, warmup_steps: null },
+    runtime: { backend: 'cpu', seed: 1, threads: null },
+    output: { dir: 'runs', checkpoint_every: 0, log_every: 1, reconstruct_every: 0, reconstruct_images: 4 },
+    tracking: { enabled: true, uri, experiment: 'offline-exp', run_name: null, tags: {}, ...tracking },
+    sweep: null,
+    finetune: null,
+  };
 }
