@@ -205,6 +205,16 @@ function row(board: Board, index: number): TrialRow {
   return r;
 }
 
+/** A trial's status (and what the runner knows of it) onto its board row. */
+function applyTrialStatus(board: Board, index: number, status: TrialStatus, info: TrialInfo | undefined): TrialRow {
+  const r = row(board, index);
+  r.status = status;
+  if (info?.loss != null) r.loss = info.loss;
+  if (info?.message) r.message = info.message;
+  if (info?.runId) r.runId = info.runId;
+  return r;
+}
+
 function applyTrialEvent(board: Board, index: number, e: RunEvent): void {
   const r = row(board, index);
   let st = board.runs.get(index);
@@ -289,11 +299,7 @@ function plainSweep(board: Board, varying: string[], opts: SweepConsoleOptions, 
       };
     },
     setStatus(index: number, status: TrialStatus, info?: TrialInfo): void {
-      const r = row(board, index);
-      r.status = status;
-      if (info?.loss != null) r.loss = info.loss;
-      if (info?.message) r.message = info.message;
-      if (info?.runId) r.runId = info.runId;
+      const r = applyTrialStatus(board, index, status, info);
       const p = paramText(r);
       const loss = r.loss != null && status !== 'pending' && status !== 'running' ? ` loss ${formatLoss(r.loss)}` : '';
       const msg = info?.message ? `: ${info.message}` : '';
@@ -393,11 +399,7 @@ function inkSweep(board: Board, varying: string[], opts: SweepConsoleOptions, st
       };
     },
     setStatus(index: number, status: TrialStatus, info?: TrialInfo): void {
-      const r = row(board, index);
-      r.status = status;
-      if (info?.loss != null) r.loss = info.loss;
-      if (info?.message) r.message = info.message;
-      if (info?.runId) r.runId = info.runId;
+      applyTrialStatus(board, index, status, info);
       if (status === 'running') board.active = index;
       if (!finished) throttle.flush(true);
     },
