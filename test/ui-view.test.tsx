@@ -178,28 +178,33 @@ test('throttle: 10,000 events in 10 s of fake time give at most one frame per in
   inst.unmount();
 });
 
-test('Ink subscriber: renders frames, Ctrl-C calls onInterrupt once, then run-end unmounts and close() resolves', async () => {
+/** An Ink run subscriber on fake terminal streams (stderr too when `stderrToo`), counting interrupts and forced exits. */
+function inkSubscriber(stderrToo: boolean) {
   const stdout = new FakeStdout();
   const stdin = new FakeStdin();
-  let interrupts = 0;
-  let forced = 0;
+  const counts = { interrupts: 0, forced: 0 };
   const sub = createInkRunSubscriber({
     stream: stdout as unknown as NodeJS.WriteStream,
     stdin: stdin as unknown as NodeJS.ReadStream,
-    stderr: stdout as unknown as NodeJS.WriteStream,
-    onInterrupt: () => interrupts++,
-    forceExit: () => forced++,
+    ...(stderrToo ? { stderr: stdout as unknown as NodeJS.WriteStream } : {}),
+    onInterrupt: () => counts.interrupts++,
+    forceExit: () => counts.forced++,
     handleSigint: false,
     patchConsole: false,
     debug: true,
   });
+  return { stdout, stdin, sub, counts };
+}
+
+test('Ink subscriber: renders frames, Ctrl-C calls onInterrupt once, then run-end unmounts and close() resolves', async () => {
+  const { stdout, stdin, sub, counts } = inkSubscriber(true);
   const ev = demoRunEvents({ totalEpochs: 2, stepsPerEpoch: 5 });
   for (const e of ev.slice(0, 6)) sub.onEvent(e);
   await new Promise((r) => setImmediate(r));
   stdin.press('\u0003'); // Ctrl-C in raw mode
   await new Promise((r) => setImmediate(r));
-  assert.equal(interrupts, 1, 'first Ctrl-C → graceful stop');
-  assert.equal(forced, 0);
+  assert.equal(counts.interrupts, 1, 'first Ctrl-C → graceful stop');
+  assert.equal(counts.forced, 0);
   const stoppingFrame = stripAnsi(stdout.frames[stdout.frames.length - 1] ?? '');
   assert.match(stoppingFrame, /stopping… finishing the step and writing a checkpoint/);
   // the trainer then writes a checkpoint and ends the run as KILLED
@@ -216,26 +221,14 @@ test('Ink subscriber: renders frames, Ctrl-C calls onInterrupt once, then run-en
 });
 
 test('Ink subscriber: a second Ctrl-C forces the exit after unmounting', async () => {
-  const stdout = new FakeStdout();
-  const stdin = new FakeStdin();
-  let interrupts = 0;
-  let forced = 0;
-  const sub = createInkRunSubscriber({
-    stream: stdout as unknown as NodeJS.WriteStream,
-    stdin: stdin as unknown as NodeJS.ReadStream,
-    onInterrupt: () => interrupts++,
-    forceExit: () => forced++,
-    handleSigint: false,
-    patchConsole: false,
-    debug: true,
-  });
+  const { stdin, sub, counts } = inkSubscriber(false);
   for (const e of demoRunEvents({ totalEpochs: 1, stepsPerEpoch: 5 }).slice(0, 3)) sub.onEvent(e);
   await new Promise((r) => setImmediate(r));
   stdin.press('\u0003');
   await new Promise((r) => setImmediate(r));
   stdin.press('\u0003');
   await new Promise((r) => setImmediate(r));
-  assert.equal(interrupts, 1);
-  assert.equal(forced, 1);
+  assert.equal(counts.interrupts, 1);
+  assert.equal(counts.forced, 1);
   await sub.close(); // already unmounted: resolves
 });
