@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import { rmSync } from 'node:fs';
-import { probeBenchmark, formatProbeBenchmark } from '../src/interop/probe-benchmark.js';
+import { probeBenchmark, formatProbeBenchmark } from '../src/downstream/probe-benchmark.js';
 
 const { values } = parseArgs({
   options: {

@@ -7,9 +7,9 @@ import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
 import { PYTHON, pythonHas, pythonMissing } from './helpers/python.js';
-import { importCheckpoint } from '../src/interop/import.js';
-import { exportEncoder, loadEncoderState, loadTfjsWeights } from '../src/interop/export.js';
-import { readTorchFile, isTensorRef } from '../src/interop/pth.js';
+import { importCheckpoint } from '../src/formats/import.js';
+import { exportEncoder, loadEncoderState, loadTfjsWeights } from '../src/formats/export.js';
+import { readTorchFile, isTensorRef } from '../src/formats/pth.js';
 import { readSafetensors } from '../src/util/safetensors.js';
 import { packageRoot } from '../src/util/paths.js';
 
@@ -44,7 +44,7 @@ for (const [fixture, keys] of [
     const src = readTorchFile(path.join(FIX, fixture));
     const sd = src.root as Map<string, unknown>;
     assert.equal(res.tensors, sd.size);
-    const { officialToTimm } = await import('../src/interop/encoder-keys.js');
+    const { officialToTimm } = await import('../src/formats/encoder-keys.js');
     for (const [k, ref] of sd) {
       if (!isTensorRef(ref)) continue;
       const t = src.tensor(ref);

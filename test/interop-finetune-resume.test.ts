@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
 import { tmpDir, spawnSpark, waitForCheckpoint, assertSameWeights } from './helpers/train.js';
 import { tinyLabelledData, tinyFinetuneConfig, tinyFinetuneYaml, assertSameTensorFile } from './helpers/finetune.js';
-import { runFinetune, type FinetuneResult } from '../src/interop/finetune.js';
+import { runFinetune, type FinetuneResult } from '../src/downstream/finetune.js';
 import type { RunEvent } from '../src/train/events.js';
 
 const STEPS = 6;

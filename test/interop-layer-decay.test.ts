@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { layerDecay } from '../src/interop/layer-decay.js';
+import { layerDecay } from '../src/downstream/layer-decay.js';
 import { encoderStateEntries } from '../src/models/weights.js';
 import { isNoDecay } from '../src/train/optimizers.js';
 

@@ -4,12 +4,12 @@ import path from 'node:path';
 import os from 'node:os';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { requireNative } from './helpers/backend.js';
-import { probeBenchmark, formatProbeBenchmark } from '../src/interop/probe-benchmark.js';
+import { probeBenchmark, formatProbeBenchmark } from '../src/downstream/probe-benchmark.js';
 
 /*
  * Issue 7.5: a short SparK pre-training, then the same linear probe (frozen encoder, pooled stride-32 features) on
  * the pre-trained and on a random-init resnet_mini, on the generated grey texture dataset (8 classes, 320 train / 240
- * val images of 64 px; `src/interop/probe-dataset.ts`). The pre-trained encoder must win.
+ * val images of 64 px; `src/downstream/probe-dataset.ts`). The pre-trained encoder must win.
  *
  * Measured (val top-1, pre-trained vs random init, chance 12.5 %; one validation image = 0.42 points):
  *   150 steps, seed 0 (this test): see the numbers this test prints; bench/README.md has the table.

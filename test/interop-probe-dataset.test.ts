@@ -4,7 +4,7 @@ import path from 'node:path';
 import os from 'node:os';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import sharp from 'sharp';
-import { textureLabelled, writeTextureFolder, TEXTURE_MAX_CLASSES } from '../src/interop/probe-dataset.js';
+import { textureLabelled, writeTextureFolder, TEXTURE_MAX_CLASSES } from '../src/downstream/probe-dataset.js';
 
 test('texture dataset: a pure function of (seed, index, size, classes, palette); label = index mod classes', () => {
   const a = textureLabelled(3, 17, 32, 8);

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
-import { readTorchFile, isTensorRef, toPlain, CheckpointFormatError } from '../src/interop/pth.js';
-import { unpickle, PickleError } from '../src/interop/pickle.js';
+import { readTorchFile, isTensorRef, toPlain, CheckpointFormatError } from '../src/formats/pth.js';
+import { unpickle, PickleError } from '../src/formats/pickle.js';
 import { packageRoot } from '../src/util/paths.js';
 
 const FIX = path.join(packageRoot(), 'test', 'fixtures', 'interop');

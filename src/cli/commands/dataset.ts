@@ -1,5 +1,5 @@
 import { parseCommandArgs } from '../args.js';
-import { writeLabelledDataset, TEXTURE_MAX_CLASSES, type TexturePalette } from '../../interop/probe-dataset.js';
+import { writeLabelledDataset, TEXTURE_MAX_CLASSES, type TexturePalette } from '../../downstream/probe-dataset.js';
 import { SYNTHETIC_MAX_CLASSES } from '../../data/index.js';
 import { UsageError } from '../../util/errors.js';
 
@@ -15,7 +15,7 @@ under a temporary name and renamed at the end: it is complete or absent.
   textures  full-frame texture families (stripes, checker, dots, rings, noise, zigzag, grid, gradient) with random
             orientation, scale, phase, tones, an occluder and pixel noise; the class is the family. --palette grey
             (default) draws grey tones, colour random RGB ones (a short SparK pre-training learns colour first
-            there, see src/interop/probe-dataset.ts).
+            there, see src/downstream/probe-dataset.ts).
   shapes    one shape × fill object per image on a random background.
 
   --classes  number of classes (default 8)          --train / --val  images per class (default 40 / 30)

@@ -1,6 +1,6 @@
 import { parseCommandArgs } from '../args.js';
 import path from 'node:path';
-import { exportEncoder, type ExportFormat } from '../../interop/export.js';
+import { exportEncoder, type ExportFormat } from '../../formats/export.js';
 import { UsageError } from '../../util/errors.js';
 import { resolveRunPath } from '../../train/checkpoint.js';
 

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseDownstreamArgs } from './downstream-args.js';
-import { runFinetune, type FinetuneOptions } from '../../interop/finetune.js';
+import { runFinetune, type FinetuneOptions } from '../../downstream/finetune.js';
 import { UsageError } from '../../util/errors.js';
 import { withStopSignals, killedExitCode } from '../stop-signals.js';
 

@@ -1,5 +1,5 @@
 import { parseCommandArgs } from '../args.js';
-import { importCheckpoint } from '../../interop/import.js';
+import { importCheckpoint } from '../../formats/import.js';
 import { UsageError } from '../../util/errors.js';
 import type { EncoderSpec } from '../../spec/types.js';
 

@@ -1,6 +1,7 @@
 import { parseDownstreamArgs } from './downstream-args.js';
-import { runProbe, type DownstreamResult } from '../../interop/downstream.js';
-import { probeSweep, formatSweepProbe } from '../../interop/probe-sweep.js';
+import { runProbe } from '../../downstream/probe.js';
+import type { DownstreamResult } from '../../downstream/session.js';
+import { probeSweep, formatSweepProbe } from '../../downstream/probe-sweep.js';
 
 export const summary = 'linear probe of a frozen encoder (top-1/top-5 of a linear classifier on pooled features)';
 

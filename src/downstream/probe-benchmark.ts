@@ -12,7 +12,8 @@ import path from 'node:path';
 import { resolveConfig } from '../spec/index.js';
 import type { ExperimentConfig } from '../spec/types.js';
 import { runExperiment } from '../train/run.js';
-import { runProbe, type DownstreamResult } from './downstream.js';
+import type { DownstreamResult } from './session.js';
+import { runProbe } from './probe.js';
 import { writeLabelledDataset, type TexturePalette } from './probe-dataset.js';
 
 export interface ProbeBenchmarkOptions {

@@ -12,7 +12,8 @@ import { readSweep } from '../sweep/state.js';
 import type { TrialRecord } from '../sweep/types.js';
 import { openStore } from '../track/index.js';
 import { UsageError } from '../util/errors.js';
-import { runProbe, type DownstreamOptions, type DownstreamResult } from './downstream.js';
+import type { DownstreamOptions, DownstreamResult } from './session.js';
+import { runProbe } from './probe.js';
 
 export interface SweepProbeRow {
   trial: TrialRecord;

@@ -40,7 +40,7 @@ import {
   withSuffix,
   type DownstreamOptions,
   type DownstreamResult,
-} from './downstream.js';
+} from './session.js';
 import { finetuneSection, recipeFor, resolveAutoAugment, resolveInitPath } from './finetune-config.js';
 import { layerDecay } from './layer-decay.js';
 
