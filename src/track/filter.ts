@@ -1,6 +1,6 @@
 /**
  * MLflow's `runs/search` filter language and order_by, evaluated locally (for the file store) with the semantics
- * recorded against MLflow 2.12.2 (../shared/fixtures/mlflow/filter_semantics_2.12.2.txt, spec §5.2):
+ * recorded against MLflow 2.12.2 (test/fixtures/mlflow/filter_semantics_2.12.2.txt, spec §5.2):
  * comparisons joined by AND only; params/tags/string attributes compare as quoted strings (= != LIKE ILIKE),
  * metrics as unquoted numbers on their latest value, `run_id` also IN / NOT IN; a run without the key never
  * matches, even for `!=`. Error messages are MLflow's.
