@@ -14,6 +14,7 @@ import { openStore } from '../track/index.js';
 import { UsageError } from '../util/errors.js';
 import type { DownstreamOptions, DownstreamResult } from './session.js';
 import { runProbe } from './probe.js';
+import { commandHint } from '../util/hint.js';
 
 export interface SweepProbeRow {
   trial: TrialRecord;
@@ -27,6 +28,8 @@ export interface SweepProbeRow {
 export interface SweepProbeResult {
   sweepDir: string;
   sweepName: string;
+  /** The MLflow experiment of the sweep's runs. */
+  experiment: string;
   varying: string[];
   rows: SweepProbeRow[];
   /** The random-init baseline of the probe spec's encoder (with `compareRandom`). */
@@ -81,7 +84,7 @@ export async function probeSweep(
   }
   if (!rows.some((r) => r.result)) throw new UsageError(`${opts.sweepDir}: no finished trial with a checkpoint to probe`);
   const random = compareRandom ? await runProbe({ ...base, init: null, nameSuffix: '-random' }) : null;
-  return { sweepDir: dir, sweepName: sweep.name, varying: sweep.varying, rows, random, warnings };
+  return { sweepDir: dir, sweepName: sweep.name, experiment: sweep.tracking.experiment, varying: sweep.varying, rows, random, warnings };
 }
 
 /** The table `spark probe --sweep` prints: trials by probe top-1 (best first), then the random baseline. */
@@ -104,7 +107,7 @@ export function formatSweepProbe(r: SweepProbeResult): string {
   const first = probed[0]?.result;
   const out = [`linear probe of sweep ${r.sweepName} (${probed.length} of ${r.rows.length} trials)${first ? `, ${first.encoder}, ${first.numClasses} classes` : ''}`, line(head), ...body.map(line)];
   for (const x of skipped) out.push(`  trial ${x.trial.index} (${x.trial.name}) not probed: ${x.skipped}`);
-  if (probed.some((x) => x.loggedToTrial)) out.push(`probe_top1 / probe_top5 logged to each trial's MLflow run: spark compare --experiment <sweep experiment> --order-by "metrics.probe_top1 DESC"`);
+  if (probed.some((x) => x.loggedToTrial)) out.push(`probe_top1 / probe_top5 logged to each trial's MLflow run: ${commandHint(['compare', '--experiment', r.experiment, '--order-by', 'metrics.probe_top1 DESC'])}`);
   for (const w of r.warnings) out.push(`warning: ${w}`);
   return out.join('\n');
 }

@@ -28,6 +28,7 @@ import {
   writeTrialSpec,
 } from './state.js';
 import type { SweepFile, Trial, TrialRecord, TrialStatus } from './types.js';
+import { commandHint, shellQuote } from '../util/hint.js';
 
 /** What a trial runner is asked to do. */
 export interface TrialRunRequest {
@@ -554,16 +555,12 @@ export async function runSweep(opts: RunSweepOptions, deps: SweepDeps = {}): Pro
   const done = sweep.trials.filter((t) => t.status === 'FINISHED').length;
   log(`sweep: ${sweep.status.toLowerCase()}: ${done}/${sweep.trials.length} trials finished; summary in ${path.join(dir, 'summary.md')}`);
   for (const [name, b] of Object.entries(sweep.best)) log(`sweep: best ${name}: trial ${b.trial} (${b.name}) = ${b.value}`);
-  if (sweep.status === 'KILLED') log(`sweep: resume with: spark run --resume ${shellQuote(dir)}`);
+  if (sweep.status === 'KILLED') log(`sweep: resume with: ${commandHint(['run', '--resume', { path: dir }])}`);
   const exitCode = sweep.status === 'FINISHED' ? 0 : sweep.status === 'KILLED' ? 130 : 1;
   return { sweepDir: dir, sweep, status: sweep.status, exitCode };
 }
 
-/** POSIX shell single-quoting. */
-export function shellQuote(s: string): string {
-  if (s !== '' && /^[A-Za-z0-9_\/.,+@%:=-]+$/.test(s)) return s;
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
+export { shellQuote };
 
 /**
  * Run one trial of an existing sweep folder in this process (a `--parallel` child or a Slurm array task). Events go

@@ -31,6 +31,7 @@ import {
   type TrackingState,
 } from './tracker.js';
 import { CLIENT_TOKEN_TAG, PLACEHOLDER_RUN_PREFIX, type Metric, type MlflowRunStatus, type TrackingStore } from './types.js';
+import { commandHint } from '../util/hint.js';
 
 export type { RunTracker, TrackingState } from './tracker.js';
 export { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE, isPendingCreate, placeholderIds, recordRunInfo, RUN_INFO_FILE } from './tracker.js';
@@ -92,7 +93,7 @@ export function parentRunUnreachable(uri: string, err: unknown): TrackingError {
   const why = (err as Error).message.replace(/\s+/g, ' ');
   return new TrackingError(
     `cannot create the sweep's parent MLflow run: the tracking server ${uri} is unreachable (${why}). ` +
-      `Start the server and run the sweep again, or run it on a file store (--set tracking.uri=./mlruns) and copy that to the server afterwards with \`spark sync ./mlruns --to ${uri}\`.`,
+      `Start the server and run the sweep again, or run it on a file store (--set tracking.uri=./mlruns) and copy that to the server afterwards with \`${commandHint(['sync', './mlruns', '--to', uri])}\`.`,
     (err as TrackingError).errorCode,
   );
 }
@@ -104,7 +105,7 @@ function offlineWarning(uri: string, runDir: string, why: string): RunEvent {
     code: 'tracking-offline',
     message:
       `MLflow server ${uri} unreachable when the run started (${why}); the run starts offline: its MLflow run is created and every call replayed ` +
-      `from ${path.join(runDir, JOURNAL_FILE)} when the server answers (retried on each flush), or by \`spark sync --run ${runDir}\``,
+      `from ${path.join(runDir, JOURNAL_FILE)} when the server answers (retried on each flush), or by \`${commandHint(['sync', '--run', { path: runDir }])}\``,
   };
 }
 

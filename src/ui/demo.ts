@@ -5,6 +5,7 @@
  */
 import type { ExperimentConfig } from '../spec/types.js';
 import type { RunEvent, RunSubscriber } from '../train/events.js';
+import { commandHint } from '../util/hint.js';
 
 export interface DemoOptions {
   name?: string;
@@ -182,7 +183,7 @@ export async function driveLive(sub: RunSubscriber, o: Required<Omit<DemoOptions
       step,
       epoch,
       finalLoss: demoLoss(step),
-      resumeCommand: `spark run --resume ${o.runDir}`,
+      resumeCommand: commandHint(['run', '--resume', { path: o.runDir }]),
     });
   } else {
     sub.onEvent({ type: 'run-end', time: Date.now(), status: 'FINISHED', step, epoch, finalLoss: demoLoss(step) });

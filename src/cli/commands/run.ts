@@ -3,7 +3,7 @@
  * [--parallel N] [--fail-fast]`: pre-train one experiment (or a sweep of them).
  *
  * Exit status: 0 finished, 1 failed, 2 bad input, 130 interrupted by SIGINT / Ctrl-C, 143 by SIGTERM. An interrupted
- * run has written a checkpoint and prints `resume with: spark run --resume <run-dir>`.
+ * run has written a checkpoint and prints, once, `resume with: npx spark run --resume <run-dir>` (util/hint.ts).
  */
 import { parseArgs } from 'node:util';
 import { existsSync, statSync } from 'node:fs';
@@ -138,10 +138,8 @@ async function runOne(o: {
     process.stderr.write(`run finished: ${res.runDir}\n`);
     return 0;
   }
-  if (res.status === 'KILLED') {
-    process.stderr.write(`resume with: ${res.resumeCommand ?? `spark run --resume ${res.runDir}`}\n`);
-    return killedExitCode(stoppedBy);
-  }
+  // the console view (Ink or plain) has printed the resume command with the run's end
+  if (res.status === 'KILLED') return killedExitCode(stoppedBy);
   process.stderr.write(`spark: run failed${res.error ? `: ${res.error}` : ''} (${res.runDir})\n`);
   return 1;
 }

@@ -12,6 +12,7 @@
  */
 import { parseCommandArgs } from '../args.js';
 import { UsageError } from '../../util/errors.js';
+import { commandHint } from '../../util/hint.js';
 
 export const summary = 'run, resume, launch (Slurm) and inspect sweeps: grid / zip / list of trials with nested MLflow runs';
 
@@ -142,7 +143,7 @@ export default async function sweep(argv: string[]): Promise<number> {
       });
       out(`sweep folder: ${r.dir}\nsbatch script: ${r.script}\n`);
       if (r.sweep.tracking.parentRunId) out(`mlflow parent run: ${r.sweep.tracking.parentRunId} (${r.sweep.tracking.uri})\n`);
-      if (r.jobId) out(`submitted array job ${r.jobId} (${r.sweep.trials.length} tasks); follow with: spark sweep status ${sw.shellQuote(r.dir)}\n`);
+      if (r.jobId) out(`submitted array job ${r.jobId} (${r.sweep.trials.length} tasks); follow with: ${commandHint(['sweep', 'status', { path: r.dir }])}\n`);
       else out(`submit with: cd ${sw.shellQuote(r.dir)} && sbatch slurm/sweep.sbatch   (or add --submit)\n`);
       return 0;
     }
