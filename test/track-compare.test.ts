@@ -70,11 +70,17 @@ test('order-by and filter; a parent left out by the filter is still shown (marke
 });
 
 test('table and markdown formats', async () => {
+  // val_acc is nan in every run: the table leaves it out and says so; --columns +metrics.val_acc brings it back
   const table = await compare(['--uri', root, '-e', 'sweep-demo']);
   const lines = table.split('\n');
-  assert.match(lines[0]!, /^run\s+params\.mask_ratio\s+metrics\.best_loss\s+metrics\.train\/loss\s+metrics\.val_acc\s+status\s+duration$/);
+  assert.match(lines[0]!, /^run\s+params\.mask_ratio\s+metrics\.best_loss\s+metrics\.train\/loss\s+status\s+duration$/);
   assert.match(lines[1]!, /^─+( +─+)+$/);
-  assert.match(table, /└ mr=0\.75\s+0\.75\s+1\.1333\s+nan\s+FINISHED\s+0\.0s/);
+  assert.match(table, /└ mr=0\.75\s+0\.75\s+1\.1333\s+FINISHED\s+0\.0s/);
+  assert.match(table, /^not shown, the same in every run: metrics\.val_acc$/m);
+  const plus = await compare(['--uri', root, '-e', 'sweep-demo', '--columns', '+metrics.val_acc']);
+  assert.match(plus.split('\n')[0]!, /^run\s+params\.mask_ratio\s+metrics\.best_loss\s+metrics\.train\/loss\s+metrics\.val_acc\s+status\s+duration$/);
+  assert.match(plus, /└ mr=0\.75\s+0\.75\s+1\.1333\s+nan\s+FINISHED\s+0\.0s/);
+  assert.doesNotMatch(plus, /not shown/);
   const md = (await compare(['--uri', root, '-e', 'sweep-demo', '--format', 'markdown'])).trimEnd().split('\n');
   assert.equal(md.length, 2 + 4);
   assert.equal(md[0], '| run | params.mask_ratio | metrics.best_loss | metrics.train/loss | metrics.val_acc | status | duration |');
