@@ -25,6 +25,8 @@ export interface PlainLoggerOptions {
   prefix?: string;
   /** Also print `info` log events (default true; `debug` is never printed). */
   info?: boolean;
+  /** Print the resume command of an interrupted run (default true; a sweep prints its own, once). */
+  resumeHint?: boolean;
 }
 
 /** `[step 120/400 ep 3/10] loss 0.8123 (ema 0.8301) lr 1.2e-3 wd 0.041 gn 0.53 12.4 img/s eta 0:05:12` */
@@ -124,7 +126,7 @@ export class PlainLogger implements RunSubscriber {
         const loss = e.finalLoss != null ? `, final loss ${formatLoss(e.finalLoss)}` : '';
         this.line(`[run-end] ${e.status} at step ${e.step} (epoch ${e.epoch})${loss}`);
         if (e.error) this.line(`error: ${e.error}`);
-        if (e.resumeCommand) this.line(`resume with: ${e.resumeCommand}`);
+        if (e.resumeCommand && this.opts.resumeHint !== false) this.line(`resume with: ${e.resumeCommand}`);
         break;
       }
     }
