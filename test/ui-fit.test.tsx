@@ -19,6 +19,8 @@ import { FakeStdin, FakeStdout } from './helpers/ink.js';
 
 const COLS = 80;
 const ROWS = 24;
+/** A frame as tall as the terminal makes Ink clear the screen on each redraw (and drop its last newline): one less. */
+const FRAME_ROWS = ROWS - 1;
 
 function snapshotOf(events: RunEvent[], now?: number): RunSnapshot {
   const s = initialRunState();
@@ -36,7 +38,7 @@ function lines(frame: string): string[] {
 function assertFits(frame: string, what: string): string[] {
   const ls = lines(frame);
   for (const l of ls) assert.ok([...l].length <= COLS, `${what}: a line of ${[...l].length} cells:\n${l}\n---\n${ls.join('\n')}`);
-  assert.ok(ls.length <= ROWS, `${what}: ${ls.length} lines:\n${ls.join('\n')}`);
+  assert.ok(ls.length <= FRAME_ROWS, `${what}: ${ls.length} lines:\n${ls.join('\n')}`);
   return ls;
 }
 
@@ -76,7 +78,7 @@ test('run view at 80 columns: every line fits, the header stays above the bars, 
     ['sweep trial', longRun({ sweep: true })],
     ['starting', longRun().slice(0, 1)],
   ] as const) {
-    const ls = assertFits(renderAt80(<RunView s={snapshotOf([...ev])} width={COLS} />), what);
+    const ls = assertFits(renderAt80(<RunView s={snapshotOf([...ev])} width={COLS} height={FRAME_ROWS} />), what);
     assert.match(ls[0]!, /^spark spark-quickstart\/quickstart  /, `${what}: the header starts the frame`);
     const firstBar = ls.findIndex((l) => /^epoch \d+\/1600 /.test(l));
     assert.ok(firstBar >= 1 && firstBar <= 3, `${what}: the epoch bar follows the header:\n${ls.join('\n')}`);
@@ -89,21 +91,34 @@ test('run view at 80 columns: every line fits, the header stays above the bars, 
     }
   }
   // the two header lines say what and which run
-  const ls = lines(renderAt80(<RunView s={snapshotOf(longRun({ resumedAt: 13 }))} width={COLS} />));
+  const ls = lines(renderAt80(<RunView s={snapshotOf(longRun({ resumedAt: 13 }))} width={COLS} height={FRAME_ROWS} />));
   assert.match(ls[1]!, /^run 20261204-204306-84f7  resumed at step 13$/);
+});
+
+test('run view at 80 columns: the tracking notice is cut to one line while the run goes, shown whole in the final frame when it fits', () => {
+  const ev = longRun().filter((e) => e.type !== 'log' && !(e.type === 'warning' && e.code === 'memory'));
+  const t = ev[ev.length - 1]!.time;
+  const live = assertFits(renderAt80(<RunView s={snapshotOf(ev)} width={COLS} height={FRAME_ROWS} />), 'live');
+  const offline = live.filter((l) => /^tracking +offline: MLflow server/.test(l));
+  assert.equal(offline.length, 1, live.join('\n'));
+  assert.ok(offline[0]!.endsWith('…'), offline[0]);
+  assert.doesNotMatch(live.join('\n'), /sync --run/);
+  const fin = assertFits(renderAt80(<RunView s={snapshotOf([...ev, { type: 'run-end', time: t, status: 'FINISHED', step: 36, epoch: 1, finalLoss: 0.9 }])} width={COLS} height={FRAME_ROWS} />), 'final');
+  assert.match(fin.join(' '), /npx spark sync --run/, fin.join('\n'));
+  assert.ok(fin.some((l) => l.trimEnd().endsWith('20261204-204306-84f7`')), 'the notice is whole, to its end');
 });
 
 test('run view at 80 columns: the final frames fit, and the resume command is printed whole', () => {
   const ev = longRun().filter((e) => e.type !== 'warning' && e.type !== 'log');
   const t = ev[ev.length - 1]!.time;
   const resume = 'npx spark run --resume runs/quickstart/20261204-204306-84f7';
-  const killed = assertFits(renderAt80(<RunView s={snapshotOf([...ev, { type: 'run-end', time: t, status: 'KILLED', step: 36, epoch: 1, finalLoss: 0.9, resumeCommand: resume }])} width={COLS} />), 'killed');
+  const killed = assertFits(renderAt80(<RunView s={snapshotOf([...ev, { type: 'run-end', time: t, status: 'KILLED', step: 36, epoch: 1, finalLoss: 0.9, resumeCommand: resume }])} width={COLS} height={FRAME_ROWS} />), 'killed');
   assert.ok(killed.includes(`  resume with: ${resume}`), killed.join('\n'));
   const error = 'NaN loss at step 36: the loss became NaN after the optimizer step; lower train.optimizer.base_lr or check the data for broken images';
-  const failed = assertFits(renderAt80(<RunView s={snapshotOf([...ev, { type: 'run-end', time: t, status: 'FAILED', step: 36, epoch: 1, finalLoss: null, error }])} width={COLS} />), 'failed');
+  const failed = assertFits(renderAt80(<RunView s={snapshotOf([...ev, { type: 'run-end', time: t, status: 'FAILED', step: 36, epoch: 1, finalLoss: null, error }])} width={COLS} height={FRAME_ROWS} />), 'failed');
   assert.match(failed.join('\n'), /✘ failed at step 36/);
   const stopping = snapshotOf(ev);
-  const st = assertFits(renderAt80(<RunView s={{ ...stopping, stopping: true }} width={COLS} />), 'stopping');
+  const st = assertFits(renderAt80(<RunView s={{ ...stopping, stopping: true }} width={COLS} height={FRAME_ROWS} />), 'stopping');
   assert.match(st[st.length - 1]!, /^stopping… finishing the step and writing a checkpoint/);
 });
 
@@ -133,7 +148,7 @@ test('sweep board at 80×24: trial rows and the running trial fit; many trials a
       stopping: false,
       closed: false,
     };
-    const ls = assertFits(renderAt80(<SweepView s={s} width={COLS} height={ROWS} />), `${n} trials`);
+    const ls = assertFits(renderAt80(<SweepView s={s} width={COLS} height={FRAME_ROWS} />), `${n} trials`);
     assert.match(ls[0]!, /^spark sweep /);
     assert.ok(ls.some((l) => /^▶ 2 /.test(l)), `${n} trials: the running trial is on the board:\n${ls.join('\n')}`);
     if (n === 20) assert.ok(ls.some((l) => /more trials/.test(l)), `the board says trials are not shown:\n${ls.join('\n')}`);
@@ -161,8 +176,6 @@ test('the Ink subscriber on an 80×24 terminal: every frame it writes fits', asy
   assert.equal(stripAnsi(stdout.frames.join('')).split('resume with:').length, 2, 'printed once');
   const frames = stdout.frames.slice(0, -1).filter((f) => stripAnsi(f).includes('spark '));
   assert.ok(frames.length >= 2, `${frames.length} frames`);
-  for (const f of frames.slice(0, -1)) assertFits(f, 'live frame');
-  // the final frame shows the warnings in full: it may be taller, but each line still fits the width
-  for (const l of lines(frames[frames.length - 1]!)) assert.ok([...l].length <= COLS, l);
+  for (const f of frames) assertFits(f, 'frame');
   assert.match(stripAnsi(frames[frames.length - 1]!), /■ stopped at step 36/);
 });

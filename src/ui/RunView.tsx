@@ -36,7 +36,10 @@ export interface RunViewProps {
    * shrink so that every line fits (long values are cut, paths in the middle). Unset: no fitting (bars at full size).
    */
   width?: number;
-  /** Terminal rows the view may use: warnings and log lines beyond them are left out (oldest first). */
+  /**
+   * Terminal rows the view may use (keep it below the terminal's height: Ink redraws a frame as tall as the terminal
+   * by clearing the screen): warnings and log lines beyond them are left out (oldest first).
+   */
   height?: number;
   /**
    * Show the resume command under the final status (default). The Ink subscriber prints it after the view instead,
@@ -178,15 +181,26 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
   const losses = s.lossHistory;
   // header: what the run is, then which run; on two lines when one does not fit (it never wraps into the bars)
   const headerLines = headerLayout(s, W);
-  // warnings and logs: as many as the height leaves (the newest), logs before warnings go
+  // warnings and logs (and the tracking line): one line each while the run goes, so the frame keeps its height;
+  // the final frame shows them whole when that fits the height. With a height, only the newest that fit are shown.
   let warnings = s.warnings;
   let logs = s.logs;
-  if (height !== undefined && !s.end) {
-    let room = Math.max(0, height - runViewBaseLines(s, { width: W, compact, hideSweep, resumeLine }));
-    logs = logs.slice(Math.max(0, logs.length - Math.max(0, room - warnings.length)));
-    room -= logs.length;
-    warnings = warnings.slice(Math.max(0, warnings.length - room));
+  const warningText = (w: (typeof warnings)[number]): string => `⚠ ${w.code}: ${w.message}${w.count > 1 ? ` (×${w.count})` : ''}`;
+  const logText = (l: (typeof logs)[number]): string => `${l.level}: ${l.message}`;
+  const trackingText = s.tracking ? `${s.tracking.state}${s.tracking.message ? ': ' + s.tracking.message : ''}` : '';
+  let wrapNotes = width === undefined || !!s.end;
+  if (height !== undefined) {
+    const room = Math.max(0, height - runViewBaseLines(s, { width: W, compact, hideSweep, resumeLine }));
+    // lines a text takes when wrapped at word boundaries (a little more than length / width)
+    const wrapped = (t: string, indent = 0): number => Math.max(1, Math.ceil((t.length + indent) / Math.max(20, W - 8)));
+    const whole = (s.tracking ? wrapped(trackingText, LABEL) - 1 : 0) + warnings.reduce((n, w) => n + wrapped(warningText(w)), 0) + logs.reduce((n, l) => n + wrapped(logText(l)), 0);
+    wrapNotes = wrapNotes && !!s.end && whole <= room;
+    if (!wrapNotes) {
+      logs = logs.slice(Math.max(0, logs.length - Math.max(0, room - warnings.length)));
+      warnings = warnings.slice(Math.max(0, warnings.length - (room - logs.length)));
+    }
   }
+  const noteWrap = wrapNotes ? 'wrap' : fit('truncate-end');
 
   // the bars take what the label and the numbers leave, down to MIN_BAR (then elapsed time goes first)
   const epochLabel = `epoch ${s.epoch}/${s.totalEpochs}`;
@@ -288,20 +302,19 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
       {s.tracking ? (
         <Box>
           <Label>tracking</Label>
-          <Text color={s.tracking.state === 'offline' ? 'yellow' : 'green'} wrap={s.end ? 'wrap' : fit('truncate-end')}>
-            {`${s.tracking.state}${s.tracking.message ? ': ' + s.tracking.message : ''}`}
+          <Text color={s.tracking.state === 'offline' ? 'yellow' : 'green'} wrap={noteWrap}>
+            {trackingText}
           </Text>
         </Box>
       ) : null}
-      {/* one line each while the run goes (the frame keeps its height); in full in the final frame */}
       {warnings.map((w, i) => (
-        <Text key={`w${i}`} color="yellow" wrap={s.end ? 'wrap' : fit('truncate-end')}>
-          {`⚠ ${w.code}: ${w.message}${w.count > 1 ? ` (×${w.count})` : ''}`}
+        <Text key={`w${i}`} color="yellow" wrap={noteWrap}>
+          {warningText(w)}
         </Text>
       ))}
       {logs.map((l, i) => (
-        <Text key={`l${i}`} color={l.level === 'error' ? 'red' : 'yellow'} wrap={s.end ? 'wrap' : fit('truncate-end')}>
-          {`${l.level}: ${l.message}`}
+        <Text key={`l${i}`} color={l.level === 'error' ? 'red' : 'yellow'} wrap={noteWrap}>
+          {logText(l)}
         </Text>
       ))}
       <StatusLine s={s} resumeLine={resumeLine} />
@@ -347,7 +360,7 @@ export function RunApp({ s, controller }: { s: RunSnapshot; controller?: Interru
   return (
     <>
       {controller ? <CtrlC controller={controller} /> : null}
-      <RunView s={s} width={columns} height={rows} resumeLine={false} />
+      <RunView s={s} width={columns} height={rows - 1} resumeLine={false} />
     </>
   );
 }

@@ -214,7 +214,7 @@ function SweepApp({ s, controller }: { s: SweepSnapshot; controller?: Interrupte
   return (
     <>
       {controller ? <CtrlC controller={controller} /> : null}
-      <SweepView s={s} width={columns} height={rows} />
+      <SweepView s={s} width={columns} height={rows - 1} />
     </>
   );
 }
