@@ -61,7 +61,7 @@ test('after Ctrl-C the resume hint is printed once and, run as printed from the 
   const out = tmpDir();
   const spec = path.join(out, 'hint.yaml');
   writeFileSync(spec, tinySpecYaml({ outDir: out, name: 'hint', steps: 5, checkpointEvery: 1, backend: info.name }));
-  const { child, done } = spawnSpark('run', [spec], { SPARK_TEST_STEP_DELAY_MS: '200' });
+  const { child, done } = spawnSpark('run', [spec], { SPARK_TEST_STEP_DELAY_MS: '200' }, ROOT); // from the repository root, as the README
   const runDir = await waitForCheckpoint(out, 'hint', 2);
   child.kill('SIGINT');
   const r = await done;
