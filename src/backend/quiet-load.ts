@@ -46,7 +46,12 @@ function redirectable(): boolean {
 /** Run `fn` (a synchronous native load) with fd 2 captured as described above. */
 export function withQuietStderr<T>(fn: () => T): T {
   if (!redirectable()) return fn();
-  const saved = openSync('/proc/self/fd/2', 'a'); // the terminal, to point fd 2 back at afterwards
+  let saved: number;
+  try {
+    saved = openSync('/proc/self/fd/2', 'a'); // the terminal, to point fd 2 back at afterwards
+  } catch {
+    return fn();
+  }
   const file = path.join(os.tmpdir(), `spark-native-load-${process.pid}.log`);
   const restore = (): void => {
     const fd = openSync(`/proc/self/fd/${saved}`, 'a');
