@@ -158,7 +158,7 @@ test('launch without --submit: sweep folder, parent run in the file store, execu
   const parent = await openStore(path.join(dir, 'mlruns')).getRun(s.tracking.parentRunId!);
   assert.equal(parent.data.tags['spark.sweep'], '1');
   assert.equal(parent.info.status, 'RUNNING');
-  const rep = await sweepStatus(r.dir, { querySlurm: async () => ({ tasks: new Map(), notes: [] }) });
+  const rep = await sweepStatus(r.dir, { querySlurm: async () => ({ tasks: new Map(), notes: [], answered: false }) });
   assert.deepEqual(rep.rows.map((x) => [x.index, x.status, x.slurm]), [
     [0, 'PENDING', '-'],
     [1, 'PENDING', '-'],

@@ -183,3 +183,21 @@ export function hasCheckpoint(runDir: string): boolean {
   };
   return walk(runDir, 0);
 }
+
+/**
+ * Record a trial's status as the sweep knows it in its run folder's run.json (`sweepStatus`: status, reason, time),
+ * when the run folder has one: set when the trial starts and ends, and by `spark sweep status` when it finds the
+ * trial's Slurm task gone. Returns the run's MLflow run id from run.json, if any.
+ */
+export async function recordRunStatus(runDir: string, status: string, reason: string | null): Promise<string | null> {
+  const file = path.join(runDir, 'run.json');
+  let info: Record<string, unknown>;
+  try {
+    info = JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+  info['sweepStatus'] = { status, reason, at: new Date().toISOString() };
+  await atomicWriteFile(file, JSON.stringify(info, null, 2) + '\n');
+  return typeof info['mlflowRunId'] === 'string' ? info['mlflowRunId'] : null;
+}

@@ -6,6 +6,7 @@
 import React from 'react';
 import { Box, Text, useInput, useStdin } from 'ink';
 import type { RunSnapshot } from './store.js';
+import { trialLabel } from './trial-label.js';
 import {
   formatAge,
   formatBytes,
@@ -88,7 +89,7 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
           <Text bold color="cyan">{'spark '}</Text>
           <Text bold>{title || '…'}</Text>
           {s.sweep ? (
-            <Text color="gray">{`  trial ${s.sweep.trial} ${s.sweep.trialName}`}</Text>
+            <Text color="gray">{`  ${trialLabel(s.sweep.trial, s.sweep.trials)} ${s.sweep.trialName}`}</Text>
           ) : s.runId ? (
             <Text color="gray">{`  run ${s.runId}`}</Text>
           ) : null}
@@ -99,7 +100,7 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
       )}
       {!compact && !hideSweep && s.sweep ? (
         <Text color="gray">
-          {`sweep trial ${s.sweep.trial} (${s.sweep.trialName}) ` +
+          {`sweep ${trialLabel(s.sweep.trial, s.sweep.trials)} (${s.sweep.trialName}) ` +
             Object.entries(s.sweep.params)
               .map(([k, v]) => `${k}=${formatParamValue(v)}`)
               .join(' ')}

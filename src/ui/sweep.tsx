@@ -11,6 +11,7 @@ import { Interrupter } from './interrupt.js';
 import { PlainLogger } from './plain.js';
 import { useInkFor } from './tty.js';
 import { formatLoss, formatParamValue, progressBar } from './format.js';
+import { trialLabel } from './trial-label.js';
 import {
   applyEvent,
   initialRunState,
@@ -121,7 +122,7 @@ function statusGlyph(s: TrialStatus): string {
 export function boardTable(rows: readonly TrialRow[], varying: readonly string[]): string[][] {
   const head = ['#', ...varying, 'status', 'loss', 'steps'];
   const body = rows.map((r) => [
-    String(r.index),
+    String(r.index + 1), // 1-based for people (the folder trials/000 is trial 1)
     ...varying.map((k) => (k in r.params ? formatParamValue(r.params[k]) : '')),
     r.status,
     formatLoss(r.loss),
@@ -171,7 +172,7 @@ export function SweepView({ s, barWidth = 16 }: { s: SweepSnapshot; barWidth?: n
       })}
       {s.detail && s.detailIndex != null ? (
         <Box flexDirection="column" marginTop={1}>
-          <Text bold>{`trial ${s.detailIndex}`}</Text>
+          <Text bold>{trialLabel(s.detailIndex, s.rows.length)}</Text>
           <RunView s={s.detail} hideSweep />
         </Box>
       ) : null}
@@ -287,7 +288,7 @@ function plainSweep(board: Board, varying: string[], opts: SweepConsoleOptions, 
   return {
     trialSubscriber(index: number): RunSubscriber {
       row(board, index);
-      const logger = new PlainLogger({ stream, logEvery: opts.logEvery, prefix: `[trial ${index}/${total}] ` });
+      const logger = new PlainLogger({ stream, logEvery: opts.logEvery, prefix: `[${trialLabel(index, total)}] ` });
       return {
         onEvent(e: RunEvent): void {
           applyTrialEvent(board, index, e);
@@ -303,7 +304,7 @@ function plainSweep(board: Board, varying: string[], opts: SweepConsoleOptions, 
       const p = paramText(r);
       const loss = r.loss != null && status !== 'pending' && status !== 'running' ? ` loss ${formatLoss(r.loss)}` : '';
       const msg = info?.message ? `: ${info.message}` : '';
-      stream.write(`[sweep] trial ${index}/${total} ${r.name}${p ? ` (${p})` : ''} ${status}${loss}${msg}\n`);
+      stream.write(`[sweep] ${trialLabel(index, total)} ${r.name}${p ? ` (${p})` : ''} ${status}${loss}${msg}\n`);
     },
     async close(): Promise<void> {
       if (closed) return;
