@@ -146,7 +146,7 @@ test('an invalid trial fails the sweep before anything runs or is written', asyn
   const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.6, 0.75, 1.2] } });
   await assert.rejects(
     runSweep({ loaded }, { runTrial: runner, tracker, console: null, log: silent }),
-    (e: unknown) => e instanceof SpecError && e.format() === 'trial 3 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1',
+    (e: unknown) => e instanceof SpecError && e.format() === 'trial 4/4 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1',
   );
   assert.equal(calls.length, 0);
   assert.equal(tracker.parents.length, 0);
@@ -229,7 +229,8 @@ test('parallel: several trials at once through the same bookkeeping', async () =
     calls.push(req.trial.index);
     running++;
     peak = Math.max(peak, running);
-    await new Promise((r) => setTimeout(r, 30));
+    // wait (up to 5 s) for a second trial to start: deterministic on a loaded machine, still 1 if trials ran serially
+    for (let waited = 0; peak < 2 && waited < 5000; waited += 10) await new Promise((r) => setTimeout(r, 10));
     running--;
     return { status: 'FINISHED', step: 2, finalLoss: req.trial.index, mlflowRunId: null };
   };

@@ -119,7 +119,7 @@ export default async function sweep(argv: string[]): Promise<number> {
       out(`${trials.length} trial(s) of ${loaded.specPath}, all valid:\n`);
       for (const t of trials) {
         const ov = Object.entries(t.overrides).map(([k, x]) => `${k}=${JSON.stringify(x)}`).join(' ');
-        out(`  ${String(t.index).padStart(3)}  ${t.name}${ov ? `   (${ov})` : ''}\n`);
+        out(`  ${String(t.index + 1).padStart(3)}  ${t.name}${ov ? `   (${ov})` : ''}\n`); // counted from 1, as on the console
       }
       return 0;
     }
