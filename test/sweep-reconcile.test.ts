@@ -310,3 +310,28 @@ test('sbatch script of a resubmission runs only the listed tasks', () => {
   assert.match(text, /^#SBATCH --array=1-2,4%2$/m);
   assert.match(text, /trials 1-2,4 of 6/);
 });
+
+test('CLI: spark sweep launch --resume <dir> resubmits, spark sweep status --json shows the reconciled trials', { timeout: 240_000 }, async () => {
+  const dir = tmp();
+  const slurm = fakeSlurm(path.join(dir, 'slurm'));
+  const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.6] } });
+  const r = await launchSlurm({ loaded, options: {}, submit: true, command: ['spark'], env: slurm.env });
+  // both tasks were cancelled before they started, and Slurm has forgotten them
+  const [cmd, ...args] = sparkCommand();
+  const st = spawnSync(cmd!, [...args, 'sweep', 'status', r.dir, '--json'], { encoding: 'utf8', env: slurm.env, timeout: 120_000 });
+  assert.equal(st.status, 0, st.stderr);
+  const rep = JSON.parse(st.stdout) as { status: string; trials: Array<{ index: number; label: string; status: string }> };
+  assert.equal(rep.status, 'KILLED');
+  assert.deepEqual(rep.trials.map((x) => [x.index, x.label, x.status]), [
+    [0, 'trial 1/2', 'KILLED'],
+    [1, 'trial 2/2', 'KILLED'],
+  ]);
+  const res = spawnSync(cmd!, [...args, 'sweep', 'launch', '--resume', r.dir], { encoding: 'utf8', env: slurm.env, timeout: 120_000 });
+  assert.equal(res.status, 0, res.stderr);
+  assert.match(res.stdout, /resubmitted 2 unfinished trial\(s\) \(1, 2 of 2\) as array job 101; follow with: spark sweep status /);
+  const s = await readSweep(r.dir);
+  assert.equal(s.launcher.type === 'slurm' ? s.launcher.jobId : null, '101');
+  // --resume with a spec as well is a usage error
+  const both = spawnSync(cmd!, [...args, 'sweep', 'launch', '--resume', r.dir, loaded.specPath], { encoding: 'utf8', env: slurm.env, timeout: 120_000 });
+  assert.equal(both.status, 2);
+});
