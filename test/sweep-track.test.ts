@@ -123,6 +123,39 @@ test('a resumed sweep whose best trial changed keeps MLflow params immutable (th
   }
 });
 
+test('REST: the parent logs the sweep definition, not the swept values; filters on them match trials only', async (t) => {
+  const track = await openTrack();
+  if (typeof track === 'string') return t.skip(track);
+  const { startMlflowServer } = await import('./helpers/mlflow-server.js');
+  const server = await startMlflowServer();
+  t.after(() => server.close());
+  const dir = tmp();
+  const store = track.openStore(server.url);
+  const tracker = storeTracker(store);
+  const runner = async (req: TrialRunRequest): Promise<TrialRunResult> => {
+    const exp = await store.getOrCreateExperiment('sweep-track');
+    const child = await store.createRun({ experimentId: exp, runName: req.trial.name, tags: { 'mlflow.parentRunId': req.parentRunId!, ...req.tags } });
+    await store.logParams(child.runId, req.trial.params);
+    await store.logMetrics(child.runId, [{ key: 'loss', value: 1 - req.trial.index / 10, timestamp: Date.now(), step: 2 }]);
+    await store.setTerminated(child.runId, 'FINISHED');
+    return { status: 'FINISHED', step: 2, finalLoss: 1 - req.trial.index / 10, mlflowRunId: child.runId };
+  };
+  const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.6, 0.75], 'model.encoder': ['resnet_mini', 'convnext_mini'] } }, { tracking: { uri: server.url, experiment: 'sweep-track' } });
+  const r = await runSweep({ loaded }, { runTrial: runner, tracker, console: null, log: silent });
+  assert.equal(r.exitCode, 0);
+  const s = await readSweep(r.sweepDir);
+  const parent = await store.getRun(s.tracking.parentRunId!);
+  assert.equal(parent.data.params['sweep.model.mask_ratio'], '[0.4, 0.6, 0.75]');
+  assert.equal(parent.data.params['sweep.model.encoder'], "['resnet_mini', 'convnext_mini']");
+  assert.equal(parent.data.params['model.mask_ratio'], undefined);
+  assert.equal(parent.data.params['model.encoder'], undefined);
+  assert.equal(parent.data.params['sweep.trials'], '6');
+  const hits = await store.searchRuns([parent.info.experimentId], "params.`model.mask_ratio` = '0.6'");
+  assert.deepEqual(hits.runs.map((x) => x.data.tags['sweep.trial']).sort(), ['2', '3']);
+  assert.equal(parent.data.tags['best.loss.trial'], '5');
+  assert.equal(parent.data.metrics['best.loss'], 0.5);
+});
+
 test('best trial on the parent is a tag and a metric, updated as trials end and after a resume', async (t) => {
   const track = await openTrack();
   if (typeof track === 'string') return t.skip(track);
