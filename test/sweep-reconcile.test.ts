@@ -177,11 +177,13 @@ test('status reconciles a lost and a forgotten task (sweep.json, run.json, MLflo
   assert.match(s.trials[1]!.error!, /Slurm task 100_1 ended FAILED \(exit 9\)/);
   assert.match(s.trials[2]!.error!, /Slurm task 100_2 is gone before the trial started/);
   assert.equal(s.trials[1]!.mlflowRunId, c1, 'the child run id found in run.json is recorded');
-  const runJson = JSON.parse(readFileSync(path.join(r.dir, 'trials', '001', 'run', 'run.json'), 'utf8')) as { sweepStatus: { status: string; reason: string } };
-  assert.equal(runJson.sweepStatus.status, 'FAILED');
+  const runJson = JSON.parse(readFileSync(path.join(r.dir, 'trials', '001', 'run', 'run.json'), 'utf8')) as { status: string; statusReason: string; mlflowRunId: string };
+  assert.equal(runJson.status, 'FAILED');
+  assert.match(runJson.statusReason, /Slurm task 100_1 ended FAILED/);
+  assert.equal(runJson.mlflowRunId, c1, 'the rest of run.json is kept');
   const c1run = await store.getRun(c1);
   assert.equal(c1run.info.status, 'FAILED');
-  assert.match(c1run.data.tags['spark.end_reason']!, /100_1 ended FAILED/);
+  assert.match(c1run.data.tags['spark.status_reason']!, /100_1 ended FAILED/);
   // nothing left running: the sweep is closed, not "running" forever
   assert.equal(s.status, 'KILLED');
   parent = await store.getRun(parentId);

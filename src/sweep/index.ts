@@ -57,6 +57,6 @@ export {
   type ResumeResult,
 } from './slurm.js';
 export { judgeTrials, applyVerdicts, type TrialVerdict } from './reconcile.js';
-export { parentParams, sweepDefinitionParams, pythonRepr } from './definition.js';
+export { parentParams, sweepDefinitionParams } from './definition.js';
 export { sweepStatus, formatStatus } from './status.js';
 export { sweepFromRunArgs, hasSweepSection, type RunDelegation } from './cli.js';

@@ -146,7 +146,7 @@ export async function applyVerdicts(dir: string, verdicts: TrialVerdict[], track
     if (tracker?.endRun) {
       for (const id of ids) {
         try {
-          await tracker.endRun(id, v.status, { 'spark.end_reason': v.reason.slice(0, 5000) });
+          await tracker.endRun(id, v.status, { 'spark.status_reason': v.reason.slice(0, 5000) });
         } catch (e) {
           notes.push(`${trialLabel(v.index, total)}: could not end MLflow run ${id}: ${(e as Error).message}`);
         }

@@ -22,7 +22,6 @@ import { trialLabel } from '../ui/trial-label.js';
 import { configParams, openSweepTracker, resolveTrackingUri, type SweepTracker } from './tracker.js';
 import {
   hasCheckpoint,
-  recordRunStatus,
   newSweepId,
   readSweep,
   trialRecord,
@@ -260,7 +259,6 @@ export async function executeTrial(
     t.error = null;
   });
   const t = sweep.trials[index]!;
-  await recordRunStatus(runDir, 'RUNNING', null);
   o.onStart?.(t);
   let result: TrialRunResult;
   try {
@@ -289,9 +287,7 @@ export async function executeTrial(
     r.error = result.status === 'FINISHED' ? null : result.error ?? (result.status === 'KILLED' ? 'interrupted' : 'failed');
     r.endedAt = new Date().toISOString();
   });
-  const rec = after.trials[index]!;
-  await recordRunStatus(runDir, rec.status, rec.error);
-  return rec;
+  return after.trials[index]!;
 }
 
 /** The default in-process runner: load the trial spec and call the trainer's runExperiment. */

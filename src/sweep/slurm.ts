@@ -286,7 +286,7 @@ export async function launchSlurm(o: LaunchOptions): Promise<{ dir: string; scri
     const why = await cancelJob(jobId, o.env);
     if (parentRunId && tracker) {
       await tracker
-        .finishParent(parentRunId, { status: 'FAILED', params: {}, metrics: {}, tags: { 'sweep.status': 'FAILED', 'spark.end_reason': `launch failed: ${(e as Error).message}`.slice(0, 5000) }, artifacts: [] })
+        .finishParent(parentRunId, { status: 'FAILED', params: {}, metrics: {}, tags: { 'sweep.status': 'FAILED', 'spark.status_reason': `launch failed: ${(e as Error).message}`.slice(0, 5000) }, artifacts: [] })
         .catch(() => []);
     }
     await fsp.rm(dir, { recursive: true, force: true });

@@ -185,11 +185,12 @@ export function hasCheckpoint(runDir: string): boolean {
 }
 
 /**
- * Record a trial's status as the sweep knows it in its run folder's run.json (`sweepStatus`: status, reason, time),
- * when the run folder has one: set when the trial starts and ends, and by `spark sweep status` when it finds the
- * trial's Slurm task gone. Returns the run's MLflow run id from run.json, if any.
+ * Record in a trial's run folder that its process is gone (`spark sweep status` found its Slurm task failed,
+ * cancelled or forgotten): run.json gets `status`, `statusReason`, `endedAt` (the keys the run's own liveness record
+ * uses) and a stale `alive.json` is removed. Nothing is written when the run folder has no run.json (the trial never
+ * started). Returns the run's MLflow run id from run.json, if any.
  */
-export async function recordRunStatus(runDir: string, status: string, reason: string | null): Promise<string | null> {
+export async function recordRunStatus(runDir: string, status: 'FAILED' | 'KILLED', reason: string): Promise<string | null> {
   const file = path.join(runDir, 'run.json');
   let info: Record<string, unknown>;
   try {
@@ -197,7 +198,8 @@ export async function recordRunStatus(runDir: string, status: string, reason: st
   } catch {
     return null;
   }
-  info['sweepStatus'] = { status, reason, at: new Date().toISOString() };
+  Object.assign(info, { status, statusReason: reason, endedAt: new Date().toISOString() });
   await atomicWriteFile(file, JSON.stringify(info, null, 2) + '\n');
+  await fsp.rm(path.join(runDir, 'alive.json'), { force: true });
   return typeof info['mlflowRunId'] === 'string' ? info['mlflowRunId'] : null;
 }
