@@ -154,7 +154,7 @@ export async function createSweep(o: CreateSweepOptions): Promise<{ dir: string;
   await fsp.mkdir(dir, { recursive: true });
   for (const t of trials) {
     if (uri) t.config.tracking.uri = uri;
-    await writeTrialSpec(dir, t, `spark sweep ${id} of ${loaded.specPath}`);
+    await writeTrialSpec(dir, t, `spark sweep ${id} of ${loaded.specPath}`, trials.length);
   }
   const now = (o.now ?? new Date()).toISOString();
   const sweep: SweepFile = {
@@ -245,7 +245,7 @@ export async function executeTrial(
 ): Promise<TrialRecord> {
   let sweep = await readSweep(dir);
   const t0 = sweep.trials[index];
-  if (!t0) throw new UsageError(`${dir}: the sweep has ${sweep.trials.length} trials, there is no trial ${index}`);
+  if (!t0) throw new UsageError(`${dir}: the sweep has ${sweep.trials.length} trials (indices 0-${sweep.trials.length - 1}), there is no trial index ${index}`);
   if (t0.status === 'FINISHED') return t0;
   const runDir = path.resolve(dir, t0.runDir);
   const resume = hasCheckpoint(runDir);
@@ -483,7 +483,7 @@ export async function recordProgress(dir: string, index: number, tracker: SweepT
   try {
     extra = await childMetrics(await readSweep(dir), tracker, [index]);
   } catch (e) {
-    log(`sweep: tracking: could not read trial ${index + 1}'s run: ${(e as Error).message}`);
+    log(`sweep: tracking: could not read the run of ${trialLabel(index)}: ${(e as Error).message}`);
   }
   const sweep = await updateSweep(dir, (s) => {
     applyChildMetrics(s, extra);
@@ -649,7 +649,7 @@ export async function runSweepTrial(
   dir = path.resolve(dir);
   const sweep = await readSweep(dir);
   const t = sweep.trials[index];
-  if (!t) throw new UsageError(`${dir}: the sweep has ${sweep.trials.length} trials (0-${sweep.trials.length - 1}); there is no trial ${index}`);
+  if (!t) throw new UsageError(`${dir}: the sweep has ${sweep.trials.length} trials (indices 0-${sweep.trials.length - 1}); there is no trial index ${index}`);
   const label = trialLabel(index, sweep.trials.length);
   if (t.status === 'FINISHED') {
     log(`sweep: ${label} (${t.name}) already finished; nothing to do`);

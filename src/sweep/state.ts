@@ -10,6 +10,7 @@ import { stringify as yamlStringify } from 'yaml';
 import { atomicWriteFile } from '../util/atomic.js';
 import { SparkError, UsageError } from '../util/errors.js';
 import type { SweepFile, Trial, TrialRecord } from './types.js';
+import { trialLabel } from '../ui/trial-label.js';
 
 export const SWEEP_FILE = 'sweep.json';
 
@@ -155,9 +156,9 @@ export function trialRecord(t: Trial): TrialRecord {
 }
 
 /** Write one trial's resolved spec (a complete experiment spec, loadable on its own). */
-export async function writeTrialSpec(dir: string, t: Trial, header: string): Promise<string> {
+export async function writeTrialSpec(dir: string, t: Trial, header: string, total?: number): Promise<string> {
   const file = path.join(dir, trialSpecRel(t.index));
-  const text = `# ${header}\n# trial ${t.index}: ${t.name.replace(/\n/g, ' ')}\n` + yamlStringify(t.config, { lineWidth: 0 });
+  const text = `# ${header}\n# ${trialLabel(t.index, total)} (index ${t.index}): ${t.name.replace(/\n/g, ' ')}\n` + yamlStringify(t.config, { lineWidth: 0 });
   await atomicWriteFile(file, text);
   return file;
 }
