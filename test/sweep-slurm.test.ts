@@ -176,7 +176,7 @@ function slurmUp(): string | null {
   if (process.env['SPARK_SKIP_SLURM'] === '1') return 'SPARK_SKIP_SLURM=1';
   const up = spawnSync('bash', [path.join(packageRoot(), 'scripts', 'slurm-up.sh')], { encoding: 'utf8', timeout: 240_000 });
   // slurm-up.sh says "started" for each daemon it started (and "already running" for one it found)
-  if (/: (munged |slurmctld: |slurmd: )?started/.test(up.stdout)) startedSlurm = true;
+  if (/\b(munged|slurmctld:|slurmd:) started\b/.test(up.stdout)) startedSlurm = true;
   if (up.status !== 0) return `scripts/slurm-up.sh failed: ${(up.stderr || up.stdout).trim().split('\n').pop()}`;
   process.env['SLURM_CONF'] = path.join(process.env['SPARK_SLURM_DIR'] ?? '/var/tmp/spark-slurm', 'etc', 'slurm.conf');
   return null;
@@ -247,6 +247,8 @@ test('real Slurm: scancel stops a running trial and a pending one; status record
   assert.notEqual(res.jobId, r.jobId);
   assert.deepEqual(res.tasks, [0, 1]);
   await waitFor(res.jobId!, async () => ['FINISHED', 'FAILED'].includes((await readSweep(r.dir)).status), 400_000);
+  // the last task records the sweep's end in sweep.json, then closes the parent run and exits: wait for it to exit
+  await waitFor(res.jobId!, async () => false, 60_000);
   s = await readSweep(r.dir);
   assert.equal(s.status, 'FINISHED', `sweep ended ${s.status}; task output:\n${out(0).split('\n').slice(-8).join('\n')}\n---\n${out(1).split('\n').slice(-8).join('\n')}`);
   assert.deepEqual(s.trials.map((x) => x.status), ['FINISHED', 'FINISHED']);
