@@ -151,6 +151,7 @@ test('status reconciles a lost and a forgotten task (sweep.json, run.json, MLflo
     if (status === 'FINISHED') await store.setTerminated(c.runId, 'FINISHED');
     return c.runId;
   };
+  writeFileSync(path.join(r.dir, 'slurm', 'trial-1.out'), '[step 1/2 ep 1/1] loss 0.9\n/var/spool/slurmd/job00101/slurm_script: line 14: 4242 Killed\n');
   const c0 = await child(0, 'FINISHED');
   const c1 = await child(1, 'RUNNING');
   mkdirSync(path.join(r.dir, 'trials', '001', 'run'), { recursive: true });
@@ -191,7 +192,9 @@ test('status reconciles a lost and a forgotten task (sweep.json, run.json, MLflo
   assert.equal(parent.data.tags['best.loss.trial'], '0');
   assert.ok(existsSync(path.join(r.dir, 'summary.md')));
   const text = formatStatus(rep);
-  assert.match(text, /trial 2\/3 recorded FAILED: .*; see slurm\/trial-1\.out/);
+  assert.match(text, /trial 2\/3 recorded FAILED: .*; see slurm\/trial-1\.out\n/);
+  assert.match(text, /trial 3\/3 recorded KILLED: Slurm task 100_2 is gone before the trial started \(cancelled while pending, or lost\)\n/, 'no output file to point to');
+  assert.doesNotMatch(text, /sacct unavailable/, 'sacct without accounting is normal, not worth a note');
   assert.match(text, /resubmit the unfinished trials with: spark sweep launch --resume /);
   assert.match(text, /launcher: slurm, job 100 on cluster fake/);
 
@@ -205,7 +208,7 @@ test('status reconciles a lost and a forgotten task (sweep.json, run.json, MLflo
   slurm.set('sbatch.fail', 'sbatch: error: Batch job submission failed: Invalid partition name specified');
   await assert.rejects(resumeSlurm({ dir: r.dir, tracker, command: ['spark'], env: slurm.env, options: { partition: 'nope' } }), /sbatch failed \(exit 1\): sbatch: error: Batch job submission failed: Invalid partition/);
   assert.equal(readFileSync(path.join(r.dir, 'sweep.json'), 'utf8'), before);
-  assert.deepEqual(readdirSync(path.join(r.dir, 'slurm')), ['sweep.sbatch']);
+  assert.deepEqual(readdirSync(path.join(r.dir, 'slurm')).sort(), ['sweep.sbatch', 'trial-1.out'], 'no resume script left behind');
   assert.equal((await store.getRun(parentId)).info.status, 'KILLED');
   slurm.set('sbatch.fail', null);
   // resume: the two unfinished trials go to a new array job, recorded before it is released; status follows it

@@ -5,6 +5,7 @@
  * sweep.json, in its run folder's run.json and on its MLflow run — with the reason; when no trial is left running the
  * sweep is finalized (summary, parent run closed). `spark sweep status` and `spark sweep launch --resume` use it.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { readSweep, recordRunStatus, updateSweep } from './state.js';
 import { finalizeSweep } from './runner.js';
@@ -91,9 +92,10 @@ export function judgeTrials(sweep: SweepFile, q: SlurmAnswer): TrialVerdict[] {
   return out;
 }
 
-/** The hint shown with a reconciled trial. */
-export function verdictHint(t: Pick<TrialRecord, 'index'>): string {
-  return `see slurm/trial-${t.index}.out`;
+/** The hint shown with a reconciled trial: its task's output, when there is one. */
+export function verdictHint(dir: string, t: Pick<TrialRecord, 'index'>): string {
+  const rel = `slurm/trial-${t.index}.out`;
+  return existsSync(path.join(dir, rel)) ? `; see ${rel}` : '';
 }
 
 export interface ReconcileResult {
@@ -158,7 +160,7 @@ export async function applyVerdicts(dir: string, verdicts: TrialVerdict[], track
         s.trials[v.index]!.mlflowRunId ??= first;
       });
     }
-    notes.push(`${trialLabel(v.index, total)} recorded ${v.status}: ${v.reason}; ${verdictHint(t)}`);
+    notes.push(`${trialLabel(v.index, total)} recorded ${v.status}: ${v.reason}${verdictHint(dir, t)}`);
   }
   const open = sweep.trials.some((t) => t.status === 'RUNNING' || t.status === 'PENDING');
   if (!open && (sweep.status === 'RUNNING' || sweep.status === 'PENDING')) {

@@ -542,6 +542,9 @@ export async function querySlurmArray(jobId: string, env?: NodeJS.ProcessEnv): P
   const sa = await run('sacct', ['-n', '-P', '-X', '-j', jobId, '-o', 'JobID,State,ExitCode'], { env });
   if (sa.code === 0) {
     for (const [i, s] of parseSacct(sa.stdout, jobId)) if (!tasks.has(i)) tasks.set(i, s);
-  } else if (sa.stderr.trim() && !sa.error) notes.push(`sacct unavailable: ${sa.stderr.trim().split('\n')[0]}`);
+  } else if (sa.stderr.trim() && !sa.error && !/accounting storage is disabled/i.test(sa.stderr)) {
+    // (without slurmdbd sacct is simply off: nothing to note)
+    notes.push(`sacct unavailable: ${sa.stderr.trim().split('\n')[0]}`);
+  }
   return { tasks, notes, answered };
 }
