@@ -12,6 +12,7 @@ import { readSweep } from '../sweep/state.js';
 import type { TrialRecord } from '../sweep/types.js';
 import { openStore } from '../track/index.js';
 import { UsageError } from '../util/errors.js';
+import { trialLabel } from '../ui/trial-label.js';
 import type { DownstreamOptions, DownstreamResult } from './session.js';
 import { runProbe } from './probe.js';
 import { commandHint } from '../util/hint.js';
@@ -77,7 +78,7 @@ export async function probeSweep(
         logged = true;
       } catch (e) {
         logged = false;
-        warnings.push(`trial ${trial.index} (${trial.name}): could not log probe_top1 to MLflow run ${trial.mlflowRunId} at ${store.uri}: ${(e as Error).message}`);
+        warnings.push(`${trialLabel(trial.index, sweep.trials.length)} (${trial.name}): could not log probe_top1 to MLflow run ${trial.mlflowRunId} at ${store.uri}: ${(e as Error).message}`);
       }
     }
     rows.push({ trial, result, skipped: null, loggedToTrial: logged });
@@ -91,10 +92,12 @@ export async function probeSweep(
 export function formatSweepProbe(r: SweepProbeResult): string {
   const probed = r.rows.filter((x) => x.result).sort((a, b) => b.result!.top1 - a.result!.top1);
   const skipped = r.rows.filter((x) => !x.result);
-  const head = ['trial', ...r.varying, 'pretrain loss', 'probe top-1', 'top-5', 'train top-1'];
+  const n = r.rows.length;
+  // trials counted from 1 for people (`#` 1 = trials/000)
+  const head = ['#', ...r.varying, 'pretrain loss', 'probe top-1', 'top-5', 'train top-1'];
   const fmt = (v: number | null | undefined, d = 2, unit = '%') => (v == null ? '—' : `${v.toFixed(d)}${unit}`);
   const body = probed.map((x) => [
-    `${x.trial.index}`,
+    String(x.trial.index + 1),
     ...r.varying.map((k) => x.trial.params[k] ?? '—'),
     fmt(x.trial.finalLoss, 4, ''),
     fmt(x.result!.top1),
@@ -106,7 +109,7 @@ export function formatSweepProbe(r: SweepProbeResult): string {
   const line = (cells: string[]) => '  ' + cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   const first = probed[0]?.result;
   const out = [`linear probe of sweep ${r.sweepName} (${probed.length} of ${r.rows.length} trials)${first ? `, ${first.encoder}, ${first.numClasses} classes` : ''}`, line(head), ...body.map(line)];
-  for (const x of skipped) out.push(`  trial ${x.trial.index} (${x.trial.name}) not probed: ${x.skipped}`);
+  for (const x of skipped) out.push(`  ${trialLabel(x.trial.index, n)} (${x.trial.name}) not probed: ${x.skipped}`);
   if (probed.some((x) => x.loggedToTrial)) out.push(`probe_top1 / probe_top5 logged to each trial's MLflow run: ${commandHint(['compare', '--experiment', r.experiment, '--order-by', 'metrics.probe_top1 DESC'])}`);
   for (const w of r.warnings) out.push(`warning: ${w}`);
   return out.join('\n');

@@ -25,8 +25,8 @@ export interface RunStartEvent {
   resumed: boolean;
   /** Path of the spec file the run came from (null when built in code). */
   specPath: string | null;
-  /** Sweep membership, when the run is a sweep trial. */
-  sweep?: { sweepDir: string; trial: number; trialName: string; params: Record<string, unknown> };
+  /** Sweep membership, when the run is a sweep trial (`trial` 0-based; `trials` = how many the sweep has). */
+  sweep?: { sweepDir: string; trial: number; trialName: string; params: Record<string, unknown>; trials?: number };
 }
 
 export interface StepEvent {

@@ -6,6 +6,7 @@
 import React, { useEffect, useState } from 'react';
 import { Box, Text, useInput, useStdin, useStdout } from 'ink';
 import type { RunSnapshot } from './store.js';
+import { trialLabel } from './trial-label.js';
 import {
   formatAge,
   formatBytes,
@@ -147,7 +148,7 @@ function headerLayout(s: RunSnapshot, width: number): HeaderPart[][] {
   if (s.encoder) what.push({ text: `  ${s.encoder}` });
   if (s.backend) what.push({ text: `  backend ${s.backend}`, color: 'gray' });
   const which: HeaderPart[] = [];
-  if (s.sweep) which.push({ text: `  trial ${s.sweep.trial} ${s.sweep.trialName}`, color: 'gray' });
+  if (s.sweep) which.push({ text: `  ${trialLabel(s.sweep.trial, s.sweep.trials)} ${s.sweep.trialName}`, color: 'gray' });
   else if (s.runId) which.push({ text: `  run ${s.runId}`, color: 'gray' });
   if (s.resumed) which.push({ text: `  resumed at step ${s.startStep}`, color: 'magenta' });
   if (partsLength(what) + partsLength(which) <= width) return [[...what.slice(0, 2), ...which, ...what.slice(2)]];
@@ -217,7 +218,7 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
       {!compact && headerLines.map((parts, i) => <HeaderLine key={`h${i}`} parts={parts} />)}
       {!compact && !hideSweep && s.sweep ? (
         <Text color="gray" wrap={fit('truncate-end')}>
-          {`sweep trial ${s.sweep.trial} (${s.sweep.trialName}) ` +
+          {`sweep ${trialLabel(s.sweep.trial, s.sweep.trials)} (${s.sweep.trialName}) ` +
             Object.entries(s.sweep.params)
               .map(([k, v]) => `${k}=${formatParamValue(v)}`)
               .join(' ')}

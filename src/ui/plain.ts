@@ -15,13 +15,14 @@ import {
   formatMetrics,
 } from './format.js';
 import { applyEvent, initialRunState, type RunState } from './store.js';
+import { trialLabel } from './trial-label.js';
 
 export interface PlainLoggerOptions {
   /** Where lines go (default process.stdout). Anything with `write(string)`. */
   stream?: { write(s: string): unknown };
   /** Print a step line every N steps; default: the run's `output.log_every`. */
   logEvery?: number;
-  /** Prefix for every line (sweeps use `[trial 3] `). */
+  /** Prefix for every line (sweeps use `[trial 3/4] `). */
   prefix?: string;
   /** Also print `info` log events (default true; `debug` is never printed). */
   info?: boolean;
@@ -52,7 +53,7 @@ export function formatStartLines(e: RunStartEvent): string[] {
     const p = Object.entries(e.sweep.params)
       .map(([k, v]) => `${k}=${formatParamValue(v)}`)
       .join(' ');
-    lines.push(`sweep trial ${e.sweep.trial} (${e.sweep.trialName})${p ? ': ' + p : ''}`);
+    lines.push(`sweep ${trialLabel(e.sweep.trial, e.sweep.trials)} (${e.sweep.trialName})${p ? ': ' + p : ''}`);
   }
   return lines;
 }

@@ -11,6 +11,7 @@ import { Interrupter } from './interrupt.js';
 import { PlainLogger } from './plain.js';
 import { useInkFor } from './tty.js';
 import { formatLoss, formatParamValue, progressBar } from './format.js';
+import { trialLabel } from './trial-label.js';
 import {
   applyEvent,
   initialRunState,
@@ -121,7 +122,7 @@ function statusGlyph(s: TrialStatus): string {
 export function boardTable(rows: readonly TrialRow[], varying: readonly string[]): string[][] {
   const head = ['#', ...varying, 'status', 'loss', 'steps'];
   const body = rows.map((r) => [
-    String(r.index),
+    String(r.index + 1), // 1-based for people (the folder trials/000 is trial 1)
     ...varying.map((k) => (k in r.params ? formatParamValue(r.params[k]) : '')),
     r.status,
     formatLoss(r.loss),
@@ -200,7 +201,7 @@ export function SweepView({ s, barWidth = 16, width, height }: { s: SweepSnapsho
       {hiddenNote ? <Text color="gray">{hiddenNote}</Text> : null}
       {s.detail && s.detailIndex != null ? (
         <Box flexDirection="column" marginTop={1}>
-          <Text bold>{`trial ${s.detailIndex}`}</Text>
+          <Text bold>{trialLabel(s.detailIndex, s.rows.length)}</Text>
           <RunView s={s.detail} hideSweep resumeLine={false} {...(width !== undefined ? { width } : {})} {...(detailHeight !== undefined ? { height: detailHeight } : {})} />
         </Box>
       ) : null}
@@ -316,7 +317,7 @@ function plainSweep(board: Board, varying: string[], opts: SweepConsoleOptions, 
     trialSubscriber(index: number): RunSubscriber {
       row(board, index);
       // the sweep prints how to resume it once, at its end
-      const logger = new PlainLogger({ stream, logEvery: opts.logEvery, prefix: `[trial ${index}/${total}] `, resumeHint: false });
+      const logger = new PlainLogger({ stream, logEvery: opts.logEvery, prefix: `[${trialLabel(index, total)}] `, resumeHint: false });
       return {
         onEvent(e: RunEvent): void {
           applyTrialEvent(board, index, e);
@@ -332,7 +333,7 @@ function plainSweep(board: Board, varying: string[], opts: SweepConsoleOptions, 
       const p = paramText(r);
       const loss = r.loss != null && status !== 'pending' && status !== 'running' ? ` loss ${formatLoss(r.loss)}` : '';
       const msg = info?.message ? `: ${info.message}` : '';
-      stream.write(`[sweep] trial ${index}/${total} ${r.name}${p ? ` (${p})` : ''} ${status}${loss}${msg}\n`);
+      stream.write(`[sweep] ${trialLabel(index, total)} ${r.name}${p ? ` (${p})` : ''} ${status}${loss}${msg}\n`);
     },
     async close(): Promise<void> {
       if (closed) return;

@@ -89,8 +89,9 @@ export default async function run(argv: string[]): Promise<number> {
       const { expandSweep } = await import('../../sweep/index.js');
       const trials = expandSweep(loaded.raw, sweeps, { file: loaded.specPath });
       const lines = [`sweep: ${trials.length} trial${trials.length === 1 ? '' : 's'} of ${loaded.specPath}; nothing is written`];
-      for (const t of trials) lines.push(`  [${t.index}] ${t.name}`);
-      lines.push('', `plan of trial 0 (${trials[0]?.name ?? '-'}):`);
+      const { trialLabel } = await import('../../ui/trial-label.js');
+      for (const t of trials) lines.push(`  [${trialLabel(t.index, trials.length)}] ${t.name}`);
+      lines.push('', `plan of ${trialLabel(0, trials.length)} (${trials[0]?.name ?? '-'}):`);
       process.stdout.write(lines.join('\n') + '\n');
       if (trials[0]) process.stdout.write(formatPlan(planRun(trials[0].config)) + '\n');
     } else {
