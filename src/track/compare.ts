@@ -7,6 +7,7 @@
 import { UsageError } from '../util/errors.js';
 import { searchAllRuns, type Experiment, type Run, type TrackingStore } from './types.js';
 import { buildCurvesSvg, type Series } from './plot.js';
+import { normalisedParam } from './keys.js';
 
 export type CompareFormat = 'table' | 'csv' | 'json' | 'markdown';
 
@@ -121,8 +122,15 @@ export async function collectRuns(
 ): Promise<CompareResult> {
   const experiment = await findExperiment(store, o.experiment);
   const runs = await searchAllRuns(store, [experiment.experimentId], o.filter ?? '', o.orderBy ?? []);
-  const rows = await groupRuns(store, runs);
+  const rows = (await groupRuns(store, runs)).map((r) => ({ ...r, run: withCurrentSpellings(r.run) }));
   return { experiment, rows, columns: o.columns?.length ? o.columns : defaultColumns(rows) };
+}
+
+/** A run whose params older spark versions wrote in JSON spellings (`[0.67,1]`, `null`), shown as spark writes them now. */
+export function withCurrentSpellings(run: Run): Run {
+  const params: Record<string, string> = {};
+  for (const [k, v] of Object.entries(run.data.params)) params[k] = normalisedParam(run.data.tags, v);
+  return { ...run, data: { ...run.data, params } };
 }
 
 /** A cell's raw value: string, number (may be NaN/±Inf), or null when missing. */
