@@ -381,7 +381,7 @@ test('spark run with the server down at start: the run trains to the end; sync l
     await srv.stop();
     const out = tmpDir('spark-offline-run-');
     const c = await tinyConfig({ outDir: out, name: 'offline', steps: 4, checkpointEvery: 0 });
-    c.config.tracking = { enabled: true, uri: srv.url, experiment: 'offline-run', run_name: null, tags: {} };
+    c.config.tracking = { enabled: true, uri: srv.url, experiment: 'offline-run', run_name: null, tags: {}, close_timeout: 5 };
     const events: RunEvent[] = [];
     const res = await runExperiment({ ...c, subscribers: [{ onEvent: (e: RunEvent) => void events.push(e) }] });
     assert.equal(res.status, 'FINISHED');

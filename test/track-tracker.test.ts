@@ -40,7 +40,7 @@ function makeConfig(over: Partial<ExperimentConfig['tracking']> = {}): Experimen
     },
     runtime: { backend: 'cpu', seed: 1, threads: null },
     output: { dir: 'runs', checkpoint_every: 0, log_every: 1, reconstruct_every: 0, reconstruct_images: 4 },
-    tracking: { enabled: true, uri: null, experiment: 'spark-test', run_name: 'trial-a', tags: { team: 'vision' }, ...over },
+    tracking: { enabled: true, uri: null, experiment: 'spark-test', run_name: 'trial-a', tags: { team: 'vision' }, close_timeout: 5, ...over },
     sweep: null,
     finetune: null,
   };

@@ -58,6 +58,8 @@ export interface RunResult {
   error?: string;
   /** `spark run --resume <dir>` when the run was interrupted. */
   resumeCommand?: string;
+  /** Tracking calls the server did not take by the end (tracking.close_timeout): the `npx spark sync --run` line. */
+  trackingReminder?: string;
 }
 
 /** Optimizer steps per epoch for a loader of `loaderSteps` batches and `accumulate` micro-batches per step. */
@@ -330,7 +332,9 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     });
     await bus.close();
     await cleanup();
+    const trackingReminder = tracker?.pendingReminder ?? null;
     return {
+      ...(trackingReminder ? { trackingReminder } : {}),
       status: res.status,
       runDir: folder.dir,
       runId: folder.runId,

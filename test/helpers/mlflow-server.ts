@@ -567,7 +567,7 @@ export function trackedConfig(uri: string, tracking: Partial<ExperimentConfig['t
     train: { epochs: 1, steps: null, batch_size: 8, accumulate: 1, optimizer: { name: 'lamb', base_lr: 0.0002, base_batch_size: 256, betas: null, eps: 1e-8, weight_decay: 0.04, weight_decay_end: 0.2, clip_grad: 5 }, warmup_epochs: 1, warmup_steps: null },
     runtime: { backend: 'cpu', seed: 1, threads: null },
     output: { dir: 'runs', checkpoint_every: 0, log_every: 1, reconstruct_every: 0, reconstruct_images: 4 },
-    tracking: { enabled: true, uri, experiment: 'offline-exp', run_name: null, tags: {}, ...tracking },
+    tracking: { enabled: true, uri, experiment: 'offline-exp', run_name: null, tags: {}, close_timeout: 5, ...tracking },
     sweep: null,
     finetune: null,
   };
