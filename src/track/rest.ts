@@ -34,9 +34,12 @@ import {
 /** errorCode of a TrackingError raised when the server could not be reached (network error, timeout, 5xx). */
 export const UNREACHABLE = 'UNREACHABLE';
 
-/** The server could not be reached. `maybeSent`: the request may have been received and stored (timeout, 5xx). */
+/**
+ * The server could not be reached. `maybeSent`: the request may have been received and stored (timeout, 5xx).
+ * `noAnswer`: the server took the request and did not answer in time (a timeout, or abandoned by the breaker).
+ */
 export class UnreachableError extends TrackingError {
-  constructor(message: string, readonly maybeSent: boolean, httpStatus?: number) {
+  constructor(message: string, readonly maybeSent: boolean, httpStatus?: number, readonly noAnswer = false) {
     super(message, UNREACHABLE, httpStatus);
     this.name = 'UnreachableError';
   }
@@ -76,6 +79,7 @@ export interface RestOptions {
  */
 export class CircuitBreaker {
   private openReason: string | null = null;
+  private silent = false;
   private probing: Promise<boolean> | null = null;
   private lastProbeEnd = 0;
   private intervalMs = 1000;
@@ -91,9 +95,17 @@ export class CircuitBreaker {
   get reason(): string | null {
     return this.openReason;
   }
+  /**
+   * True while the circuit is open because the server took requests and did not answer (rather than refusing
+   * them): waiting for it is pointless, a run's end does not probe it again.
+   */
+  get noAnswer(): boolean {
+    return this.isOpen && this.silent;
+  }
 
   /** Open the circuit (no-op when open) and abandon the requests in flight to this URI. */
-  trip(reason: string): void {
+  trip(reason: string, noAnswer = true): void {
+    if (this.openReason === null || noAnswer) this.silent = noAnswer;
     if (this.openReason === null) {
       this.openReason = reason;
       this.intervalMs = 1000;
@@ -142,7 +154,11 @@ export class CircuitBreaker {
     const untrack = this.track(ac);
     const fn = this.probeFn;
     this.probing = fn(ac.signal)
-      .catch(() => false)
+      .catch((e: Error) => {
+        // refused (down) or no answer (hung, or abandoned by a trip)
+        this.silent = ac.signal.aborted || e.name === 'TimeoutError' || e.name === 'AbortError';
+        return false;
+      })
       .then((ok) => {
         untrack();
         this.probing = null;
@@ -386,7 +402,7 @@ export class RestStore implements TrackingStore {
     try {
       return await this.requestWithRetries<T>(method, url, body, raw, retryMaybeSent);
     } catch (e) {
-      if (e instanceof UnreachableError) b.trip(e.message);
+      if (e instanceof UnreachableError) b.trip(e.message, e.noAnswer);
       throw e;
     }
   }
@@ -418,7 +434,7 @@ export class RestStore implements TrackingStore {
         const timedOut = !abandoned && (err.name === 'TimeoutError' || err.name === 'AbortError');
         const why = abandoned ? String((ac.signal.reason as Error | undefined)?.message ?? 'abandoned') : timedOut ? `timed out after ${this.opts.timeout}s` : (err.cause?.code ?? err.cause?.message ?? err.message);
         const neverSent = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/.test(String(why));
-        lastErr = new UnreachableError(`cannot reach the MLflow tracking server at ${this.uri} (${method} ${new URL(url).pathname}: ${why})`, !neverSent);
+        lastErr = new UnreachableError(`cannot reach the MLflow tracking server at ${this.uri} (${method} ${new URL(url).pathname}: ${why})`, !neverSent, undefined, abandoned || timedOut);
         if (lastErr.maybeSent && !retryMaybeSent) throw lastErr;
         // the circuit breaker's rule: a server that let a request time out is not asked again now
         if (abandoned || (timedOut && this.breaker)) throw lastErr;

@@ -509,16 +509,19 @@ export class MlflowRunTracker implements RunTracker {
     else {
       if (!(await within(this.idle(), left()))) b.trip(giveUp);
       await this.idle();
-      // still offline: one last probe (bounded); when the server answers, the journal is replayed now
-      if (this.offline && left() > 0) {
+      // still offline: one last probe (bounded) unless the server is known to take requests without answering
+      // them (then waiting is pointless); when it answers, the journal is replayed now
+      if (this.offline && b.isOpen && !b.noAnswer && left() > 0) {
         const probe = b.probe(true);
         const answered = (await within(probe, left())) && (await probe);
         if (answered) {
           this.scheduleFlush();
           if (!(await within(this.idle(), left()))) b.trip(giveUp);
           await this.idle();
-        } else if (b.probeInFlight) b.trip(giveUp);
+        }
       }
+      // a probe still waiting for a silent server would hold the process: abandon it
+      if (b.isOpen && b.probeInFlight) b.trip(giveUp);
     }
     this.closed = true;
     this.unsubscribeBreaker?.();

@@ -1,0 +1,171 @@
+/**
+ * Tracking under faults, with the real trainer: a run hard-killed (SIGKILL) after a checkpoint and resumed has
+ * exactly one loss point per step in the store (file store and REST); a run against a server that accepts
+ * connections but never answers finishes within tracking.close_timeout after its last step, leaves what is
+ * pending in its journal with the `npx spark sync --run` reminder, and that journal replays completely and once;
+ * a 3-trial sweep against such a server takes no longer than with the server down.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { loadExperiment, resolveConfig } from '../src/spec/index.js';
+import { runExperiment } from '../src/train/run.js';
+import { openStore, readJournal, JOURNAL_FILE, configParams, RestStore, type TrackingStore } from '../src/track/index.js';
+import { syncRunJournal } from '../src/track/sync.js';
+import { runSweep } from '../src/sweep/runner.js';
+import { readSweep } from '../src/sweep/state.js';
+import type { RunEvent } from '../src/train/events.js';
+import { startMlflowServer, type MlflowTestServer } from './helpers/mlflow-server.js';
+import { onlyRunDir, spawnSpark, tinySpecYaml, tmpDir, waitForCheckpoint } from './helpers/train.js';
+
+const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+/** The tiny spec of the train-* tests, tracked to `uri`. */
+function trackedSpec(outDir: string, name: string, uri: string, o: { steps: number; checkpointEvery: number; closeTimeout?: number }): string {
+  const file = path.join(outDir, `${name}.yaml`);
+  const tracking = `tracking: {enabled: true, uri: ${JSON.stringify(uri)}, experiment: faults, close_timeout: ${o.closeTimeout ?? 5}}`;
+  writeFileSync(file, tinySpecYaml({ outDir, name, steps: o.steps, checkpointEvery: o.checkpointEvery }).replace('tracking: {enabled: false}', tracking));
+  return file;
+}
+
+/** The loss steps of the only run of experiment 'faults'. */
+async function lossSteps(store: TrackingStore): Promise<number[]> {
+  const exp = await store.getExperimentByName('faults');
+  assert.ok(exp, 'experiment faults exists');
+  const runs = (await store.searchRuns([exp.experimentId])).runs;
+  assert.equal(runs.length, 1, 'one MLflow run');
+  return (await store.getMetricHistory(runs[0]!.info.runId, 'loss')).map((m) => m.step).sort((a, b) => a - b);
+}
+
+/** `spark run <spec>` killed with SIGKILL once a checkpoint at `ckpt` exists, then `spark run --resume`. */
+async function killAfterCheckpointAndResume(spec: string, outDir: string, name: string, ckpt: number, between?: () => Promise<void>): Promise<string> {
+  const env = { SPARK_TEST_STEP_DELAY_MS: '300' };
+  const first = spawnSpark('run', [spec], env);
+  let runDir: string;
+  try {
+    runDir = await waitForCheckpoint(outDir, name, ckpt);
+  } finally {
+    first.child.kill('SIGKILL');
+  }
+  const r1 = await first.done;
+  assert.equal(r1.signal, 'SIGKILL', r1.stderr);
+  await between?.();
+  const second = spawnSpark('run', ['--resume', runDir]);
+  const r2 = await second.done;
+  assert.equal(r2.code, 0, r2.stderr);
+  return runDir;
+}
+
+test('SIGKILL after a checkpoint, then --resume: exactly one loss point per step in the file store', { timeout: 240_000 }, async () => {
+  const out = tmpDir('spark-kill-file-');
+  const uri = path.join(out, 'mlruns');
+  const spec = trackedSpec(out, 'k', uri, { steps: 12, checkpointEvery: 4 });
+  const runDir = await killAfterCheckpointAndResume(spec, out, 'k', 4, async () => {
+    // what the killed run logged up to its checkpoint is in the store or waits in the journal
+    const dir = onlyRunDir(out, 'k');
+    const ck = (JSON.parse((await import('node:fs')).readFileSync(path.join(dir, 'checkpoint', 'state.json'), 'utf8')) as { step: number }).step;
+    const j = await readJournal(path.join(dir, JOURNAL_FILE));
+    const journaled = j.pending.flatMap((e) => (e.op.type === 'batch' ? (e.op.batch.metrics ?? []) : [])).filter((m) => m.key === 'loss').map((m) => m.step);
+    const stored = await lossSteps(openStore(uri)).catch(() => [] as number[]);
+    for (const s of range(1, ck)) assert.ok(journaled.includes(s) || stored.includes(s), `step ${s} (checkpoint ${ck}) is durable`);
+  });
+  assert.deepEqual(await lossSteps(openStore(uri)), range(1, 12));
+  assert.equal((await readJournal(path.join(runDir, JOURNAL_FILE))).pending.length, 0);
+});
+
+test('SIGKILL after a checkpoint, then --resume: exactly one loss point per step through REST (steps only in the journal)', { timeout: 240_000 }, async () => {
+  const srv = await startMlflowServer();
+  try {
+    const out = tmpDir('spark-kill-rest-');
+    const spec = trackedSpec(out, 'k', srv.url, { steps: 12, checkpointEvery: 4 });
+    // the server freezes right after the run is created: nothing the killed process logs reaches it
+    srv.afterAnswer('/runs/create', () => srv.hang());
+    await killAfterCheckpointAndResume(spec, out, 'k', 8, async () => {
+      srv.unhang();
+      assert.deepEqual(await lossSteps(new RestStore(srv.url, { env: {} })), [], 'nothing reached the server');
+    });
+    const store = new RestStore(srv.url, { env: {} });
+    assert.deepEqual(await lossSteps(store), range(1, 12));
+    const exp = (await store.getExperimentByName('faults'))!;
+    const run = (await store.searchRuns([exp.experimentId])).runs[0]!;
+    assert.equal(run.info.status, 'FINISHED');
+    assert.ok(Object.keys(run.data.params).length > 20, 'params replayed');
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a server that accepts but never answers: the run finishes within close_timeout of its last step; the journal replays completely, once', { timeout: 240_000 }, async () => {
+  const srv = await startMlflowServer();
+  try {
+    const out = tmpDir('spark-hung-');
+    const spec = trackedSpec(out, 'h', srv.url, { steps: 12, checkpointEvery: 4, closeTimeout: 2 });
+    const l = await loadExperiment(spec);
+    // frozen once the run exists and its params are stored
+    srv.afterAnswer('/runs/log-batch', () => srv.hang());
+    let lastStep = 0;
+    const res = await runExperiment({ config: l.config, specPath: l.specPath, resolvedYaml: l.resolvedYaml, subscribers: [{ onEvent: (e: RunEvent) => void (e.type === 'step' && (lastStep = Date.now())) }] });
+    const tail = Date.now() - lastStep;
+    assert.equal(res.status, 'FINISHED');
+    assert.ok(srv.hungRequests > 0, 'the server was hung');
+    assert.ok(tail < 2000 + 2500, `finished ${tail} ms after the last step (close_timeout 2 s)`);
+    assert.match(res.trackingReminder ?? '', /npx spark sync --run /);
+    assert.ok((res.trackingReminder ?? '').includes(res.runDir));
+
+    // the server answers again: the journal replays everything, once
+    srv.unhang();
+    const store = new RestStore(srv.url, { env: {} });
+    const r = await syncRunJournal(res.runDir, store);
+    assert.equal(r.remaining, 0);
+    assert.deepEqual(await lossSteps(store), range(1, 12));
+    const run = await store.getRun(r.state.runId);
+    assert.equal(run.info.status, 'FINISHED');
+    assert.deepEqual(run.data.params, configParams(l.config));
+    const again = await syncRunJournal(res.runDir, store);
+    assert.equal(again.replayed, 0);
+    assert.deepEqual(await lossSteps(store), range(1, 12));
+  } finally {
+    await srv.close();
+  }
+});
+
+async function timedSweep(srv: MlflowTestServer, fault: 'down' | 'hung'): Promise<number> {
+  const dir = tmpDir(`spark-sweep-${fault}-`);
+  const raw = {
+    name: 'sw',
+    model: { encoder: { family: 'convnext', depths: [1, 1, 1, 1], dims: [8, 16, 32, 64] }, decoder: { type: 'light', width: 32 } },
+    data: { source: 'synthetic', input_size: 64, synthetic_size: 8, workers: 0, prefetch: 1 },
+    train: { steps: 3, batch_size: 2, warmup_steps: 1 },
+    runtime: { backend: process.env['SPARK_BACKEND'] ?? 'auto', seed: 1, threads: 1 },
+    output: { dir: path.join(dir, 'runs'), checkpoint_every: 0, log_every: 1, reconstruct_every: 0 },
+    tracking: { uri: srv.url, experiment: `sweep-${fault}`, close_timeout: 1 },
+    sweep: { grid: { 'model.mask_ratio': [0.4, 0.5, 0.6] } },
+  };
+  const specPath = path.join(dir, 'spec.yaml');
+  const loaded = { config: resolveConfig(raw, { file: specPath }), specPath, raw };
+  // the parent run is created (its params are the sweep's first log-batch), then the server goes away
+  srv.afterAnswer('/runs/log-batch', () => (fault === 'hung' ? srv.hang() : void srv.stop()));
+  const t0 = Date.now();
+  const r = await runSweep({ loaded, plain: true }, { console: null, log: () => {} });
+  const ms = Date.now() - t0;
+  const s = await readSweep(r.sweepDir);
+  assert.deepEqual(s.trials.map((t) => t.status), ['FINISHED', 'FINISHED', 'FINISHED'], fault);
+  return ms;
+}
+
+test('a 3-trial sweep against a server that never answers takes no longer than with the server down', { timeout: 300_000 }, async (t) => {
+  const down = await startMlflowServer();
+  const hung = await startMlflowServer();
+  try {
+    const tDown = await timedSweep(down, 'down');
+    const tHung = await timedSweep(hung, 'hung');
+    t.diagnostic(`sweep: server down ${tDown} ms, server hung ${tHung} ms`);
+    assert.ok(hung.hungRequests > 0, 'the server was hung');
+    // the hung server costs at most one close_timeout (1 s) at the first trial's start, not a timeout per call
+    assert.ok(tHung <= tDown + 2000, `hung ${tHung} ms vs down ${tDown} ms`);
+  } finally {
+    await down.close();
+    await hung.close();
+  }
+});
