@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadExperiment, resolveConfig } from '../src/spec/index.js';
 import { runExperiment } from '../src/train/run.js';
@@ -39,7 +39,14 @@ async function lossSteps(store: TrackingStore): Promise<number[]> {
 }
 
 /** `spark run <spec>` killed with SIGKILL once a checkpoint at `ckpt` exists, then `spark run --resume`. */
-async function killAfterCheckpointAndResume(spec: string, outDir: string, name: string, ckpt: number, between?: () => Promise<void>): Promise<string> {
+async function killAfterCheckpointAndResume(
+  spec: string,
+  outDir: string,
+  name: string,
+  ckpt: number,
+  between?: () => Promise<void>,
+  resumed?: (r: { stdout: string; stderr: string }) => void,
+): Promise<string> {
   const env = { SPARK_TEST_STEP_DELAY_MS: '300' };
   const first = spawnSpark('run', [spec], env);
   let runDir: string;
@@ -54,6 +61,7 @@ async function killAfterCheckpointAndResume(spec: string, outDir: string, name: 
   const second = spawnSpark('run', ['--resume', runDir]);
   const r2 = await second.done;
   assert.equal(r2.code, 0, r2.stderr);
+  resumed?.(r2);
   return runDir;
 }
 
@@ -64,12 +72,16 @@ test('SIGKILL after a checkpoint, then --resume: exactly one loss point per step
   const runDir = await killAfterCheckpointAndResume(spec, out, 'k', 4, async () => {
     // what the killed run logged up to its checkpoint is in the store or waits in the journal
     const dir = onlyRunDir(out, 'k');
-    const ck = (JSON.parse((await import('node:fs')).readFileSync(path.join(dir, 'checkpoint', 'state.json'), 'utf8')) as { step: number }).step;
+    const ck = (JSON.parse(readFileSync(path.join(dir, 'checkpoint', 'state.json'), 'utf8')) as { step: number }).step;
     const j = await readJournal(path.join(dir, JOURNAL_FILE));
     const journaled = j.pending.flatMap((e) => (e.op.type === 'batch' ? (e.op.batch.metrics ?? []) : [])).filter((m) => m.key === 'loss').map((m) => m.step);
     const stored = await lossSteps(openStore(uri)).catch(() => [] as number[]);
     for (const s of range(1, ck)) assert.ok(journaled.includes(s) || stored.includes(s), `step ${s} (checkpoint ${ck}) is durable`);
-  });
+    // the killed run still says RUNNING, with the liveness record of its dead process
+    assert.equal(JSON.parse(readFileSync(path.join(dir, 'run.json'), 'utf8')).status, 'RUNNING');
+    assert.ok(existsSync(path.join(dir, 'alive.json')));
+  }, (r2) => assert.match(r2.stdout + r2.stderr, /previous-run-failed.*killed by the system.*last checkpoint at step \d+/));
+  assert.equal(JSON.parse(readFileSync(path.join(runDir, 'run.json'), 'utf8')).status, 'FINISHED');
   assert.deepEqual(await lossSteps(openStore(uri)), range(1, 12));
   assert.equal((await readJournal(path.join(runDir, JOURNAL_FILE))).pending.length, 0);
 });

@@ -8,6 +8,7 @@ import { UsageError } from '../util/errors.js';
 import { searchAllRuns, type Experiment, type Run, type TrackingStore } from './types.js';
 import { buildCurvesSvg, type Series } from './plot.js';
 import { normalisedParam } from './keys.js';
+import { reconcileStoreRun } from './liveness.js';
 
 export type CompareFormat = 'table' | 'csv' | 'json' | 'markdown';
 
@@ -121,7 +122,8 @@ export async function collectRuns(
   o: { experiment: string; filter?: string; orderBy?: string[]; columns?: string[] },
 ): Promise<CompareResult> {
   const experiment = await findExperiment(store, o.experiment);
-  const runs = await searchAllRuns(store, [experiment.experimentId], o.filter ?? '', o.orderBy ?? []);
+  // runs left RUNNING by a process that is gone (spark's run folders on this machine) are marked FAILED first
+  const runs = await Promise.all((await searchAllRuns(store, [experiment.experimentId], o.filter ?? '', o.orderBy ?? [])).map((r) => reconcileStoreRun(store, r)));
   const rows = (await groupRuns(store, runs)).map((r) => ({ ...r, run: withCurrentSpellings(r.run) }));
   return { experiment, rows, columns: o.columns?.length ? o.columns : defaultColumns(rows) };
 }
