@@ -369,16 +369,19 @@ export class MlflowRunTracker implements RunTracker {
 
   /**
    * Make everything logged so far durable: buffered events become ops, and every op the store has not
-   * acknowledged is appended to the journal (maybe sent: replay reads the history back before re-sending) and
+   * acknowledged is appended to the journal (online: maybe sent, so a replay reads the history back first) and
    * fsynced; mlflow.json records the step they reach. Synchronous: on return, a kill loses nothing.
    */
   makeDurable(): void {
     if (this.closed) return;
     this.flushBuffered();
     let appended = false;
+    // online, any queued op may be sent (the first may be in flight) before its acknowledgement is written; offline,
+    // queued ops are only ever sent from the journal
+    const maybeSent = !this.offline;
     for (const q of this.queue) {
       if (q.journaled) continue;
-      this.journal.append({ seq: q.seq, op: q.op, maybeSent: true });
+      this.journal.append({ seq: q.seq, op: q.op, maybeSent });
       q.journaled = true;
       appended = true;
       this.lastLoggedStep = Math.max(this.lastLoggedStep, q.maxStep);
