@@ -142,6 +142,22 @@ test('a server that accepts but never answers: the run finishes within close_tim
   }
 });
 
+test('spark run against a server that is down prints, once, the line that sends what is left: npx spark sync --run <dir>', { timeout: 120_000 }, async () => {
+  const srv = await startMlflowServer();
+  await srv.stop();
+  try {
+    const out = tmpDir('spark-reminder-');
+    const spec = trackedSpec(out, 'r', srv.url, { steps: 3, checkpointEvery: 0, closeTimeout: 1 });
+    const r = await spawnSpark('run', [spec]).done;
+    assert.equal(r.code, 0, r.stderr);
+    const lines = (r.stdout + r.stderr).split('\n').filter((l) => l.startsWith('MLflow: ') && l.includes('npx spark sync --run '));
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.ok(lines[0]!.endsWith(`npx spark sync --run ${onlyRunDir(out, 'r')}`), lines[0]);
+  } finally {
+    await srv.close();
+  }
+});
+
 async function timedSweep(srv: MlflowTestServer, fault: 'down' | 'hung'): Promise<number> {
   const dir = tmpDir(`spark-sweep-${fault}-`);
   const raw = {

@@ -392,6 +392,8 @@ test('spark run with the server down at start: the run trains to the end; sync l
     assert.match((offline[0] as { message: string }).message, /unreachable when the run started .*spark sync --run /);
     assert.equal(events.filter((e) => e.type === 'step').length, 4);
     assert.equal(runInfo(res.runDir)['mlflowRunId'], undefined);
+    // the run says, at its end, that calls wait and how to send them
+    assert.match(res.trackingReminder ?? '', /^MLflow: \d+ tracking call\(s\) could not be sent and wait in .*mlflow-offline\.jsonl; send them with: npx spark sync --run /);
 
     await srv.start();
     const r = await sync(['--run', res.runDir]);

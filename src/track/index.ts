@@ -114,7 +114,7 @@ export function parentRunUnreachable(uri: string, err: unknown): TrackingError {
   const why = (err as Error).message.replace(/\s+/g, ' ');
   return new TrackingError(
     `cannot create the sweep's parent MLflow run: the tracking server ${uri} is unreachable (${why}). ` +
-      `Start the server and run the sweep again, or run it on a file store (--set tracking.uri=./mlruns) and copy that to the server afterwards with \`spark sync ./mlruns --to ${uri}\`.`,
+      `Start the server and run the sweep again, or run it on a file store (--set tracking.uri=./mlruns) and copy that to the server afterwards with \`npx spark sync ./mlruns --to ${uri}\`.`,
     (err as TrackingError).errorCode,
   );
 }
@@ -126,7 +126,7 @@ function offlineWarning(uri: string, runDir: string, why: string): RunEvent {
     code: 'tracking-offline',
     message:
       `MLflow server ${uri} unreachable when the run started (${why}); the run starts offline: its MLflow run is created and every call replayed ` +
-      `from ${path.join(runDir, JOURNAL_FILE)} when the server answers (retried on each flush), or by \`spark sync --run ${runDir}\``,
+      `from ${path.join(runDir, JOURNAL_FILE)} when the server answers (retried on each flush), or by \`npx spark sync --run ${runDir}\``,
   };
 }
 
