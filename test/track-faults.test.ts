@@ -11,12 +11,12 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadExperiment, resolveConfig } from '../src/spec/index.js';
 import { runExperiment } from '../src/train/run.js';
-import { openStore, readJournal, JOURNAL_FILE, configParams, RestStore, type TrackingStore } from '../src/track/index.js';
+import { createRunTracker, openStore, readJournal, JOURNAL_FILE, configParams, RestStore, TRACKER_REST_OPTIONS, type TrackingStore } from '../src/track/index.js';
 import { syncRunJournal } from '../src/track/sync.js';
 import { runSweep } from '../src/sweep/runner.js';
 import { readSweep } from '../src/sweep/state.js';
 import type { RunEvent } from '../src/train/events.js';
-import { startMlflowServer, type MlflowTestServer } from './helpers/mlflow-server.js';
+import { startMlflowServer, trackedConfig, type MlflowTestServer } from './helpers/mlflow-server.js';
 import { onlyRunDir, spawnSpark, tinySpecYaml, tmpDir, waitForCheckpoint } from './helpers/train.js';
 
 const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
@@ -137,6 +137,41 @@ test('a server that accepts but never answers: the run finishes within close_tim
     const again = await syncRunJournal(res.runDir, store);
     assert.equal(again.replayed, 0);
     assert.deepEqual(await lossSteps(store), range(1, 12));
+  } finally {
+    await srv.close();
+  }
+});
+
+test('one flush in flight: a hung server sees one log-batch for 100 flush requests; the breaker keeps the rest offline; close is bounded', async () => {
+  const srv = await startMlflowServer();
+  try {
+    const runDir = tmpDir('spark-one-flight-');
+    const t = await createRunTracker({ config: trackedConfig(srv.url, { experiment: 'flight', close_timeout: 1 }), runDir, specPath: null, resolvedYaml: '', resume: false, flushEvery: 1 });
+    await (t as unknown as { flushNow(): Promise<void> }).flushNow();
+    srv.hang();
+    const T0 = Date.now();
+    for (let s = 1; s <= 100; s++) {
+      t.onEvent({ type: 'step', time: T0 + s, step: s, epoch: 1, epochStep: s, loss: 1 / s, lr: 0.1, wd: 0.05, gradNorm: 1, imgPerSec: 10, etaSec: 0 });
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.equal(srv.hungRequests, 1, 'one request in flight, the other flushes folded into the pump');
+    t.onEvent({ type: 'run-end', time: T0 + 200, status: 'FINISHED', step: 100, epoch: 1, finalLoss: 0.01 });
+    const c0 = Date.now();
+    await t.close!();
+    assert.ok(Date.now() - c0 < 1000 + 700, `close took ${Date.now() - c0} ms (close_timeout 1 s)`);
+    assert.match(t.pendingReminder ?? '', /npx spark sync --run /);
+    // the breaker is open: a call of any breaker store of that URI fails at once, sending nothing
+    const before = srv.requests.length;
+    const q0 = Date.now();
+    await assert.rejects(() => openStore(srv.url, TRACKER_REST_OPTIONS).getRun(t.runId), /not answering/);
+    assert.ok(Date.now() - q0 < 200);
+    assert.ok(srv.requests.slice(before).every((r) => r.path.endsWith('/experiments/get-by-name')), 'at most a probe went out');
+
+    srv.unhang();
+    const store = new RestStore(srv.url, { env: {} });
+    await syncRunJournal(runDir, store);
+    assert.deepEqual((await store.getMetricHistory(t.runId, 'loss')).map((m) => m.step), range(1, 100));
+    assert.equal((await store.getRun(t.runId)).info.status, 'FINISHED');
   } finally {
     await srv.close();
   }
