@@ -193,7 +193,7 @@ test('spark run against a server that is down prints, once, the line that sends 
   }
 });
 
-async function timedSweep(srv: MlflowTestServer, fault: 'down' | 'hung'): Promise<number> {
+function sweepSpec(srv: MlflowTestServer, fault: string): { config: ReturnType<typeof resolveConfig>; specPath: string; raw: Record<string, unknown> } {
   const dir = tmpDir(`spark-sweep-${fault}-`);
   const raw = {
     name: 'sw',
@@ -206,7 +206,11 @@ async function timedSweep(srv: MlflowTestServer, fault: 'down' | 'hung'): Promis
     sweep: { grid: { 'model.mask_ratio': [0.4, 0.5, 0.6] } },
   };
   const specPath = path.join(dir, 'spec.yaml');
-  const loaded = { config: resolveConfig(raw, { file: specPath }), specPath, raw };
+  return { config: resolveConfig(raw, { file: specPath }), specPath, raw };
+}
+
+async function timedSweep(srv: MlflowTestServer, fault: 'down' | 'hung'): Promise<number> {
+  const loaded = sweepSpec(srv, fault);
   // the parent run is created (its params are the sweep's first log-batch), then the server goes away
   srv.afterAnswer('/runs/log-batch', () => (fault === 'hung' ? srv.hang() : void srv.stop()));
   const t0 = Date.now();
@@ -231,4 +235,24 @@ test('a 3-trial sweep against a server that never answers takes no longer than w
     await down.close();
     await hung.close();
   }
+});
+
+test('a server that never answers from the start stops a sweep at its parent run within the first-answer timeout, like one that is down', { timeout: 60_000 }, async (t) => {
+  const times: Record<string, number> = {};
+  for (const fault of ['down', 'hung'] as const) {
+    const srv = await startMlflowServer();
+    try {
+      if (fault === 'down') await srv.stop();
+      else srv.hang();
+      const loaded = sweepSpec(srv, `start-${fault}`);
+      const t0 = Date.now();
+      await assert.rejects(() => runSweep({ loaded, plain: true }, { console: null, log: () => {} }), /cannot create the sweep's parent MLflow run: the tracking server .* is unreachable/);
+      times[fault] = Date.now() - t0;
+    } finally {
+      await srv.close();
+    }
+  }
+  t.diagnostic(`sweep start: server down ${times['down']} ms, server hung ${times['hung']} ms`);
+  // one request of at most 5 s (RestOptions.firstAnswerTimeout) instead of 3 × 20 s
+  assert.ok(times['hung']! < 5000 + 1500, `hung: ${times['hung']} ms`);
 });

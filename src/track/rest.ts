@@ -68,6 +68,12 @@ export interface RestOptions {
   breaker?: boolean;
   /** Timeout of one background probe, seconds (default 2). */
   probeTimeout?: number;
+  /**
+   * With the breaker: the request timeout, seconds, until the server has answered once in this process (default
+   * 5; `timeout` when lower). A server that accepts connections but never answers then stops a sweep's start (its
+   * parent run) as quickly as one that is down.
+   */
+  firstAnswerTimeout?: number;
 }
 
 /**
@@ -80,6 +86,8 @@ export interface RestOptions {
 export class CircuitBreaker {
   private openReason: string | null = null;
   private silent = false;
+  /** True once the server answered a request (any HTTP status) in this process. */
+  answered = false;
   private probing: Promise<boolean> | null = null;
   private lastProbeEnd = 0;
   private intervalMs = 1000;
@@ -161,6 +169,7 @@ export class CircuitBreaker {
       })
       .then((ok) => {
         untrack();
+        if (ok) this.answered = true;
         this.probing = null;
         this.lastProbeEnd = Date.now();
         if (ok) this.reset();
@@ -335,13 +344,14 @@ export class RestStore implements TrackingStore {
   readonly kind = 'rest' as const;
   readonly uri: string;
   private readonly api: string;
-  private readonly opts: Required<Omit<RestOptions, 'env' | 'fetch' | 'breaker' | 'probeTimeout'>>;
+  private readonly opts: Required<Omit<RestOptions, 'env' | 'fetch' | 'breaker' | 'probeTimeout' | 'firstAnswerTimeout'>>;
   private readonly auth: string | null;
   private readonly fetchImpl: typeof fetch;
   private artifactUris = new Map<string, string>();
   /** The URI's circuit breaker (RestOptions.breaker), or null. */
   readonly breaker: CircuitBreaker | null;
   private readonly probeTimeout: number;
+  private readonly firstAnswerTimeout: number;
 
   constructor(uri: string, opts: RestOptions = {}) {
     this.uri = uri.replace(/\/+$/, '');
@@ -360,6 +370,7 @@ export class RestStore implements TrackingStore {
     this.auth = token ? `Bearer ${token}` : user !== undefined && pass !== undefined ? `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}` : null;
     this.fetchImpl = opts.fetch ?? fetch;
     this.probeTimeout = opts.probeTimeout ?? 2;
+    this.firstAnswerTimeout = opts.firstAnswerTimeout ?? 5;
     this.breaker = opts.breaker ? circuitBreaker(this.uri) : null;
     this.breaker?.setProbe((signal) => this.probeOnce(signal));
   }
@@ -425,14 +436,16 @@ export class RestStore implements TrackingStore {
       let text: string;
       const ac = new AbortController();
       const untrack = this.breaker?.track(ac);
+      const timeout = this.breaker && !this.breaker.answered ? Math.min(this.opts.timeout, this.firstAnswerTimeout) : this.opts.timeout;
       try {
-        res = await this.fetchImpl(url, { method, headers, body: payload, signal: AbortSignal.any([ac.signal, AbortSignal.timeout(this.opts.timeout * 1000)]) });
+        res = await this.fetchImpl(url, { method, headers, body: payload, signal: AbortSignal.any([ac.signal, AbortSignal.timeout(timeout * 1000)]) });
         text = await res.text();
+        if (this.breaker) this.breaker.answered = true;
       } catch (e) {
         const err = e as Error & { cause?: { code?: string; message?: string } };
         const abandoned = ac.signal.aborted;
         const timedOut = !abandoned && (err.name === 'TimeoutError' || err.name === 'AbortError');
-        const why = abandoned ? String((ac.signal.reason as Error | undefined)?.message ?? 'abandoned') : timedOut ? `timed out after ${this.opts.timeout}s` : (err.cause?.code ?? err.cause?.message ?? err.message);
+        const why = abandoned ? String((ac.signal.reason as Error | undefined)?.message ?? 'abandoned') : timedOut ? `timed out after ${timeout}s` : (err.cause?.code ?? err.cause?.message ?? err.message);
         const neverSent = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/.test(String(why));
         lastErr = new UnreachableError(`cannot reach the MLflow tracking server at ${this.uri} (${method} ${new URL(url).pathname}: ${why})`, !neverSent, undefined, abandoned || timedOut);
         if (lastErr.maybeSent && !retryMaybeSent) throw lastErr;
