@@ -138,12 +138,16 @@ export interface Reconciled {
   journaled: boolean;
 }
 
-/** True while `runDir`'s run is RUNNING and its process may still be alive (resume refuses then). */
+/**
+ * The liveness record of `runDir`'s run while it is RUNNING in another live process on this host (resume refuses
+ * then); null otherwise. A run on another host is never reported: its heartbeat cannot tell a long step from a
+ * lost node soon enough, and a resubmitted cluster job must be able to resume it.
+ */
 export function runIsAlive(runDir: string): AliveRecord | null {
   const info = readJson(path.join(runDir, RUN_INFO_FILE));
   const alive = readJson(path.join(runDir, ALIVE_FILE)) as AliveRecord | null;
-  if (info?.['status'] !== 'RUNNING' || !alive || typeof alive.pid !== 'number') return null;
-  if (alive.pid === process.pid && alive.host === os.hostname()) return null;
+  if (info?.['status'] !== 'RUNNING' || !alive || typeof alive.pid !== 'number' || alive.host !== os.hostname()) return null;
+  if (alive.pid === process.pid) return null;
   return goneReason(alive) === null ? alive : null;
 }
 
