@@ -230,7 +230,8 @@ test('a 3-trial sweep against a server that never answers takes no longer than w
     t.diagnostic(`sweep: server down ${tDown} ms, server hung ${tHung} ms`);
     assert.ok(hung.hungRequests > 0, 'the server was hung');
     // the hung server costs at most one close_timeout (1 s) at the first trial's start, not a timeout per call
-    assert.ok(tHung <= tDown + 2000, `hung ${tHung} ms vs down ${tDown} ms`);
+    // (slack for a loaded machine; a single unbounded request timeout would add 20 s, the old client 60 s per call)
+    assert.ok(tHung <= tDown * 1.3 + 2000, `hung ${tHung} ms vs down ${tDown} ms`);
   } finally {
     await down.close();
     await hung.close();
