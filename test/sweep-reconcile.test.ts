@@ -17,7 +17,8 @@ import { sparkCommand, type LoadedSpec } from '../src/sweep/runner.js';
 import { readSweep, updateSweep } from '../src/sweep/state.js';
 import { sweepStatus, formatStatus } from '../src/sweep/status.js';
 import { storeTracker } from '../src/sweep/tracker.js';
-import { pythonRepr, parentParams } from '../src/sweep/definition.js';
+import { parentParams } from '../src/sweep/definition.js';
+import { pythonRepr } from '../src/track/keys.js';
 import { openStore } from '../src/track/index.js';
 import { UsageError, SparkError } from '../src/util/errors.js';
 import type { SweepFile } from '../src/sweep/types.js';
@@ -195,7 +196,7 @@ test('status reconciles a lost and a forgotten task (sweep.json, run.json, MLflo
   assert.match(text, /trial 2\/3 recorded FAILED: .*; see slurm\/trial-1\.out\n/);
   assert.match(text, /trial 3\/3 recorded KILLED: Slurm task 100_2 is gone before the trial started \(cancelled while pending, or lost\)\n/, 'no output file to point to');
   assert.doesNotMatch(text, /sacct unavailable/, 'sacct without accounting is normal, not worth a note');
-  assert.match(text, /resubmit the unfinished trials with: spark sweep launch --resume /);
+  assert.match(text, /resubmit the unfinished trials with: (npx spark|spark|node \S+) sweep launch --resume /);
   assert.match(text, /launcher: slurm, job 100 on cluster fake/);
 
   // resume refused while the job still has a task queued or running

@@ -9,6 +9,8 @@
 import { UsageError } from '../util/errors.js';
 import { searchAllRuns, type Experiment, type Run, type TrackingStore } from './types.js';
 import { buildCurvesSvg, type Series } from './plot.js';
+import { normalisedParam } from './keys.js';
+import { reconcileStoreRun } from './liveness.js';
 
 export type CompareFormat = 'table' | 'csv' | 'json' | 'markdown';
 
@@ -223,8 +225,9 @@ export async function collectRuns(
   o: { experiment: string; filter?: string; orderBy?: string[]; columns?: string[] | ColumnsOption; width?: number },
 ): Promise<CompareResult> {
   const experiment = await findExperiment(store, o.experiment);
-  const runs = await searchAllRuns(store, [experiment.experimentId], o.filter ?? '', o.orderBy ?? []);
-  const rows = await groupRuns(store, runs);
+  // runs left RUNNING by a process that is gone (spark's run folders on this machine) are marked FAILED first
+  const runs = await Promise.all((await searchAllRuns(store, [experiment.experimentId], o.filter ?? '', o.orderBy ?? [])).map((r) => reconcileStoreRun(store, r)));
+  const rows = (await groupRuns(store, runs)).map((r) => ({ ...r, run: withCurrentSpellings(r.run) }));
   const opt: ColumnsOption | undefined = Array.isArray(o.columns) ? (o.columns.length ? { mode: 'exact', columns: o.columns } : undefined) : o.columns;
   if (opt?.mode === 'exact') return { experiment, rows, columns: opt.columns };
   if (opt?.mode === 'all') return { experiment, rows, columns: allColumns(rows) };
@@ -237,6 +240,13 @@ export async function collectRuns(
   const focus = [...referencedColumns([o.filter ?? '', ...(o.orderBy ?? [])]), ...added];
   const t = tableColumns(rows, { focus, width: o.width });
   return { experiment, rows, columns: t.columns, hidden: t.hidden, width: o.width };
+}
+
+/** A run whose params older spark versions wrote in JSON spellings (`[0.67,1]`, `null`), shown as spark writes them now. */
+export function withCurrentSpellings(run: Run): Run {
+  const params: Record<string, string> = {};
+  for (const [k, v] of Object.entries(run.data.params)) params[k] = normalisedParam(run.data.tags, v);
+  return { ...run, data: { ...run.data, params } };
 }
 
 /** A cell's raw value: string, number (may be NaN/±Inf), or null when missing. */

@@ -7,6 +7,7 @@
  */
 import { TrackingError } from '../util/errors.js';
 import type { Run } from './types.js';
+import { normalisedParam } from './keys.js';
 
 export type EntityType = 'metric' | 'parameter' | 'tag' | 'attribute' | 'dataset';
 export type Comparator = '=' | '!=' | '<' | '<=' | '>' | '>=' | 'LIKE' | 'ILIKE' | 'IN' | 'NOT IN';
@@ -404,7 +405,13 @@ export function matchesComparison(run: Run, c: Comparison): boolean {
     }
     case 'parameter': {
       const v = run.data.params[c.key];
-      return v !== undefined && compareStrings(v, c.comparator, c.value as string);
+      if (v === undefined) return false;
+      // a spark run written before params took Python's spellings matches in either spelling
+      const now = normalisedParam(run.data.tags, v);
+      const a = compareStrings(v, c.comparator, c.value as string);
+      if (now === v) return a;
+      const b = compareStrings(now, c.comparator, c.value as string);
+      return c.comparator === '!=' ? a && b : a || b;
     }
     case 'tag': {
       const v = run.data.tags[c.key];

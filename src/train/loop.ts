@@ -69,6 +69,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     state.optimizer = { kind: optimizer.kind, groupSteps: opt.groupSteps };
     state.savedAt = new Date().toISOString();
     state.trainSeconds = trainSecondsBefore + (Date.now() - segmentStart) / 1000;
+    await bus.beforeCheckpoint(state.step); // what was logged up to this step is durable before the checkpoint counts
     checkpointPath = await folder.writeCheckpoint({ params: model.params, buffers: model.buffers, optimizer: { tensors: opt.tensors }, state });
     lastCkptStep = state.step;
     bus.emit({ type: 'checkpoint', time: Date.now(), step: state.step, epoch: state.epoch, path: checkpointPath });

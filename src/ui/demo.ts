@@ -61,7 +61,7 @@ export function demoConfig(name: string, logEvery: number): ExperimentConfig {
     },
     runtime: { backend: 'cpu', seed: 0, threads: null },
     output: { dir: 'runs', checkpoint_every: 0, log_every: logEvery, reconstruct_every: 0, reconstruct_images: 4 },
-    tracking: { enabled: true, uri: null, experiment: 'demo-exp', run_name: null, tags: {} },
+    tracking: { enabled: true, uri: null, experiment: 'demo-exp', run_name: null, tags: {}, close_timeout: 5 },
     sweep: null,
     finetune: null,
   };

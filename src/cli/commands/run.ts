@@ -135,6 +135,7 @@ async function runOne(o: {
       signal,
     }),
   );
+  if (res.trackingReminder) process.stderr.write(`${res.trackingReminder}\n`);
   if (res.status === 'FINISHED') {
     process.stderr.write(`run finished: ${res.runDir}\n`);
     return 0;
