@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { resolveConfig } from '../src/spec/index.js';
 import { launchSlurm, resumeSlurm, compressTaskRange, buildSbatchScript } from '../src/sweep/slurm.js';
-import { judgeTrials } from '../src/sweep/reconcile.js';
+import { judgeLocalTrials, judgeTrials } from '../src/sweep/reconcile.js';
 import { sparkCommand, type LoadedSpec } from '../src/sweep/runner.js';
 import { readSweep, updateSweep } from '../src/sweep/state.js';
 import { sweepStatus, formatStatus } from '../src/sweep/status.js';
@@ -125,6 +125,36 @@ test('judging trials against Slurm: failed, cancelled, gone while running or pen
   // trials not in the current job (finished under an earlier one) are not judged by it
   const resumed = { ...sweep, launcher: { ...sweep.launcher, tasks: [4, 5] } } as SweepFile;
   assert.deepEqual(judgeTrials(resumed, { tasks: new Map(), answered: true }).map((x) => x.index), [4, 5]);
+});
+
+test('judging a local sweep: a trial recorded RUNNING whose run process is gone is FAILED; live, unstarted and ended trials are left alone', () => {
+  const dir = tmp();
+  const now = new Date().toISOString();
+  const runDir = (i: number, alive: object | null): string => {
+    const d = path.join(dir, 'trials', String(i), 'run');
+    mkdirSync(d, { recursive: true });
+    writeFileSync(path.join(d, 'run.json'), JSON.stringify({ status: 'RUNNING' }));
+    if (alive) writeFileSync(path.join(d, 'alive.json'), JSON.stringify(alive));
+    return path.relative(dir, d);
+  };
+  // a pid that cannot exist (above pid_max) on this host, this process itself, and a folder without a liveness record
+  const gone = { pid: 2 ** 22 + 7, host: os.hostname(), procStart: null, startedAt: now, heartbeat: now };
+  const live = { pid: process.pid, host: os.hostname(), procStart: null, startedAt: now, heartbeat: now };
+  const rec = (index: number, status: string, rd: string) => ({ index, status, runDir: rd }) as SweepFile['trials'][number];
+  const sweep = {
+    launcher: { type: 'local', parallel: 1 },
+    trials: [rec(0, 'FINISHED', runDir(0, null)), rec(1, 'RUNNING', runDir(1, gone)), rec(2, 'RUNNING', runDir(2, live)), rec(3, 'RUNNING', runDir(3, null)), rec(4, 'RUNNING', 'trials/4/run'), rec(5, 'PENDING', '')],
+  } as unknown as SweepFile;
+  const v = judgeLocalTrials(sweep, dir);
+  assert.deepEqual(v.map((x) => [x.index, x.status]), [
+    [1, 'FAILED'],
+    [3, 'FAILED'],
+  ]);
+  assert.match(v[0]!.reason, new RegExp(`pid ${gone.pid} on .* ended without finishing the run`));
+  assert.match(v[1]!.reason, /no liveness record/);
+  // a Slurm sweep is judged by Slurm, not here
+  assert.deepEqual(judgeLocalTrials({ ...sweep, launcher: { type: 'slurm', jobId: '1' } } as unknown as SweepFile, dir), []);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('status reconciles a lost and a forgotten task (sweep.json, run.json, MLflow), closes the sweep; resume resubmits the rest', async () => {

@@ -242,6 +242,16 @@ test('parallel: several trials at once through the same bookkeeping', async () =
   assert.equal(s.best['loss']!.trial, 0);
 });
 
+test("a trial's unsent tracking calls are reported once, with the trial's label and the sync command", async () => {
+  const dir = tmp();
+  const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.5] } });
+  const reminder = 'MLflow: 3 tracking call(s) could not be sent and wait in x; send them with: npx spark sync --run x';
+  const lines: string[] = [];
+  const { runner } = fakeRunner((req) => (req.trial.index === 1 ? { trackingReminder: reminder } : {}));
+  await runSweep({ loaded }, { runTrial: runner, tracker: null, console: null, log: (l) => lines.push(l) });
+  assert.deepEqual(lines.filter((l) => l.includes('could not be sent')), [`sweep: trial 2/2: ${reminder}`]);
+});
+
 test('sweep.json lock serialises concurrent read-modify-write', async () => {
   const dir = tmp();
   const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.5] } });

@@ -5,7 +5,7 @@
  * sweep.json, in its run folder's run.json and on its MLflow run — with the reason; when no trial is left running the
  * sweep is finalized (summary, parent run closed). `spark sweep status` and `spark sweep launch --resume` use it.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { readSweep, recordRunStatus, updateSweep } from './state.js';
 import { finalizeSweep } from './runner.js';
@@ -13,6 +13,7 @@ import type { SlurmTaskState } from './slurm.js';
 import type { SweepTracker } from './tracker.js';
 import type { SweepFile, TrialRecord } from './types.js';
 import { trialLabel } from '../ui/trial-label.js';
+import { ALIVE_FILE, goneReason, type AliveRecord } from '../track/liveness.js';
 
 /** Slurm states of a task that is still queued or running. */
 const ACTIVE = new Set([
@@ -88,6 +89,29 @@ export function judgeTrials(sweep: SweepFile, q: SlurmAnswer): TrialVerdict[] {
           ? `Slurm task ${id} ended ${st}${exit} before the trial started`
           : `Slurm task ${id} ended ${st}${exit} without the trial recording its end`,
     });
+  }
+  return out;
+}
+
+/**
+ * The trials of a local sweep recorded RUNNING whose run's process is gone (its run folder's liveness record names a
+ * process that no longer runs, or there is none): recorded FAILED. A trial whose run has not started yet (no run
+ * folder) is left alone.
+ */
+export function judgeLocalTrials(sweep: SweepFile, dir: string): TrialVerdict[] {
+  if (sweep.launcher.type !== 'local') return [];
+  const out: TrialVerdict[] = [];
+  for (const t of sweep.trials) {
+    const runDir = t.runDir ? path.resolve(dir, t.runDir) : null;
+    if (t.status !== 'RUNNING' || !runDir || !existsSync(runDir)) continue;
+    let alive: AliveRecord | null = null;
+    try {
+      alive = JSON.parse(readFileSync(path.join(runDir, ALIVE_FILE), 'utf8')) as AliveRecord;
+    } catch {
+      alive = null;
+    }
+    const reason = alive ? goneReason(alive) : 'its process ended without the trial recording its end (no liveness record left)';
+    if (reason) out.push({ index: t.index, status: 'FAILED', reason: `trial's run: ${reason}` });
   }
   return out;
 }

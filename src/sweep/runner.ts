@@ -60,6 +60,8 @@ export interface TrialRunResult {
   mlflowRunId: string | null;
   runDir?: string;
   error?: string;
+  /** Tracking calls the run could not send before it ended, and the command that sends them (runExperiment's). */
+  trackingReminder?: string;
 }
 
 export type TrialRunner = (req: TrialRunRequest) => Promise<TrialRunResult>;
@@ -242,7 +244,7 @@ export async function executeTrial(
   dir: string,
   index: number,
   runner: TrialRunner,
-  o: { subscriber?: RunSubscriber; signal?: AbortSignal; onStart?: (t: TrialRecord) => void } = {},
+  o: { subscriber?: RunSubscriber; signal?: AbortSignal; onStart?: (t: TrialRecord) => void; log?: (line: string) => void } = {},
 ): Promise<TrialRecord> {
   let sweep = await readSweep(dir);
   const t0 = sweep.trials[index];
@@ -279,6 +281,7 @@ export async function executeTrial(
     const err = e as Error;
     result = { status: 'FAILED', step: null, finalLoss: null, mlflowRunId: null, error: err?.message ?? String(e) };
   }
+  if (result.trackingReminder) o.log?.(`sweep: ${trialLabel(index, sweep.trials.length)}: ${result.trackingReminder}`);
   const after = await updateTrial(dir, index, (r) => {
     r.status = result.status;
     r.step = result.step ?? r.step;
@@ -314,6 +317,7 @@ export const inProcessRunner: TrialRunner = async (req) => {
     mlflowRunId: res.mlflowRunId ?? null,
     runDir: res.runDir,
     error: res.error,
+    ...(res.trackingReminder ? { trackingReminder: res.trackingReminder } : {}),
   };
 };
 
@@ -605,6 +609,7 @@ export async function runSweep(opts: RunSweepOptions, deps: SweepDeps = {}): Pro
         subscriber: board?.trialSubscriber(index),
         signal: abort.signal,
         onStart: (t) => board?.setStatus(t.index, 'running'),
+        log,
       });
       board?.setStatus(index, uiStatus[rec.status], { loss: rec.finalLoss, message: rec.error ?? undefined, runId: rec.mlflowRunId ?? undefined });
       await recordProgress(dir, index, tracker, { log });
@@ -673,7 +678,7 @@ export async function runSweepTrial(
   process.on('SIGTERM', onSig);
   let rec: TrialRecord;
   try {
-    rec = await executeTrial(dir, index, o.runTrial ?? inProcessRunner, { subscriber: sub, signal: abort.signal });
+    rec = await executeTrial(dir, index, o.runTrial ?? inProcessRunner, { subscriber: sub, signal: abort.signal, log });
   } finally {
     process.off('SIGINT', onSig);
     process.off('SIGTERM', onSig);

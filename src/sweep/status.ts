@@ -8,7 +8,7 @@ import { formatNumber } from '../track/keys.js';
 import { trialLabel } from '../ui/trial-label.js';
 import { readSweep } from './state.js';
 import { currentCluster, describeCluster, querySlurmArray, slurmEnv, type SlurmQueryResult, type SlurmTaskState } from './slurm.js';
-import { applyVerdicts, judgeTrials } from './reconcile.js';
+import { applyVerdicts, judgeLocalTrials, judgeTrials } from './reconcile.js';
 import { openSweepTracker, type SweepTracker } from './tracker.js';
 import { commandHint } from '../util/hint.js';
 import type { SweepFile } from './types.js';
@@ -82,6 +82,12 @@ export async function sweepStatus(dir: string, deps: StatusDeps = {}): Promise<S
         }
       }
     } else notes.push('the sbatch script was written but not submitted (spark sweep launch ... --submit, or sbatch it yourself)');
+  } else if (deps.reconcile !== false) {
+    // a local sweep whose process was killed hard: trials still recorded RUNNING are recorded FAILED
+    const r = await applyVerdicts(dir, judgeLocalTrials(sweep, dir), tracker);
+    notes.push(...r.notes);
+    sweep = r.sweep;
+    if (r.applied.length) notes.push(`resume the sweep with: ${commandHint(['run', '--resume', { path: dir }])}`);
   }
   const children = new Map<number, { runId: string; status: string; metrics: Record<string, number> }>();
   if (tracker && sweep.tracking.parentRunId) {
