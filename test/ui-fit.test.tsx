@@ -150,7 +150,7 @@ test('sweep board at 80×24: trial rows and the running trial fit; many trials a
     };
     const ls = assertFits(renderAt80(<SweepView s={s} width={COLS} height={FRAME_ROWS} />), `${n} trials`);
     assert.match(ls[0]!, /^spark sweep /);
-    assert.ok(ls.some((l) => /^▶ 2 /.test(l)), `${n} trials: the running trial is on the board:\n${ls.join('\n')}`);
+    assert.ok(ls.some((l) => /^▶ 3 /.test(l)), `${n} trials: the running trial is on the board:\n${ls.join('\n')}`);
     if (n === 20) assert.ok(ls.some((l) => /more trials/.test(l)), `the board says trials are not shown:\n${ls.join('\n')}`);
   }
 });
