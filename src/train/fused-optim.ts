@@ -382,11 +382,36 @@ export function makeConstants(beta1: number, beta2: number, eps: number): Optimi
   });
 }
 
-/** The Adam moments of a flat group: m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g². */
-function moments(c: OptimizerConstants, g: tf.Tensor, m0: tf.Tensor, v0: tf.Tensor): { m: tf.Tensor; v: tf.Tensor } {
-  const m = tf.add(tf.mul(m0, c.beta1), tf.mul(g, c.oneMinusBeta1));
-  const v = tf.add(tf.mul(v0, c.beta2), tf.mul(tf.square(g), c.oneMinusBeta2));
+/**
+ * `f()` in its own scope (its temporaries are freed at once), then `drop` disposed: the flat tensors are as large as
+ * a whole parameter group, so the composite frees each one as soon as the next needs it no longer.
+ */
+function then<T extends tf.Tensor>(f: () => T, ...drop: Array<tf.Tensor | null>): T {
+  const out = tf.tidy(f);
+  for (const d of drop) d?.dispose();
+  return out;
+}
+
+/** The Adam moments of a flat group: m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g² (`g` disposed unless kept). */
+function moments(c: OptimizerConstants, g: tf.Tensor, m0: tf.Tensor, v0: tf.Tensor, keepG: boolean): { m: tf.Tensor; v: tf.Tensor } {
+  const m = tf.tidy(() => tf.add(tf.mul(m0, c.beta1), tf.mul(g, c.oneMinusBeta1)));
+  const v = then(() => tf.add(tf.mul(v0, c.beta2), tf.mul(tf.square(g), c.oneMinusBeta2)), keepG ? null : g);
   return { m, v };
+}
+
+/** √v / √bc2 + eps. */
+function adamDenominator(c: OptimizerConstants, v: tf.Tensor, biasCorrection2: number): tf.Tensor {
+  return tf.tidy(() => tf.add(tf.div(tf.sqrt(v), Math.sqrt(biasCorrection2)), c.eps));
+}
+
+/** The new values where `cond`, the old ones elsewhere (new ones disposed). */
+function selected(cond: tf.Tensor | null, s: FlatState, out: { p: tf.Tensor; m: tf.Tensor; v: tf.Tensor }): { p: tf.Tensor; m: tf.Tensor; v: tf.Tensor } {
+  if (!cond) return out;
+  return {
+    p: then(() => select(cond, out.p, s.p), out.p),
+    m: then(() => select(cond, out.m, s.m), out.m),
+    v: then(() => select(cond, out.v, s.v), out.v),
+  };
 }
 
 export interface FlatState {
@@ -398,36 +423,37 @@ export interface FlatState {
 
 /**
  * LAMB on a flat group (see the header); `clipDiv` null = no clipping, `cond` null = apply everywhere.
- * Returns the new [rows, ROW] parameters and moments.
+ * Returns the new [rows, ROW] parameters and moments (the state's tensors are not disposed).
  */
 export function lambFlat(L: FlatLayout, c: OptimizerConstants, s: FlatState, clipDiv: tf.Tensor | null, cond: tf.Tensor | null, a: LambUpdateAttrs): { p: tf.Tensor; m: tf.Tensor; v: tf.Tensor } {
   const g = clipDiv ? tf.div(s.g, clipDiv) : s.g;
-  const { m, v } = moments(c, g, s.m, s.v);
-  const denom = tf.add(tf.div(tf.sqrt(v), Math.sqrt(a.biasCorrection2)), c.eps);
-  let u: tf.Tensor = tf.div(tf.div(m, a.biasCorrection1), denom);
-  if (a.weightDecay !== 0) u = tf.add(u, tf.mul(s.p, a.weightDecay));
+  const { m, v } = moments(c, g, s.m, s.v, g === s.g);
+  const denom = adamDenominator(c, v, a.biasCorrection2);
+  let u = then(() => tf.div(tf.div(m, a.biasCorrection1), denom), denom);
+  if (a.weightDecay !== 0) u = then(() => tf.add(u, tf.mul(s.p, a.weightDecay)), u);
   if (a.adapt) {
     // padding: p = g = m = v = 0 there, so u = 0 unless eps = 0 (0/0): mask it then
-    if (a.eps === 0) u = select(L.valid(), u, tf.zerosLike(u));
-    const wNorm = tf.sqrt(L.sumSquares(s.p));
-    const uNorm = tf.sqrt(L.sumSquares(u as tf.Tensor2D));
-    const ok = tf.logicalAnd(tf.greater(wNorm, c.zero), tf.greater(uNorm, c.zero));
-    let trust: tf.Tensor = select(ok, tf.div(wNorm, select(ok, uNorm, L.ones)), L.ones);
-    if (a.trustClip) trust = tf.minimum(trust, c.one);
-    u = tf.mul(u, L.toRows(trust as tf.Tensor2D));
+    if (a.eps === 0) u = then(() => select(L.valid(), u, tf.zerosLike(u)), u);
+    const trustRows = tf.tidy(() => {
+      const wNorm = tf.sqrt(L.sumSquares(s.p));
+      const uNorm = tf.sqrt(L.sumSquares(u as tf.Tensor2D));
+      const ok = tf.logicalAnd(tf.greater(wNorm, c.zero), tf.greater(uNorm, c.zero));
+      let trust: tf.Tensor = select(ok, tf.div(wNorm, select(ok, uNorm, L.ones)), L.ones);
+      if (a.trustClip) trust = tf.minimum(trust, c.one);
+      return L.toRows(trust as tf.Tensor2D);
+    });
+    u = then(() => tf.mul(u, trustRows), u, trustRows);
   }
-  const p = tf.sub(s.p, tf.mul(u, a.lr));
-  if (!cond) return { p, m, v };
-  return { p: select(cond, p, s.p), m: select(cond, m, s.m), v: select(cond, v, s.v) };
+  const p = then(() => tf.sub(s.p, tf.mul(u, a.lr)), u);
+  return selected(cond, s, { p, m, v });
 }
 
 /** AdamW on a flat group (see the header); `clipCoef` null = no clipping, `cond` null = apply everywhere. */
 export function adamwFlat(c: OptimizerConstants, s: FlatState, clipCoef: tf.Tensor | null, cond: tf.Tensor | null, a: AdamWUpdateAttrs): { p: tf.Tensor; m: tf.Tensor; v: tf.Tensor } {
-  const decayed = a.weightDecay !== 0 ? tf.mul(s.p, 1 - a.lr * a.weightDecay) : s.p;
   const g = clipCoef ? tf.mul(s.g, clipCoef) : s.g;
-  const { m, v } = moments(c, g, s.m, s.v);
-  const denom = tf.add(tf.div(tf.sqrt(v), Math.sqrt(a.biasCorrection2)), c.eps);
-  const p = tf.sub(decayed, tf.mul(tf.div(m, denom), a.lr / a.biasCorrection1));
-  if (!cond) return { p, m, v };
-  return { p: select(cond, p, s.p), m: select(cond, m, s.m), v: select(cond, v, s.v) };
+  const { m, v } = moments(c, g, s.m, s.v, g === s.g);
+  const denom = adamDenominator(c, v, a.biasCorrection2);
+  const step = then(() => tf.mul(tf.div(m, denom), a.lr / a.biasCorrection1), denom);
+  const p = then(() => tf.sub(a.weightDecay !== 0 ? tf.mul(s.p, 1 - a.lr * a.weightDecay) : s.p, step), step);
+  return selected(cond, s, { p, m, v });
 }

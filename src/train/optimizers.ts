@@ -273,22 +273,29 @@ abstract class BaseOptimizer implements SparkOptimizer {
   private updateFlat(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper, applyIf: tf.Tensor | null): tf.Scalar {
     const present = this.groups.map((g) => g.params.map((p) => this.gradOf(grads, p.name)));
     // one flat gradient per group that has any; the global norm is one reduction per group + one AddN
-    const gFlat = this.groups.map((_, gi) => (present[gi]!.some(Boolean) ? this.flat[gi]!.layout.flatten(present[gi]!) : null));
-    const sq = gFlat.filter((g): g is tf.Tensor2D => g !== null).map((g) => tf.sum(tf.square(g)));
-    const G = (sq.length === 0 ? tf.scalar(0) : tf.sqrt(sq.length === 1 ? sq[0]! : tf.addN(sq))) as tf.Scalar;
+    const gFlat = this.groups.map((_, gi) => (present[gi]!.some(Boolean) ? tf.tidy(() => this.flat[gi]!.layout.flatten(present[gi]!)) : null));
+    const G = tf.tidy(() => {
+      const sq = gFlat.filter((g): g is tf.Tensor2D => g !== null).map((g) => tf.sum(tf.square(g)));
+      return (sq.length === 0 ? tf.scalar(0) : tf.sqrt(sq.length === 1 ? sq[0]! : tf.addN(sq))) as tf.Scalar;
+    });
     const clip = this.clipFactor(G);
+    // group by group, each whole-group temporary freed as soon as possible (they are as large as the group)
     this.groups.forEach((group, gi) => {
       const g = gFlat[gi];
       if (this.countsStep(g !== null)) group.step += 1;
       if (!g) return;
       const fm = this.flat[gi]!;
+      const L = fm.layout;
       const has = present[gi]!.map(Boolean);
-      const cond = fm.layout.condition(has.every(Boolean) ? null : has, applyIf);
-      const p = fm.layout.flatten(group.params.map((q) => q.variable));
-      const out = this.flatUpdate(fm.layout, { p, g, m: fm.m, v: fm.v }, clip, cond, this.attrs(group, hyper, group.params.length));
+      const all = has.every(Boolean);
+      const cond = all && applyIf === null ? null : tf.tidy(() => L.condition(all ? null : has, applyIf)!);
+      const p = tf.tidy(() => L.flatten(group.params.map((q) => q.variable)));
+      const out = this.flatUpdate(L, { p, g, m: fm.m, v: fm.v }, clip, cond, this.attrs(group, hyper, group.params.length));
+      tf.dispose([p, g, ...(cond ? [cond] : [])]);
       fm.m.assign(out.m as tf.Tensor2D);
       fm.v.assign(out.v as tf.Tensor2D);
-      fm.layout.unflatten(out.p).forEach((t, i) => has[i] && group.params[i]!.variable.assign(t));
+      tf.tidy(() => L.unflatten(out.p).forEach((t, i) => has[i] && group.params[i]!.variable.assign(t)));
+      tf.dispose([out.p, out.m, out.v]);
     });
     return G;
   }
