@@ -224,7 +224,7 @@ test('state written by one layout continues exactly in the other', async () => {
   a.dispose();
 });
 
-test('one flat update costs about three kernel calls per parameter', async () => {
+test('one flat update costs about three kernel calls per parameter and a few copies of the group in memory', async () => {
   await testBackend();
   // 60 parameters of rank 2 in one decay group (the worst case: each needs a Reshape in and out)
   const params = new Map<string, tf.Variable>();
@@ -232,11 +232,16 @@ test('one flat update costs about three kernel calls per parameter', async () =>
   const grads = new Map([...params].map(([k, v]) => [k, tf.onesLike(v)]));
   for (const [kind, opt] of [['lamb', new Lamb(buildParamGroups(params), { layout: 'flat' })], ['adamw', new AdamW(buildParamGroups(params), { maxGradNorm: 1, layout: 'flat' })]] as const) {
     const yes = tf.scalar(true, 'bool');
+    const bytesBefore = tf.memory().numBytes;
     const prof = await tf.profile(() => {
       const u = opt.update(grads, { lr: 0.01, wd: 0.05 }, { applyIf: yes });
       u.gradNorm.dispose();
     });
     yes.dispose();
+    // whole-group temporaries are freed as soon as they are used: the update's peak is a few copies of the group
+    const flatBytes = 60 * 256 * 4; // each parameter fits one padded row here
+    const peak = (prof.peakBytes - bytesBefore) / flatBytes;
+    assert.ok(peak <= 10, `${kind}: the update's peak is ${peak.toFixed(1)} × the flat group (gradients, parameters, new moments, ~3 temporaries)`);
     const n = prof.kernels.length;
     assert.ok(n <= 3 * 60 + 50, `${kind}: ${n} kernel calls for 60 parameters`);
     const names = new Set(prof.kernels.map((k) => k.name));
