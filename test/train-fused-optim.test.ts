@@ -213,6 +213,7 @@ test('state written by one layout continues exactly in the other', async () => {
     const b = new Lamb(buildParamGroups(pb), { betas: [0.9, 0.95], layout });
     b.setState(st);
     assert.deepEqual(stateArrays(b), stateArrays(a), `${layout}: restored moments`);
+    assert.deepEqual(await b.getStateAsync(), b.getState(), `${layout}: getStateAsync = getState`);
     b.dispose();
     tf.dispose([...pb.values()]);
   }

@@ -85,7 +85,7 @@ async function loopSteps(o: LoopOptions, held: Held): Promise<LoopResult> {
   const saveCheckpoint = async (): Promise<void> => {
     state.epoch = Math.floor(state.step / spe);
     state.dataPosition = { iteration: state.step, epoch: Math.floor(state.step / spe), indexInEpoch: state.step % spe };
-    const opt = optimizer.getState();
+    const opt = await optimizer.getStateAsync();
     state.optimizer = { kind: optimizer.kind, groupSteps: opt.groupSteps };
     state.savedAt = new Date().toISOString();
     state.trainSeconds = trainSecondsBefore + (Date.now() - segmentStart) / 1000;

@@ -158,6 +158,8 @@ export interface SparkOptimizer {
   apply(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper): number;
   /** Copy of the state (reads the moments back from the backend). */
   getState(): OptimizerState;
+  /** `getState` with asynchronous reads. */
+  getStateAsync(): Promise<OptimizerState>;
   /** Restore a state written by getState (shapes checked). */
   setState(state: { groupSteps: Record<string, number>; tensors: Map<string, SafeTensor> }): void;
   dispose(): void;
@@ -336,18 +338,32 @@ abstract class BaseOptimizer implements SparkOptimizer {
   }
 
   getState(): OptimizerState {
+    return this.collectState((t) => t.dataSync() as Float32Array);
+  }
+
+  /** `getState` with asynchronous reads (the training loop's checkpoints). */
+  async getStateAsync(): Promise<OptimizerState> {
+    const tensors: tf.Tensor[] = this.layout === 'param'
+      ? [...this.moments.values()].flatMap((mo) => [mo.m, mo.v])
+      : this.flat.flatMap((fm) => (fm ? [fm.m, fm.v] : []));
+    const values = await Promise.all(tensors.map((t) => t.data() as Promise<Float32Array>));
+    const read = new Map(tensors.map((t, i) => [t, values[i]!]));
+    return this.collectState((t) => read.get(t)!);
+  }
+
+  private collectState(read: (t: tf.Tensor) => Float32Array): OptimizerState {
     const tensors = new Map<string, SafeTensor>();
     if (this.layout === 'param') {
       for (const [name, mo] of this.moments) {
-        tensors.set(`${name}.exp_avg`, f32(mo.m.shape.slice(), Float32Array.from(mo.m.dataSync() as Float32Array)));
-        tensors.set(`${name}.exp_avg_sq`, f32(mo.v.shape.slice(), Float32Array.from(mo.v.dataSync() as Float32Array)));
+        tensors.set(`${name}.exp_avg`, f32(mo.m.shape.slice(), Float32Array.from(read(mo.m))));
+        tensors.set(`${name}.exp_avg_sq`, f32(mo.v.shape.slice(), Float32Array.from(read(mo.v))));
       }
     } else {
       this.groups.forEach((g, gi) => {
         const fm = this.flat[gi];
         if (!fm) return;
-        const m = fm.m.dataSync() as Float32Array;
-        const v = fm.v.dataSync() as Float32Array;
+        const m = read(fm.m);
+        const v = read(fm.v);
         g.params.forEach((p, i) => {
           tensors.set(`${p.name}.exp_avg`, f32(p.variable.shape.slice(), fm.layout.slice(m, i)));
           tensors.set(`${p.name}.exp_avg_sq`, f32(p.variable.shape.slice(), fm.layout.slice(v, i)));
