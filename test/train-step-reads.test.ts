@@ -8,6 +8,11 @@ import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
 import { Lamb, buildParamGroups } from '../src/train/optimizers.js';
 import { trainStep, trainStepAsync } from '../src/train/step.js';
+import { runLoop } from '../src/train/loop.js';
+import { RunFolder, type TrainState } from '../src/train/checkpoint.js';
+import { EventBus } from '../src/train/events.js';
+import { makeSchedule } from '../src/train/schedule.js';
+import { tmpDir } from './helpers/train.js';
 import { buildSparK } from '../src/models/spark.js';
 import { Rng } from '../src/util/rng.js';
 import type { EncoderSpec } from '../src/spec/types.js';
@@ -98,4 +103,50 @@ test('a non-finite loss: the device skips the update; weights, moments and count
   topt.dispose();
   model.dispose();
   twin.dispose();
+});
+
+test('the loop: no synchronous read at all (checkpoints included), and the next batch is requested before the step\'s read returns', async () => {
+  await testBackend();
+  const model = tinyModel('resnet');
+  const opt = new Lamb(buildParamGroups(model.params), { betas: [0.9, 0.95] });
+  const folder = await RunFolder.create(tmpDir(), 'reads');
+  await folder.writeConfig('name: reads\n');
+  const log: string[] = [];
+  const source = {
+    stepsPerEpoch: 2,
+    batches: async (it: number) => {
+      log.push(`batch ${it}`);
+      const r = Rng.from(1, 'loop-data', it);
+      return [tf.tensor4d(new Float32Array(2 * 64 * 64 * 3).map(() => r.normal()), [2, 64, 64, 3])];
+    },
+  };
+  const engine = tf.engine() as unknown as { read: (id: object) => Promise<unknown> };
+  const read = engine.read;
+  engine.read = function (this: unknown, id: object) {
+    log.push('read');
+    return read.call(this, id).then((v) => (log.push('read done'), v));
+  };
+  const now = new Date().toISOString();
+  const state: TrainState = {
+    format: 'spark-checkpoint/1', step: 0, epoch: 0, totalSteps: 3, stepsPerEpoch: 2, seed: 1,
+    dataPosition: { iteration: 0, epoch: 0, indexInEpoch: 0 }, optimizer: { kind: 'lamb', groupSteps: {} },
+    epochLosses: [], lossTail: [], minLoss: null, lastLoss: null, startedAt: now, savedAt: now, trainSeconds: 0,
+    backend: 'test', encoder: 'tiny',
+  };
+  const schedule = makeSchedule({ epochs: null, steps: 3, batch_size: 2, accumulate: 1, warmup_epochs: 0, warmup_steps: 1, optimizer: { name: 'lamb', base_lr: 1e-3, base_batch_size: 2, betas: null, eps: 1e-6, weight_decay: 0.04, weight_decay_end: 0.2, clip_grad: 5 } }, 2);
+  const before = tf.memory().numTensors;
+  let res;
+  try {
+    res = await countReads(() => runLoop({ model, optimizer: opt, schedule, source, bus: new EventBus(), folder, state, seed: 1, checkpointEvery: 0, logEvery: 1, onStep: (s) => void log.push(`step ${s}`) }));
+  } finally {
+    delete (engine as Partial<typeof engine>).read;
+  }
+  assert.equal(res.value.status, 'FINISHED');
+  assert.equal(res.sync, 0, 'synchronous reads in a whole run');
+  // each step: one read, the next batch requested before it returns; the final checkpoint reads afterwards
+  assert.deepEqual(log.slice(0, 12), ['batch 0', 'read', 'batch 1', 'read done', 'step 1', 'read', 'batch 2', 'read done', 'step 2', 'read', 'read done', 'read']);
+  assert.ok(log.indexOf('step 3') > 0 && !log.includes('batch 3'));
+  assert.equal(tf.memory().numTensors, before, 'the loop frees the batches it holds');
+  opt.dispose();
+  model.dispose();
 });
