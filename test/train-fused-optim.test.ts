@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
 import { AdamW, Lamb, buildParamGroups, type SparkOptimizer } from '../src/train/optimizers.js';
-import { ADAMW_UPDATE_KERNEL, GLOBAL_NORM_KERNEL, LAMB_UPDATE_KERNEL, referenceKernelConfig } from '../src/train/fused-optim.js';
+import { ADAMW_UPDATE_KERNEL, FLAT_BLOCK, GLOBAL_NORM_KERNEL, LAMB_UPDATE_KERNEL, referenceKernelConfig } from '../src/train/fused-optim.js';
 import { Rng } from '../src/util/rng.js';
 
 const SHAPES: Record<string, number[]> = {
@@ -250,4 +250,36 @@ test('one flat update costs about three kernel calls per parameter and a few cop
     opt.dispose();
   }
   tf.dispose([...params.values(), ...grads.values()]);
+});
+
+test('groups larger than one flat block (FLAT_BLOCK elements) are split into blocks: same result as per parameter', async () => {
+  await testBackend();
+  const shapes: Record<string, number[]> = { 'a.weight': [3, 3, 64, 1000], 'a.bias': [1000], 'b.weight': [1000, 900], 'c.weight': [300, 100], 'b.bias': [900] };
+  const total = Object.values(shapes).reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0);
+  assert.ok(total > FLAT_BLOCK, `${total} elements: more than one block`);
+  const make = (tag: string) => {
+    const rng = Rng.from(9, 'big');
+    return new Map(Object.entries(shapes).map(([k, s]) => [k, tf.variable(tf.tensor(values(rng, s.reduce((a, b) => a * b, 1), 0.1), s), true, `big/${tag}/${k}/${Math.random()}`)]));
+  };
+  const pa = make('flat');
+  const pb = make('param');
+  const a = new Lamb(buildParamGroups(pa), { betas: [0.9, 0.95], layout: 'flat' });
+  const b = new Lamb(buildParamGroups(pb), { betas: [0.9, 0.95], layout: 'param' });
+  for (let s = 0; s < 2; s++) {
+    const rng = Rng.from(10, 'big-grads', s);
+    const g = new Map(Object.entries(shapes).filter(([k]) => !(s === 1 && k === 'c.weight')).map(([k, sh]) => [k, tf.tensor(values(rng, sh.reduce((x, y) => x * y, 1), 0.01), sh)]));
+    const na = a.apply(g, { lr: 0.01, wd: 0.05 });
+    const nb = b.apply(g, { lr: 0.01, wd: 0.05 });
+    assert.ok(Math.abs(na - nb) <= 1e-6 * nb, `grad norm ${na} vs ${nb}`);
+    tf.dispose([...g.values()]);
+  }
+  assertClose(snapshot(pa), snapshot(pb), 1e-6, 'params');
+  assertClose(stateArrays(a), stateArrays(b), 1e-6, 'moments');
+  // state round trip through the blocks
+  const pc = make('copy');
+  const c = new Lamb(buildParamGroups(pc), { betas: [0.9, 0.95], layout: 'flat' });
+  c.setState(a.getState());
+  assert.deepEqual(stateArrays(c), stateArrays(a));
+  for (const o of [a, b, c]) o.dispose();
+  tf.dispose([...pa.values(), ...pb.values(), ...pc.values()]);
 });

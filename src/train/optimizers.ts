@@ -21,6 +21,7 @@ import * as tf from '@tensorflow/tfjs';
 import { f32, toFloat32, type SafeTensor } from '../util/safetensors.js';
 import {
   ADAMW_UPDATE_KERNEL,
+  FLAT_BLOCK,
   FlatLayout,
   GLOBAL_NORM_KERNEL,
   LAMB_UPDATE_KERNEL,
@@ -38,6 +39,28 @@ import {
   type LambUpdateAttrs,
   type OptimizerConstants,
 } from './fused-optim.js';
+
+/**
+ * Split a group's parameters (sizes in order) into consecutive blocks of at most FLAT_BLOCK elements (a larger
+ * parameter is a block of its own).
+ */
+function blockParams(sizes: number[]): number[][] {
+  const blocks: number[][] = [];
+  let cur: number[] = [];
+  let n = 0;
+  sizes.forEach((size, i) => {
+    const padded = Math.max(1, Math.ceil(size / ROW)) * ROW;
+    if (cur.length > 0 && n + padded > FLAT_BLOCK) {
+      blocks.push(cur);
+      cur = [];
+      n = 0;
+    }
+    cur.push(i);
+    n += padded;
+  });
+  if (cur.length > 0) blocks.push(cur);
+  return blocks;
+}
 
 /** Where the optimizer keeps its moments (see fused-optim.ts); chosen from the backend's kernels unless given. */
 export type OptimizerLayout = 'param' | 'flat';
@@ -172,9 +195,11 @@ interface Moments {
   v: tf.Variable;
 }
 
-/** The flat moments of one parameter group (portable layout, see fused-optim.ts). */
-interface FlatMoments {
+/** The flat moments of one block of a parameter group (portable layout, see fused-optim.ts). */
+interface FlatBlock {
   layout: FlatLayout;
+  /** Indices of the block's parameters in the group's list. */
+  members: number[];
   m: tf.Variable;
   v: tf.Variable;
 }
@@ -187,8 +212,8 @@ abstract class BaseOptimizer implements SparkOptimizer {
   readonly layout: OptimizerLayout;
   /** Moments per parameter ('param' layout). */
   protected moments = new Map<string, Moments>();
-  /** Moments per group ('flat' layout; null for a group without parameters). */
-  protected flat: Array<FlatMoments | null> = [];
+  /** Moments per group, in blocks of at most ~FLAT_BLOCK elements ('flat' layout). */
+  protected flat: FlatBlock[][] = [];
   protected readonly consts: OptimizerConstants;
   readonly beta1: number;
   readonly beta2: number;
@@ -230,15 +255,16 @@ abstract class BaseOptimizer implements SparkOptimizer {
         }
       }
     } else {
-      this.flat = groups.map((g) => {
-        if (g.params.length === 0) return null;
-        const layout = new FlatLayout(g.params.map((p) => p.variable.shape), { maskPadding: this.eps === 0 });
-        const mv = tf.tidy(() => ({
-          m: tf.variable(tf.zeros([layout.rows, ROW]), false, `opt/${g.name}/exp_avg/${uid}`),
-          v: tf.variable(tf.zeros([layout.rows, ROW]), false, `opt/${g.name}/exp_avg_sq/${uid}`),
-        }));
-        return { layout, ...mv };
-      });
+      this.flat = groups.map((g) =>
+        blockParams(g.params.map((p) => p.variable.size)).map((members, bi) => {
+          const layout = new FlatLayout(members.map((i) => g.params[i]!.variable.shape), { maskPadding: this.eps === 0 });
+          const mv = tf.tidy(() => ({
+            m: tf.variable(tf.zeros([layout.rows, ROW]), false, `opt/${g.name}/${bi}/exp_avg/${uid}`),
+            v: tf.variable(tf.zeros([layout.rows, ROW]), false, `opt/${g.name}/${bi}/exp_avg_sq/${uid}`),
+          }));
+          return { layout, members, ...mv };
+        }),
+      );
     }
   }
 
@@ -274,30 +300,37 @@ abstract class BaseOptimizer implements SparkOptimizer {
 
   private updateFlat(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper, applyIf: tf.Tensor | null): tf.Scalar {
     const present = this.groups.map((g) => g.params.map((p) => this.gradOf(grads, p.name)));
-    // one flat gradient per group that has any; the global norm is one reduction per group + one AddN
-    const gFlat = this.groups.map((_, gi) => (present[gi]!.some(Boolean) ? tf.tidy(() => this.flat[gi]!.layout.flatten(present[gi]!)) : null));
+    // one flat gradient per block that has any; the global norm is one reduction per block + one AddN
+    const gFlat = this.flat.map((blocks, gi) =>
+      blocks.map((b) => {
+        const gs = b.members.map((i) => present[gi]![i]);
+        return gs.some(Boolean) ? tf.tidy(() => b.layout.flatten(gs)) : null;
+      }),
+    );
     const G = tf.tidy(() => {
-      const sq = gFlat.filter((g): g is tf.Tensor2D => g !== null).map((g) => tf.sum(tf.square(g)));
+      const sq = gFlat.flat().filter((g): g is tf.Tensor2D => g !== null).map((g) => tf.sum(tf.square(g)));
       return (sq.length === 0 ? tf.scalar(0) : tf.sqrt(sq.length === 1 ? sq[0]! : tf.addN(sq))) as tf.Scalar;
     });
     const clip = this.clipFactor(G);
-    // group by group, each whole-group temporary freed as soon as possible (they are as large as the group)
+    // block by block, each whole-block temporary freed as soon as possible
     this.groups.forEach((group, gi) => {
-      const g = gFlat[gi];
-      if (this.countsStep(g !== null)) group.step += 1;
-      if (!g) return;
-      const fm = this.flat[gi]!;
-      const L = fm.layout;
-      const has = present[gi]!.map(Boolean);
-      const all = has.every(Boolean);
-      const cond = all && applyIf === null ? null : tf.tidy(() => L.condition(all ? null : has, applyIf)!);
-      const p = tf.tidy(() => L.flatten(group.params.map((q) => q.variable)));
-      const out = this.flatUpdate(L, { p, g, m: fm.m, v: fm.v }, clip, cond, this.attrs(group, hyper, group.params.length));
-      tf.dispose([p, g, ...(cond ? [cond] : [])]);
-      fm.m.assign(out.m as tf.Tensor2D);
-      fm.v.assign(out.v as tf.Tensor2D);
-      tf.tidy(() => L.unflatten(out.p).forEach((t, i) => has[i] && group.params[i]!.variable.assign(t)));
-      tf.dispose([out.p, out.m, out.v]);
+      if (this.countsStep(present[gi]!.some(Boolean))) group.step += 1;
+      const attrs = this.attrs(group, hyper, group.params.length);
+      this.flat[gi]!.forEach((b, bi) => {
+        const g = gFlat[gi]![bi];
+        if (!g) return;
+        const L = b.layout;
+        const has = b.members.map((i) => present[gi]![i] !== undefined);
+        const all = has.every(Boolean);
+        const cond = all && applyIf === null ? null : tf.tidy(() => L.condition(all ? null : has, applyIf)!);
+        const p = tf.tidy(() => L.flatten(b.members.map((i) => group.params[i]!.variable)));
+        const out = this.flatUpdate(L, { p, g, m: b.m, v: b.v }, clip, cond, { ...attrs, n: b.members.length });
+        tf.dispose([p, g, ...(cond ? [cond] : [])]);
+        b.m.assign(out.m as tf.Tensor2D);
+        b.v.assign(out.v as tf.Tensor2D);
+        tf.tidy(() => L.unflatten(out.p).forEach((t, j) => has[j] && group.params[b.members[j]!]!.variable.assign(t)));
+        tf.dispose([out.p, out.m, out.v]);
+      });
     });
     return G;
   }
@@ -345,7 +378,7 @@ abstract class BaseOptimizer implements SparkOptimizer {
   async getStateAsync(): Promise<OptimizerState> {
     const tensors: tf.Tensor[] = this.layout === 'param'
       ? [...this.moments.values()].flatMap((mo) => [mo.m, mo.v])
-      : this.flat.flatMap((fm) => (fm ? [fm.m, fm.v] : []));
+      : this.flat.flat().flatMap((b) => [b.m, b.v]);
     const values = await Promise.all(tensors.map((t) => t.data() as Promise<Float32Array>));
     const read = new Map(tensors.map((t, i) => [t, values[i]!]));
     return this.collectState((t) => read.get(t)!);
@@ -360,14 +393,15 @@ abstract class BaseOptimizer implements SparkOptimizer {
       }
     } else {
       this.groups.forEach((g, gi) => {
-        const fm = this.flat[gi];
-        if (!fm) return;
-        const m = read(fm.m);
-        const v = read(fm.v);
-        g.params.forEach((p, i) => {
-          tensors.set(`${p.name}.exp_avg`, f32(p.variable.shape.slice(), fm.layout.slice(m, i)));
-          tensors.set(`${p.name}.exp_avg_sq`, f32(p.variable.shape.slice(), fm.layout.slice(v, i)));
-        });
+        for (const b of this.flat[gi]!) {
+          const m = read(b.m);
+          const v = read(b.v);
+          b.members.forEach((i, j) => {
+            const p = g.params[i]!;
+            tensors.set(`${p.name}.exp_avg`, f32(p.variable.shape.slice(), b.layout.slice(m, j)));
+            tensors.set(`${p.name}.exp_avg_sq`, f32(p.variable.shape.slice(), b.layout.slice(v, j)));
+          });
+        }
       });
     }
     const groupSteps: Record<string, number> = {};
@@ -403,13 +437,13 @@ abstract class BaseOptimizer implements SparkOptimizer {
       }
     } else {
       this.groups.forEach((g, gi) => {
-        const fm = this.flat[gi];
-        if (!fm) return;
-        const L = fm.layout;
-        for (const [suffix, target] of [['exp_avg', fm.m], ['exp_avg_sq', fm.v]] as const) {
-          const data = new Float32Array(L.rows * ROW);
-          g.params.forEach((p, i) => data.set(get(`${p.name}.${suffix}`), L.rowStart[i]! * ROW));
-          tf.tidy(() => target.assign(tf.tensor2d(data, [L.rows, ROW])));
+        for (const b of this.flat[gi]!) {
+          const L = b.layout;
+          for (const [suffix, target] of [['exp_avg', b.m], ['exp_avg_sq', b.v]] as const) {
+            const data = new Float32Array(L.rows * ROW);
+            b.members.forEach((i, j) => data.set(get(`${g.params[i]!.name}.${suffix}`), L.rowStart[j]! * ROW));
+            tf.tidy(() => target.assign(tf.tensor2d(data, [L.rows, ROW])));
+          }
         }
       });
     }
@@ -422,11 +456,10 @@ abstract class BaseOptimizer implements SparkOptimizer {
       mo.v.dispose();
     }
     this.moments.clear();
-    for (const fm of this.flat) {
-      if (!fm) continue;
-      fm.m.dispose();
-      fm.v.dispose();
-      fm.layout.dispose();
+    for (const b of this.flat.flat()) {
+      b.m.dispose();
+      b.v.dispose();
+      b.layout.dispose();
     }
     this.flat = [];
     tf.dispose(Object.values(this.consts));
