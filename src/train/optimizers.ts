@@ -13,8 +13,8 @@
  * decay). Each group's effective hyper-parameters are `lr·lrScale` and `wd·weightDecayScale`.
  *
  * The update itself is fused (fused-optim.ts): one kernel per group on a backend that registers `SparkLambUpdate` /
- * `SparkAdamWUpdate` (moments per parameter), else the portable composite over flat per-group moments (about three
- * kernel calls per parameter). `update()` reads nothing back: the gradient norm stays a tensor, and a bool scalar
+ * `SparkAdamWUpdate` (moments per parameter), else the portable composite over flat moments, per group in blocks
+ * of ~1 M elements (about three kernel calls per parameter plus ~35 per block). `update()` reads nothing back: the gradient norm stays a tensor, and a bool scalar
  * `applyIf` skips the step on the device (a non-finite loss); `apply()` is `update()` plus one read of the norm.
  */
 import * as tf from '@tensorflow/tfjs';
