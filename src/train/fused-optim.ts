@@ -7,9 +7,9 @@
  *
  * 1. **Backend kernels** (a backend that registers them, e.g. the libtorch backend with ATen's `_foreach_*` ops).
  *    The optimizer keeps one moment pair per parameter and makes one kernel call per parameter group; dispatch is
- *    `tf.getKernel(NAME, tf.getBackend())` → `tf.engine().runKernel(NAME, inputs, attrs)`, as in
- *    docs of the fused model ops (src/models). All tensors float32 except `apply` (bool); `n` = parameters in the
- *    call; inputs are named with their index i = 0 … n−1:
+ *    `tf.getKernel(NAME, tf.getBackend())` → `tf.engine().runKernel(NAME, inputs, attrs)`, as for the fused model
+ *    ops (src/models/fused.ts), checked when the optimizer is built. All tensors float32 except `apply` (bool);
+ *    `n` = parameters in the call (n ≥ 1); inputs are named with their index i = 0 … n−1:
  *
  * | kernel | inputs | attrs | outputs |
  * |---|---|---|---|
@@ -29,12 +29,13 @@
  *    implementations in plain tf ops (the tests register them as kernels to check the dispatch).
  *
  * 2. **Portable composite** (every other backend): the moments of a parameter group live in flat [rows, ROW]
- *    tensor pairs, one per block of about FLAT_BLOCK elements; each parameter occupies whole rows (its tail padded with zeros), so the per-parameter norms of the
- *    trust ratio are a row sum plus one segment sum (`SparseSegmentSum`, or `UnsortedSegmentSum`, or a split on
- *    backends with neither), and the trust ratio goes back to the rows with one gather. A step flattens the
- *    gradients and the parameters of each group (one Reshape per parameter of rank > 1, one Concat), runs the update
- *    as ~30 whole-group elementwise kernels, and splits the new parameters back (one SplitV, one Reshape per
- *    parameter of rank > 1): about 3 kernels per parameter instead of ~25.
+ *    tensor pairs, one per block of about FLAT_BLOCK elements; each parameter occupies whole rows (its tail padded
+ *    with zeros), so the per-parameter norms of the trust ratio are a row sum plus one segment sum
+ *    (`SparseSegmentSum`, or `UnsortedSegmentSum`, or a split on backends with neither), and the trust ratio goes
+ *    back to the rows with one gather. A step flattens the gradients and the parameters of each block (one Reshape
+ *    per parameter of rank > 1, one Concat), runs the update as ~30 whole-block elementwise kernels (each temporary
+ *    freed as soon as it is used), and splits the new parameters back (one SplitV, one Reshape per parameter of
+ *    rank > 1): about 3 kernels per parameter plus ~35 per block, instead of ~25 per parameter.
  *
  * Elementwise arithmetic is the same in both (and as in the per-parameter code this replaced); sums of squares run
  * in a different order (flat reductions), so norms agree to float32 rounding.

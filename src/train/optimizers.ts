@@ -340,8 +340,8 @@ abstract class BaseOptimizer implements SparkOptimizer {
     const all = present.flat().map((p) => this.gradOf(grads, p.name)!);
     const normInputs: tf.NamedTensorMap = {};
     all.forEach((g, i) => (normInputs[`grad${i}`] = g));
-    const G = (backendHasKernel(GLOBAL_NORM_KERNEL)
-      ? tf.engine().runKernel(GLOBAL_NORM_KERNEL, normInputs, { n: all.length })
+    const G = (all.length === 0 ? tf.scalar(0)
+      : backendHasKernel(GLOBAL_NORM_KERNEL) ? tf.engine().runKernel(GLOBAL_NORM_KERNEL, normInputs, { n: all.length })
       : globalNormReference(normInputs, { n: all.length })) as tf.Scalar;
     const clip = this.clipFactor(G) ?? this.consts.one;
     const apply = applyIf ?? this.consts.yes;
