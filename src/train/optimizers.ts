@@ -34,6 +34,7 @@ import {
   lambFlat,
   lambReference,
   makeConstants,
+  sumOfSquares,
   type AdamWUpdateAttrs,
   type FlatState,
   type LambUpdateAttrs,
@@ -308,7 +309,7 @@ abstract class BaseOptimizer implements SparkOptimizer {
       }),
     );
     const G = tf.tidy(() => {
-      const sq = gFlat.flat().filter((g): g is tf.Tensor2D => g !== null).map((g) => tf.sum(tf.square(g)));
+      const sq = gFlat.flat().filter((g): g is tf.Tensor2D => g !== null).map((g) => sumOfSquares(g));
       return (sq.length === 0 ? tf.scalar(0) : tf.sqrt(sq.length === 1 ? sq[0]! : tf.addN(sq))) as tf.Scalar;
     });
     const clip = this.clipFactor(G);
