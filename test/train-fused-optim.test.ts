@@ -283,3 +283,28 @@ test('groups larger than one flat block (FLAT_BLOCK elements) are split into blo
   for (const o of [a, b, c]) o.dispose();
   tf.dispose([...pa.values(), ...pb.values(), ...pc.values()]);
 });
+
+test('gradDivisor: summed gradients divided inside the update = dividing them first, bit for bit', async () => {
+  await testBackend();
+  for (const layout of ['flat', 'param'] as const) {
+    for (const [what, make] of VARIANTS) {
+      const pa = makeParams(11);
+      const pb = makeParams(11);
+      const a = make(pa, layout);
+      const b = make(pb, layout);
+      for (let s = 0; s < 2; s++) {
+        const sums = makeGrads(12, s, 0.3, s === 1 ? ['head.weight'] : []);
+        const divided = new Map([...sums].map(([k, g]) => [k, tf.div(g, 3)]));
+        const ua = a.update(sums, { lr: 0.01, wd: 0.05 }, { gradDivisor: 3 });
+        const nb = b.apply(divided, { lr: 0.01, wd: 0.05 });
+        assert.equal(ua.gradNorm.dataSync()[0], nb, `${what} (${layout}): norm`);
+        tf.dispose([ua.gradNorm, ...sums.values(), ...divided.values()]);
+      }
+      assert.deepEqual(snapshot(pa), snapshot(pb), `${what} (${layout}): params`);
+      assert.deepEqual(stateArrays(a), stateArrays(b), `${what} (${layout}): moments`);
+      a.dispose();
+      b.dispose();
+      tf.dispose([...pa.values(), ...pb.values()]);
+    }
+  }
+});

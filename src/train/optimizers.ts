@@ -158,6 +158,11 @@ export interface OptimizerState {
 export interface UpdateOptions {
   /** Bool scalar: where false (on the device), parameters and moments keep their values: a skipped step. */
   applyIf?: tf.Tensor;
+  /**
+   * The gradients are sums over this many micro-batches: divide them first (the same elementwise division the
+   * caller would do, but one kernel per flat block instead of one per parameter). Default 1.
+   */
+  gradDivisor?: number;
 }
 
 /** What `update()` leaves: the norm as a tensor, and the undo of its host-side bookkeeping. */
@@ -285,7 +290,8 @@ abstract class BaseOptimizer implements SparkOptimizer {
   update(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper, opts: UpdateOptions = {}): PendingUpdate {
     const saved = this.groups.map((g) => g.step);
     const applyIf = opts.applyIf ?? null;
-    const gradNorm = tf.tidy(() => (this.layout === 'flat' ? this.updateFlat(grads, hyper, applyIf) : this.updateParams(grads, hyper, applyIf)));
+    const div = opts.gradDivisor ?? 1;
+    const gradNorm = tf.tidy(() => (this.layout === 'flat' ? this.updateFlat(grads, hyper, applyIf, div) : this.updateParams(grads, hyper, applyIf, div)));
     return {
       gradNorm,
       revert: () => this.groups.forEach((g, i) => void (g.step = saved[i]!)),
@@ -299,13 +305,13 @@ abstract class BaseOptimizer implements SparkOptimizer {
     return n;
   }
 
-  private updateFlat(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper, applyIf: tf.Tensor | null): tf.Scalar {
+  private updateFlat(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper, applyIf: tf.Tensor | null, divisor: number): tf.Scalar {
     const present = this.groups.map((g) => g.params.map((p) => this.gradOf(grads, p.name)));
     // one flat gradient per block that has any; the global norm is one reduction per block + one AddN
     const gFlat = this.flat.map((blocks, gi) =>
       blocks.map((b) => {
         const gs = b.members.map((i) => present[gi]![i]);
-        return gs.some(Boolean) ? tf.tidy(() => b.layout.flatten(gs)) : null;
+        return gs.some(Boolean) ? tf.tidy(() => (divisor === 1 ? b.layout.flatten(gs) : tf.div(b.layout.flatten(gs), divisor) as tf.Tensor2D)) : null;
       }),
     );
     const G = tf.tidy(() => {
@@ -336,9 +342,13 @@ abstract class BaseOptimizer implements SparkOptimizer {
     return G;
   }
 
-  private updateParams(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper, applyIf: tf.Tensor | null): tf.Scalar {
+  private updateParams(grads: Map<string, tf.Tensor> | Record<string, tf.Tensor>, hyper: StepHyper, applyIf: tf.Tensor | null, divisor: number): tf.Scalar {
     const present = this.groups.map((g) => g.params.filter((p) => this.gradOf(grads, p.name)));
-    const all = present.flat().map((p) => this.gradOf(grads, p.name)!);
+    const gradOf = new Map(present.flat().map((p) => {
+      const g = this.gradOf(grads, p.name)!;
+      return [p.name, divisor === 1 ? g : tf.div(g, divisor)];
+    }));
+    const all = present.flat().map((p) => gradOf.get(p.name)!);
     const normInputs: tf.NamedTensorMap = {};
     all.forEach((g, i) => (normInputs[`grad${i}`] = g));
     const G = (all.length === 0 ? tf.scalar(0)
@@ -354,7 +364,7 @@ abstract class BaseOptimizer implements SparkOptimizer {
       const mo = ps.map((p) => this.moments.get(p.name)!);
       const inputs = groupInputs(
         ps.map((p) => p.variable),
-        ps.map((p) => this.gradOf(grads, p.name)!),
+        ps.map((p) => gradOf.get(p.name)!),
         mo.map((x) => x.m),
         mo.map((x) => x.v),
         { [this.clipInput]: clip, apply },

@@ -93,9 +93,10 @@ function dispatchStep(model: TrainableModel, optimizer: SparkOptimizer, micro: t
       const gradMap = new Map<string, tf.Tensor>();
       names.forEach((nm, i) => {
         const t = summed[i];
-        if (t) gradMap.set(nm, n > 1 ? tf.div(t, n) : t);
+        if (t) gradMap.set(nm, t);
       });
-      const u = optimizer.update(gradMap, opts.hyper, { applyIf: tf.isFinite(loss) });
+      // the mean over micro-batches: the optimizer divides the sums (one kernel per flat block)
+      const u = optimizer.update(gradMap, opts.hyper, { applyIf: tf.isFinite(loss), gradDivisor: n });
       revert = u.revert;
       return tf.stack([loss, u.gradNorm]) as tf.Tensor1D;
     });
