@@ -1,0 +1,2 @@
+import type { KernelConfig } from '@tensorflow/tfjs';
+export const fusedKernels: KernelConfig[] = [];
