@@ -14,6 +14,7 @@
 //   setNumThreads(n), numThreads(), setTf32(conv, matmul), version()
 //
 // Outputs: one handle per tensor output (tensor lists flattened); an undefined output is -1.
+// A signature starting with '!' returns outputs unnormalised (kernel-internal handles only).
 // Argument letters of `sig`: T tensor handle; t optional tensor (handle or -1 → None); L tensor list (array of
 // handles); i int; I int list; d float; s scalar (number → Scalar double); z scalar int; b bool; B bool list;
 // S string; n None (consumes no JS argument); D dtype code; V the current device (no JS argument).
@@ -81,6 +82,7 @@ int codeOf(at::ScalarType t) {
     case at::kFloat: return 0;
     case at::kInt: return 1;
     case at::kBool: return 2;
+    case at::kLong: return 3;
     default: return -1;
   }
 }
@@ -261,6 +263,8 @@ napi_value Call(napi_env env, napi_callback_info info) {
     char sig[32];
     size_t siglen;
     NAPI_OK(napi_get_value_string_latin1(env, a[1], sig, sizeof(sig), &siglen));
+    // A leading '!' keeps the outputs as ATen made them (e.g. int64 pooling indices fed back to a backward op).
+    bool raw = siglen > 0 && sig[0] == '!';
     const c10::OperatorHandle& op = g_ops[id];
     torch::jit::Stack stack;
     stack.reserve(siglen);
@@ -269,7 +273,7 @@ napi_value Call(napi_env env, napi_callback_info info) {
       if (k >= argc) throw JsError{"call " + op.schema().name() + ": too few arguments for signature " + std::string(sig, siglen)};
       return a[k++];
     };
-    for (size_t i = 0; i < siglen; i++) {
+    for (size_t i = raw ? 1 : 0; i < siglen; i++) {
       switch (sig[i]) {
         case 'T': stack.emplace_back(get(static_cast<int32_t>(toInt(env, next())))); break;
         case 't': {
@@ -316,12 +320,12 @@ napi_value Call(napi_env env, napi_callback_info info) {
         if (g_meta) { g_meta[0] += 1; g_meta[g_meta_pos++] = -1; g_meta[g_meta_pos++] = 0; }
         out.push_back(-1);
       } else if (v.isTensor()) {
-        at::Tensor t = normalise(std::move(v).toTensor());
+        at::Tensor t = raw ? std::move(v).toTensor() : normalise(std::move(v).toTensor());
         metaPush(t);
         out.push_back(put(std::move(t)));
       } else if (v.isTensorList()) {
         for (const at::Tensor& t0 : v.toTensorVector()) {
-          at::Tensor t = normalise(t0);
+          at::Tensor t = raw ? t0 : normalise(t0);
           metaPush(t);
           out.push_back(put(std::move(t)));
         }

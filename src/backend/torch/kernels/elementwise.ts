@@ -35,8 +35,8 @@ const unaryOps: Array<[string, AtenOp]> = [
   ['Softplus', aten('softplus', '', 'Tss')],
 ];
 
-const add = aten('add', 'Tensor', 'TTs');
-const sub = aten('sub', 'Tensor', 'TTs');
+const add = aten('add', 'Tensor', 'TTz');
+const sub = aten('sub', 'Tensor', 'TTz');
 const binaryOps: Array<[string, AtenOp]> = [
   ['Multiply', aten('mul', 'Tensor', 'TT')],
   ['RealDiv', aten('div', 'Tensor', 'TT')],
@@ -110,7 +110,14 @@ export const elementwiseKernels: KernelConfig[] = [
   ...binaryOps.map(([n, op]) => binary(n, op)),
   kernel('Add', (b, { a, b: bb }) => b.out(run(add, b.h(a!), b.h(bb!), 1))),
   kernel('Sub', (b, { a, b: bb }) => b.out(run(sub, b.h(a!), b.h(bb!), 1))),
-  kernel('FloorDiv', (b, { a, b: bb }) => b.out(run(divMode, b.h(a!), b.h(bb!), 'floor'))),
+  kernel('FloorDiv', (b, { a, b: bb }) => {
+    // tfjs: int32 result for every input dtype
+    const q = run(divMode, b.h(a!), b.h(bb!), 'floor');
+    if (a!.dtype === 'int32' && bb!.dtype === 'int32') return b.out(q);
+    const c = castHandle(q, 'int32');
+    b.free(q);
+    return b.out(c);
+  }),
   kernel('SquaredDifference', (b, { a, b: bb }) => {
     const d = run(sub, b.h(a!), b.h(bb!), 1);
     const r = run(squaredDiff, d);

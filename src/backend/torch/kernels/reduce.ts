@@ -22,7 +22,7 @@ const softmax = aten('_softmax', '', 'Tib');
 const topk = aten('topk', '', 'Tiibb');
 const cumsum = aten('cumsum', '', 'Tin');
 const flip = aten('flip', '', 'TI');
-const sub = aten('sub', 'Tensor', 'TTs');
+const sub = aten('sub', 'Tensor', 'TTz');
 
 function reduce(b: TorchBackend, x: TensorInfo, axis: number | number[], keepDims: boolean, op: AtenOp, extra: 'dtype' | 'none'): TensorInfo {
   const ax = axes(axis, x.shape.length);

@@ -27,6 +27,7 @@ const eqScalarT = aten('eq', 'Tensor', 'TT');
 const whereScalar = aten('where', 'Scalar', 'Tss');
 const unsqueeze = aten('unsqueeze', '', 'Ti');
 const clone = aten('clone', '', 'Ti');
+const indexAdd = aten('index_add', '', 'TiTTz');
 
 export const shapeKernels: KernelConfig[] = [
   kernel('Identity', (b, { x }) => b.alias(x!)),
@@ -38,6 +39,14 @@ export const shapeKernels: KernelConfig[] = [
     if (unknown >= 0) out[unknown] = n / sizeOf(shape.filter((d) => d !== -1));
     if (sizeOf(out) !== n) throw new Error(`Reshape: cannot reshape [${x!.shape}] into [${shape}]`);
     return b.out(run(reshape, b.h(x!), out));
+  }),
+  kernel('ExpandDims', (b, { input }, a) => {
+    const rank = input!.shape.length;
+    let d = a['dim'] as number;
+    if (d < 0) d += rank + 1;
+    const shape = [...input!.shape];
+    shape.splice(d, 0, 1);
+    return b.out(run(reshape, b.h(input!), shape));
   }),
   kernel('Transpose', (b, { x }, a) => b.out(run(permute, b.h(x!), a['perm'] as number[]))),
   kernel('BroadcastTo', (b, { x }, a) => {
@@ -147,5 +156,16 @@ export const shapeKernels: KernelConfig[] = [
     if (n === 0) return b.out(run(full, [0], 0, DT[dtype]));
     // tfjs computes start + i·step; ATen's arange with the same end can differ by one element in float
     return b.out(run(arange, start, start + (n - 0.5) * step, step, DT[dtype]));
+  }),
+  kernel('UnsortedSegmentSum', (b, { x, segmentIds }, a) => {
+    // out[s, ...] = Σ_{i: ids[i] = s} x[i, ...] over the leading axes that segmentIds covers
+    const n = sizeOf(segmentIds!.shape);
+    const rest = x!.shape.slice(segmentIds!.shape.length);
+    const ids = run(reshape, b.h(segmentIds!), [n]);
+    const src = run(reshape, b.h(x!), [n, ...rest]);
+    const zeros = run(full, [a['numSegments'] as number, ...rest], 0, DT[x!.dtype as keyof typeof DT]);
+    const r = run(indexAdd, zeros, 0, ids, src, 1);
+    for (const t of [ids, src, zeros]) b.free(t);
+    return b.out(r);
   }),
 ];

@@ -1,0 +1,387 @@
+/**
+ * The torch backend (src/backend/torch): every kernel against tfjs's cpu backend (forward values, shapes, dtypes;
+ * gradients through tf.grads for the differentiable ones), SparK steps of resnet_mini and convnext_mini against
+ * the tensorflow backend (cpu when tfjs-node is not built) from the same weights, batch and mask, tensor / native
+ * handle counts flat over steps, dispose freeing native memory. Skips, with the reason printed, when the addon is
+ * not built (`npm run setup:torch`, or $SPARK_TORCH_ADDON pointing at a build).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { findTorchAddon, registerTorchBackend, torchKernelNames } from '../src/backend/torch/index.js';
+import { initBackend } from '../src/backend/init.js';
+import { buildSparK, type SparKModel } from '../src/models/spark.js';
+import { buildParamGroups, Lamb } from '../src/train/optimizers.js';
+import { trainStep } from '../src/train/step.js';
+import { Rng } from '../src/util/rng.js';
+import { cfg } from './helpers/model.js';
+
+const addonFile = process.env['SPARK_TORCH_ADDON'] || findTorchAddon().path;
+const skip = addonFile ? false : `torch addon not built: ${findTorchAddon().reason}`;
+if (skip) console.log(`# backend-torch: skipped, ${skip}`);
+
+/** The reference backend: native TensorFlow when it loads, else the pure-JS cpu backend. */
+let reference = 'cpu';
+if (!skip) {
+  const info = await initBackend('auto');
+  reference = info.name === 'tensorflow' ? 'tensorflow' : 'cpu';
+  await registerTorchBackend({ device: process.env['SPARK_TORCH_DEVICE'] || 'cpu', threads: 2 });
+}
+
+// ------------------------------------------------------------------------------------------------ helpers
+
+type Val = { shape: number[]; dtype: string; data: number[] };
+
+function randn(shape: number[], seed: number, scale = 1, offset = 0): Float32Array {
+  const r = Rng.from(seed, 'torch-test');
+  const n = shape.reduce((a, b) => a * b, 1);
+  const d = new Float32Array(n);
+  for (let i = 0; i < n; i++) d[i] = r.normal() * scale + offset;
+  return d;
+}
+
+/** Run `f` on a backend with freshly made inputs and read every output. */
+async function on(backend: string, f: () => tf.Tensor | tf.Tensor[]): Promise<Val[]> {
+  await tf.setBackend(backend);
+  return tf.tidy(() => {
+    const r = f();
+    const outs = Array.isArray(r) ? r : [r];
+    return outs.map((t) => ({ shape: t.shape, dtype: t.dtype, data: Array.from(t.dataSync()) }));
+  }) as unknown as Val[];
+}
+
+function close(got: Val[], want: Val[], what: string, rtol = 1e-5): void {
+  assert.equal(got.length, want.length, `${what}: number of outputs`);
+  for (let k = 0; k < want.length; k++) {
+    const g = got[k]!;
+    const w = want[k]!;
+    assert.deepEqual(g.shape, w.shape, `${what}[${k}] shape`);
+    assert.equal(g.dtype, w.dtype, `${what}[${k}] dtype`);
+    if (w.dtype !== 'float32') {
+      assert.deepEqual(g.data, w.data, `${what}[${k}] values`);
+      continue;
+    }
+    let scale = 1;
+    for (const v of w.data) if (Number.isFinite(v)) scale = Math.max(scale, Math.abs(v));
+    for (let i = 0; i < w.data.length; i++) {
+      const a = g.data[i]!;
+      const b = w.data[i]!;
+      if (Number.isNaN(b)) {
+        assert.ok(Number.isNaN(a), `${what}[${k}][${i}]: ${a}, expected NaN`);
+        continue;
+      }
+      if (!Number.isFinite(b)) {
+        assert.equal(a, b, `${what}[${k}][${i}]`);
+        continue;
+      }
+      assert.ok(Math.abs(a - b) <= rtol * scale, `${what}[${k}][${i}]: torch ${a} vs ${reference === 'cpu' ? 'cpu' : 'cpu'} ${b}`);
+    }
+  }
+}
+
+/** Same outputs (and, with `grad`, same gradients of Σ f(x)·r for a fixed random r) on torch as on cpu. */
+async function check(what: string, mk: () => tf.Tensor[], f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[], opts: { grad?: boolean; rtol?: number } = {}): Promise<void> {
+  const body = (): tf.Tensor[] => {
+    const xs = mk();
+    const y = f(...xs);
+    const ys = Array.isArray(y) ? y : [y];
+    if (!opts.grad) return ys;
+    const weight = (t: tf.Tensor) => tf.tensor(randn(t.shape, 99), t.shape);
+    const gs = tf.grads((...a: tf.Tensor[]) => {
+      const out = f(...a);
+      const o = (Array.isArray(out) ? out[0]! : out) as tf.Tensor;
+      return tf.sum(tf.mul(o, weight(o)));
+    })(xs);
+    return [...ys, ...gs];
+  };
+  const want = await on('cpu', body);
+  const got = await on('torch', body);
+  close(got, want, what, opts.rtol);
+}
+
+const T = (shape: number[], seed: number, scale = 1, offset = 0) => () => tf.tensor(randn(shape, seed, scale, offset), shape);
+
+// ------------------------------------------------------------------------------------------------ kernels
+
+test('torch backend: registration, missing kernels fail by name, no fallback', { skip }, async () => {
+  await tf.setBackend('torch');
+  assert.equal(tf.getBackend(), 'torch');
+  assert.ok(torchKernelNames().length >= 90, `${torchKernelNames().length} kernels`);
+  // a kernel the backend does not implement: tfjs's own error naming it, nothing silently computed elsewhere
+  assert.throws(() => tf.tidy(() => tf.fft(tf.complex([1, 2], [0, 0]))), /not registered for backend 'torch'|'complex64' is not supported/);
+  assert.throws(() => tf.tidy(() => tf.image.resizeBilinear(tf.zeros([1, 2, 2, 1]) as tf.Tensor4D, [4, 4])), /Kernel 'ResizeBilinear' not registered for backend 'torch'/);
+});
+
+test('torch backend: write/read of float32, int32, bool; refcounts; dispose frees native memory', { skip }, async () => {
+  await tf.setBackend('torch');
+  const be = tf.backend() as unknown as { memory(): { numBytesInTorch: number; numTorchHandles: number }; numDataIds(): number };
+  const m0 = be.memory();
+  const ids0 = be.numDataIds();
+  const a = tf.tensor([1.5, -2, 3], [3], 'float32');
+  const b = tf.tensor([1, -2, 3], [3], 'int32');
+  const c = tf.tensor([true, false, true], [3], 'bool');
+  assert.deepEqual(Array.from(a.dataSync()), [1.5, -2, 3]);
+  assert.deepEqual(Array.from(await b.data()), [1, -2, 3]);
+  assert.ok(c.dataSync() instanceof Uint8Array);
+  assert.deepEqual(Array.from(c.dataSync()), [1, 0, 1]);
+  const big = tf.zeros([1000, 1000]);
+  assert.equal(be.memory().numBytesInTorch - m0.numBytesInTorch, 4e6 + 12 + 12 + 3);
+  // Identity aliases (one native tensor, two references); the data lives until both are disposed
+  const alias = tf.clone(big);
+  big.dispose();
+  assert.equal(alias.dataSync()[0], 0);
+  alias.dispose();
+  tf.dispose([a, b, c]);
+  assert.equal(be.memory().numBytesInTorch, m0.numBytesInTorch);
+  assert.equal(be.memory().numTorchHandles, m0.numTorchHandles);
+  assert.equal(be.numDataIds(), ids0);
+  // a tensor made on another backend moves on first use
+  await tf.setBackend('cpu');
+  const onCpu = tf.tensor([1, 2, 3]);
+  await tf.setBackend('torch');
+  assert.deepEqual(Array.from(tf.tidy(() => tf.mul(onCpu, 2)).dataSync()), [2, 4, 6]);
+  onCpu.dispose();
+  const timing = await tf.time(() => tf.tidy(() => tf.matMul(tf.ones([64, 64]), tf.ones([64, 64]))));
+  assert.ok(typeof timing.kernelMs === 'number' && timing.kernelMs >= 0);
+});
+
+test('torch kernels: unary math and activations (values and gradients)', { skip }, async () => {
+  const x = T([3, 5], 1);
+  const pos = T([3, 5], 2, 0.3, 1.2);
+  const unary: Array<[string, (a: tf.Tensor) => tf.Tensor, () => tf.Tensor, boolean]> = [
+    ['abs', tf.abs, x, true], ['neg', tf.neg, x, true], ['exp', tf.exp, x, true], ['expm1', tf.expm1, x, true],
+    ['log', tf.log, pos, true], ['log1p', tf.log1p, pos, true], ['sqrt', tf.sqrt, pos, true], ['rsqrt', tf.rsqrt, pos, true],
+    ['square', tf.square, x, true], ['erf', tf.erf, x, true], ['relu', tf.relu, x, true], ['relu6', (a) => tf.relu6(tf.mul(a, 4)), x, true],
+    ['sigmoid', tf.sigmoid, x, true], ['tanh', tf.tanh, x, true], ['sin', tf.sin, x, true], ['cos', tf.cos, x, true],
+    ['floor', tf.floor, x, false], ['ceil', tf.ceil, x, false], ['round', (a) => tf.round(tf.mul(a, 2)), x, false], ['sign', tf.sign, x, false],
+    ['reciprocal', tf.reciprocal, pos, true], ['softplus', tf.softplus, x, true], ['elu', tf.elu, x, true],
+    ['leakyRelu', (a) => tf.leakyRelu(a, 0.1), x, true], ['step', (a) => tf.step(a, 0.25), x, false],
+    ['clipByValue', (a) => tf.clipByValue(a, -0.5, 0.7), x, true], ['prelu', (a) => tf.prelu(a, tf.fill([5], 0.2)), x, true],
+    ['sigmoid∘erf', (a) => tf.sigmoid(tf.erf(a)), x, true],
+  ];
+  for (const [name, f, mk, grad] of unary) await check(name, () => [mk()], f, { grad });
+  const special = () => [tf.tensor([NaN, Infinity, -Infinity, 0, -1.5, 2])];
+  for (const [name, f] of [['isNaN', tf.isNaN], ['isInf', tf.isInf], ['isFinite', tf.isFinite], ['step(NaN)', (a: tf.Tensor) => tf.step(a)], ['relu(NaN)', tf.relu]] as const) {
+    await check(name, special, f as (a: tf.Tensor) => tf.Tensor);
+  }
+  await check('logicalNot', () => [tf.tensor([true, false, true], [3], 'bool')], tf.logicalNot);
+  await check('int32 abs/neg/square', () => [tf.tensor([-3, 0, 4], [3], 'int32')], (a) => [tf.abs(a), tf.neg(a), tf.square(a)]);
+});
+
+test('torch kernels: binary ops with broadcasting, comparisons, logic, select', { skip }, async () => {
+  const shapes: Array<[number[], number[]]> = [[[3, 4], [3, 4]], [[3, 4], [4]], [[2, 1, 4], [3, 1]], [[3, 4], []]];
+  const ops: Array<[string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, boolean]> = [
+    ['add', tf.add, true], ['sub', tf.sub, true], ['mul', tf.mul, true], ['div', tf.div, true],
+    ['maximum', tf.maximum, true], ['minimum', tf.minimum, true], ['squaredDifference', tf.squaredDifference, true],
+    ['pow', (a, b) => tf.pow(tf.abs(a), b), true], ['mod', tf.mod, false], ['floorDiv', tf.floorDiv, false], ['atan2', tf.atan2, true],
+    ['greater', tf.greater, false], ['greaterEqual', tf.greaterEqual, false], ['less', tf.less, false], ['lessEqual', tf.lessEqual, false],
+    ['equal', (a, b) => tf.equal(tf.round(a), tf.round(b)), false], ['notEqual', (a, b) => tf.notEqual(tf.round(a), tf.round(b)), false],
+  ];
+  for (const [sa, sb] of shapes) {
+    // tfjs's own Maximum/Minimum/SquaredDifference gradients do not reduce over broadcast axes (on every backend)
+    const same = JSON.stringify(sa) === JSON.stringify(sb);
+    for (const [name, f, grad] of ops) await check(`${name} ${JSON.stringify([sa, sb])}`, () => [T(sa, 3)(), T(sb, 4, 1, 0.2)()], f, { grad: grad && (same || !/imum$|squaredDifference/.test(name)) });
+  }
+  const ia = () => tf.tensor([7, -7, 5, 0, 9, -9], [6], 'int32');
+  const ib = () => tf.tensor([2, 2, -3, 3, -4, -4], [6], 'int32');
+  await check('int32 arithmetic', () => [ia(), ib()], (a, b) => [tf.add(a, b), tf.sub(a, b), tf.mul(a, b), tf.floorDiv(a, b), tf.mod(a, b), tf.maximum(a, b), tf.div(a, b)]);
+  const bools = () => [tf.tensor([true, true, false, false], [4], 'bool'), tf.tensor([true, false, true, false], [4], 'bool')];
+  await check('logical', bools, (a, b) => [tf.logicalAnd(a, b), tf.logicalOr(a, b), tf.logicalXor(a, b)]);
+  await check('where', () => [T([3, 4], 5)(), T([3, 4], 6)()], (a, b) => tf.where(tf.greater(a, b), a, b), { grad: true });
+  await check('where rank-1 condition', () => [T([3, 4], 5)(), T([3, 4], 6)()], (a, b) => tf.where(tf.tensor([true, false, true], [3], 'bool'), a, b), { grad: true });
+  await check('addN', () => [T([2, 3], 7)(), T([2, 3], 8)(), T([2, 3], 9)()], (a, b, c) => tf.addN([a, b, c]), { grad: true });
+});
+
+test('torch kernels: reductions, softmax, topk, cumsum, casts', { skip }, async () => {
+  const x = T([2, 3, 4], 10);
+  const red: Array<[string, (a: tf.Tensor) => tf.Tensor, boolean]> = [];
+  for (const axis of [null, 0, -1, [0, 2], [1]] as Array<number | number[] | null>) {
+    for (const keep of [false, true]) {
+      const ax = axis ?? undefined;
+      red.push([`sum ${axis} ${keep}`, (a) => tf.sum(a, ax, keep), true]);
+      red.push([`mean ${axis} ${keep}`, (a) => tf.mean(a, ax, keep), true]);
+      red.push([`max ${axis} ${keep}`, (a) => tf.max(a, ax, keep), true]);
+      red.push([`min ${axis} ${keep}`, (a) => tf.min(a, ax, keep), true]);
+      red.push([`prod ${axis} ${keep}`, (a) => tf.prod(a, ax, keep), false]);
+      red.push([`logSumExp ${axis} ${keep}`, (a) => tf.logSumExp(a, ax, keep), true]);
+    }
+  }
+  for (const [name, f, grad] of red) await check(name, () => [x()], f, { grad });
+  await check('argMax/argMin', () => [x()], (a) => [tf.argMax(a, 1), tf.argMin(a, -1), tf.argMax(a)]);
+  await check('softmax / logSoftmax', () => [x()], (a) => tf.softmax(a), { grad: true });
+  await check('logSoftmax', () => [x()], (a) => tf.logSoftmax(a), { grad: true });
+  await check('moments', () => [x()], (a) => { const m = tf.moments(a, [0, 1]); return [m.mean, m.variance]; });
+  await check('topk', () => [x()], (a) => { const r = tf.topk(a, 2); return [r.values, r.indices]; });
+  await check('cumsum', () => [x()], (a) => [tf.cumsum(a, 1), tf.cumsum(a, 2, true), tf.cumsum(a, 2, false, true), tf.cumsum(a, 0, true, true)]);
+  const ints = () => [tf.tensor([[1, -2, 3], [4, 5, -6]], [2, 3], 'int32')];
+  await check('int32 reductions', ints, (a) => [tf.sum(a), tf.sum(a, 1), tf.mean(a), tf.max(a, 0), tf.min(a), tf.prod(a, 1)]);
+  const bools = () => [tf.tensor([[true, false, true], [true, true, true]], [2, 3], 'bool')];
+  await check('bool reductions', bools, (a) => [tf.sum(a), tf.sum(a, 1), tf.all(a, 1), tf.any(a), tf.all(a)]);
+  await check('casts', () => [tf.tensor([-2.7, -0.2, 0, 0.5, 3.9])], (a) => [tf.cast(a, 'int32'), tf.cast(a, 'bool'), tf.cast(tf.cast(a, 'bool'), 'float32'), tf.cast(tf.cast(a, 'int32'), 'float32')]);
+  await check('cast grad', () => [x()], (a) => tf.cast(tf.cast(a, 'float32'), 'float32'), { grad: true });
+});
+
+test('torch kernels: shape and data movement', { skip }, async () => {
+  const x = T([2, 3, 4], 11);
+  const cases: Array<[string, (...a: tf.Tensor[]) => tf.Tensor | tf.Tensor[], boolean]> = [
+    ['reshape', (a) => tf.reshape(a, [4, -1]), true],
+    ['transpose', (a) => tf.transpose(a, [2, 0, 1]), true],
+    ['transpose∘reshape', (a) => tf.reshape(tf.transpose(a, [1, 0, 2]), [3, 8]), true],
+    ['slice', (a) => tf.slice(a, [0, 1, 1], [-1, 2, 2]), true],
+    ['slice 1d', (a) => tf.slice(tf.reshape(a, [24]), 5, 7), true],
+    ['concat', (a) => tf.concat([a, tf.mul(a, 2), tf.slice(a, [0, 0, 0], [2, 3, 1])], -1), true],
+    ['concat axis 0', (a) => tf.concat([a, a], 0), true],
+    ['stack', (a) => tf.stack([a, tf.neg(a)], 1), true],
+    ['unstack', (a) => tf.unstack(a, 1), false],
+    ['split', (a) => tf.split(a, [1, -1], 2), false],
+    ['split even', (a) => tf.split(a, 2, 2), false],
+    ['pad', (a) => tf.pad(a, [[0, 1], [2, 0], [1, 1]], 0.5), true],
+    ['pad -inf', (a) => tf.pad(a, [[0, 0], [1, 1], [0, 2]], -Infinity), false],
+    ['tile', (a) => tf.tile(a, [1, 2, 3]), true],
+    ['reverse', (a) => tf.reverse(a, [0, 2]), true],
+    ['gather', (a) => tf.gather(a, tf.tensor([2, 0, 2, 1], [2, 2], 'int32'), 1), true],
+    ['gather axis 0', (a) => tf.gather(a, tf.tensor([1, 1, 0], [3], 'int32')), true],
+    ['broadcastTo', (a) => tf.broadcastTo(tf.slice(a, [0, 0, 0], [1, 3, 4]), [2, 2, 3, 4]), true],
+    ['expandDims/squeeze', (a) => tf.squeeze(tf.expandDims(a, 1)), true],
+  ];
+  for (const [name, f, grad] of cases) await check(name, () => [x()], f, { grad });
+  await check('oneHot', () => [tf.tensor([0, 3, 1, -1, 5], [5], 'int32')], (i) => [tf.oneHot(i, 4), tf.oneHot(i, 4, 2, -1)]);
+  await check('oneHot float', () => [tf.tensor([0, 2], [2], 'int32')], (i) => tf.oneHot(i, 3, 1, 0, 'float32'));
+  await check('fill / ones / zeros / like', () => [x()], (a) => [tf.fill([2, 2], 3.5), tf.fill([3], 7, 'int32'), tf.ones([2, 3]), tf.zeros([4], 'int32'), tf.onesLike(a), tf.zerosLike(a), tf.onesLike(tf.cast(a, 'int32'))]);
+  await check('range', () => [], () => [tf.range(0, 10, 3), tf.range(1, 2, 0.1), tf.range(5, 0, -1, 'int32'), tf.range(0, 0)]);
+  await check('unsortedSegmentSum', () => [x()], (a) => tf.unsortedSegmentSum(a, tf.tensor([1, 0], [2], 'int32'), 3), { grad: true });
+  await check('scalars', () => [], () => [tf.add(tf.scalar(2), tf.scalar(3)), tf.sum(tf.ones([0])), tf.reshape(tf.scalar(4), [1, 1])]);
+});
+
+test('torch kernels: convolutions, depthwise, transposed, pooling (values and gradients)', { skip }, async () => {
+  const x = T([2, 9, 8, 3], 12);
+  const w = T([3, 3, 3, 4], 13, 0.5);
+  const conv: Array<[string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor]> = [
+    ['conv same s1', (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same')],
+    ['conv same s2 (asymmetric)', (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')],
+    ['conv valid s2', (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'valid')],
+    ['conv valid s[1,2]', (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, [1, 2], 'valid')],
+    ['conv explicit pad', (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, [[0, 0], [1, 2], [0, 1], [0, 0]])],
+    ['conv numeric pad', (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 1 as unknown as 'same')],
+    ['conv 1x1 s2', (a, b) => tf.conv2d(a as tf.Tensor4D, tf.slice(b, [1, 1, 0, 0], [1, 1, 3, 4]) as tf.Tensor4D, 2, 'valid')],
+  ];
+  for (const [name, f] of conv) await check(name, () => [x(), w()], f, { grad: true, rtol: 2e-5 });
+  const dw = T([3, 3, 3, 2], 14, 0.5);
+  const dconv: Array<[string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor]> = [
+    ['depthwise same s1 ×2', (a, b) => tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same')],
+    ['depthwise same s2 ×2', (a, b) => tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')],
+    ['depthwise valid ×1', (a, b) => tf.depthwiseConv2d(a as tf.Tensor4D, tf.slice(b, [0, 0, 0, 0], [3, 3, 3, 1]) as tf.Tensor4D, 1, 'valid')],
+  ];
+  for (const [name, f] of dconv) await check(name, () => [x(), dw()], f, { grad: true, rtol: 2e-5 });
+  // tfjs has no gradients of dilated convolutions: forward only
+  await check('conv dilation 2', () => [x(), w()], (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same', 'NHWC', 2));
+  await check('depthwise dilation 2', () => [x(), dw()], (a, b) => tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same', 'NHWC', 2));
+  const dy = T([2, 5, 4, 4], 15);
+  await check('conv2dTranspose', () => [dy(), w()], (a, b) => tf.conv2dTranspose(a as tf.Tensor4D, b as tf.Tensor4D, [2, 9, 8, 3], 2, 'same'), { grad: true, rtol: 2e-5 });
+  await check('conv2dTranspose 2x2 s2 valid', () => [T([2, 4, 4, 4], 16)(), T([2, 2, 3, 4], 17)()], (a, b) => tf.conv2dTranspose(a as tf.Tensor4D, b as tf.Tensor4D, [2, 8, 8, 3], 2, 'valid'), { grad: true });
+  const pools: Array<[string, (a: tf.Tensor) => tf.Tensor]> = [
+    ['maxPool 3 s2 same', (a) => tf.maxPool(a as tf.Tensor4D, 3, 2, 'same')],
+    ['maxPool 2 s2 valid', (a) => tf.maxPool(a as tf.Tensor4D, 2, 2, 'valid')],
+    ['maxPool padded -inf (SparK stem)', (a) => tf.maxPool(tf.pad(a, [[0, 0], [1, 1], [1, 1], [0, 0]], -Infinity) as tf.Tensor4D, 3, 2, 'valid')],
+    ['maxPool 3 s1 same', (a) => tf.maxPool(a as tf.Tensor4D, 3, 1, 'same')],
+    ['avgPool 2 s2 valid', (a) => tf.avgPool(a as tf.Tensor4D, 2, 2, 'valid')],
+  ];
+  for (const [name, f] of pools) await check(name, () => [x()], f, { grad: true });
+  // tfjs cpu's AvgPoolGrad divides by the whole window also where 'same' padding was excluded from the mean (its
+  // gradient does not match its forward); ATen's is the exact gradient: forward only here
+  await check('avgPool 3 s1 same', () => [x()], (a) => tf.avgPool(a as tf.Tensor4D, 3, 1, 'same'));
+});
+
+test('torch kernels: matMul / batchMatMul with transposes and broadcast batch', { skip }, async () => {
+  await check('matMul', () => [T([5, 3], 18)(), T([3, 4], 19)()], (a, b) => tf.matMul(a, b), { grad: true });
+  await check('matMul tA tB', () => [T([3, 5], 18)(), T([4, 3], 19)()], (a, b) => tf.matMul(a, b, true, true), { grad: true });
+  await check('batch matMul', () => [T([2, 5, 3], 20)(), T([2, 3, 4], 21)()], (a, b) => tf.matMul(a, b, false, false), { grad: true });
+  // tfjs's BatchMatMul gradient does not reduce a broadcast batch axis: forward only
+  await check('batch matMul tB broadcast', () => [T([2, 5, 3], 22)(), T([1, 4, 3], 23)()], (a, b) => tf.matMul(a, b, false, true));
+  await check('rank-4 batch matMul (forward)', () => [T([2, 2, 5, 3], 22)(), T([1, 4, 3], 23)()], (a, b) => tf.matMul(a, b, false, true));
+});
+
+// ------------------------------------------------------------------------------------------------ SparK step
+
+interface StepOut {
+  loss: number;
+  grads: Map<string, Float32Array>;
+}
+
+function sparkGrads(m: SparKModel, seed: number): StepOut {
+  const keys = [...m.params.keys()];
+  const vars = keys.map((k) => m.params.get(k)!);
+  return tf.tidy(() => {
+    const x = tf.tensor4d(randn([2, 64, 64, 3], seed), [2, 64, 64, 3]);
+    const mask = m.makeMask(2, Rng.from(seed, 'mask', 0));
+    const { value, grads } = tf.variableGrads(() => m.forward(x, mask, { training: true, rng: Rng.from(seed, 'droppath', 0) }).loss, vars);
+    const out = new Map<string, Float32Array>();
+    keys.forEach((k, i) => out.set(k, grads[vars[i]!.name]!.dataSync() as Float32Array));
+    return { loss: value.dataSync()[0]!, grads: out } as unknown as tf.TensorContainer;
+  }) as unknown as StepOut;
+}
+
+for (const enc of ['resnet_mini', 'convnext_mini']) {
+  test(`${enc}: a SparK step on torch equals ${'the reference backend'} (loss 1e-5 relative, every gradient within 1e-4 of its norm)`, { skip }, async () => {
+    const run = async (backend: string): Promise<StepOut> => {
+      await tf.setBackend(backend);
+      const m = buildSparK(cfg(enc), 64, 5);
+      // non-zero bn3 γ so that every ResNet tensor gets a gradient
+      for (const [k, v] of m.params) if (/\.bn3\.weight$/.test(k)) v.assign(tf.tidy(() => tf.fill(v.shape, 0.5)));
+      try {
+        return sparkGrads(m, 31);
+      } finally {
+        m.dispose();
+      }
+    };
+    const want = await run(reference);
+    const got = await run('torch');
+    assert.ok(Math.abs(got.loss - want.loss) <= 1e-5 * Math.abs(want.loss), `loss torch ${got.loss} vs ${reference} ${want.loss}`);
+    let worst = 0;
+    for (const [k, g] of want.grads) {
+      const t = got.grads.get(k)!;
+      assert.equal(t.length, g.length, k);
+      let d = 0;
+      let n = 0;
+      for (let i = 0; i < g.length; i++) {
+        d += (t[i]! - g[i]!) ** 2;
+        n += g[i]! ** 2;
+      }
+      const rel = Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-12);
+      worst = Math.max(worst, rel);
+      assert.ok(n > 0, `${k}: zero reference gradient`);
+      assert.ok(rel <= 1e-4, `${k}: |g_torch − g_${reference}| / |g| = ${rel}`);
+    }
+    console.log(`# ${enc}: loss ${got.loss} (torch) vs ${want.loss} (${reference}); worst gradient difference ${worst.toExponential(2)} of its norm`);
+  });
+}
+
+test('torch: LAMB training steps keep tfjs tensors and native handles flat; disposing the model frees its memory', { skip }, async () => {
+  await tf.setBackend('torch');
+  const be = tf.backend() as unknown as { memory(): { numBytesInTorch: number; numTorchHandles: number } };
+  const before = be.memory();
+  const tensors0 = tf.memory().numTensors;
+  const model = buildSparK({ encoder: { family: 'convnext', depths: [1, 1, 1, 1], dims: [8, 16, 32, 64] }, decoder: { type: 'light', width: 32 }, mask_ratio: 0.5, drop_path: 0.1, densify_norm: 'auto' }, 64, 3);
+  const opt = new Lamb(buildParamGroups(model.params), { betas: [0.9, 0.999] });
+  const x = tf.tensor4d(randn([2, 64, 64, 3], 41), [2, 64, 64, 3]);
+  let at: { tensors: number; handles: number; bytes: number } | null = null;
+  const losses: number[] = [];
+  for (let s = 1; s <= 6; s++) {
+    const res = trainStep(model, opt, [x], { seed: 3, it: s - 1, hyper: { lr: 2e-3, wd: 0.04 } });
+    assert.ok(res.applied && Number.isFinite(res.loss) && Number.isFinite(res.gradNorm));
+    losses.push(res.loss);
+    const m = be.memory();
+    if (s === 2) at = { tensors: tf.memory().numTensors, handles: m.numTorchHandles, bytes: m.numBytesInTorch };
+    if (s > 2) {
+      assert.equal(tf.memory().numTensors, at!.tensors, `tfjs tensors after step ${s}`);
+      assert.equal(m.numTorchHandles, at!.handles, `native handles after step ${s}`);
+      assert.equal(m.numBytesInTorch, at!.bytes, `native bytes after step ${s}`);
+    }
+  }
+  x.dispose();
+  opt.dispose();
+  model.dispose();
+  assert.equal(tf.memory().numTensors, tensors0);
+  assert.equal(be.memory().numTorchHandles, before.numTorchHandles);
+  assert.equal(be.memory().numBytesInTorch, before.numBytesInTorch);
+});
