@@ -301,6 +301,95 @@ test('torch kernels: matMul / batchMatMul with transposes and broadcast batch', 
   await check('rank-4 batch matMul (forward)', () => [T([2, 2, 5, 3], 22)(), T([1, 4, 3], 23)()], (a, b) => tf.matMul(a, b, false, true));
 });
 
+// ------------------------------------------------------------------------------------------------ fused kernels
+
+/** The fused-kernel contract's composites (FUSED-CONTRACT.md), in plain tf ops, run on the cpu backend. */
+function bnComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.Tensor | null, eps: number, dy: tf.Tensor): tf.Tensor[] {
+  const axes = [...Array(x.rank - 1).keys()];
+  const n = mask ? tf.sum(mask) : tf.scalar(x.size / x.shape[x.rank - 1]!);
+  const mean = mask ? tf.div(tf.sum(tf.mul(x, mask), axes), n) : tf.mean(x, axes);
+  const d = tf.sub(x, mean);
+  const variance = mask ? tf.div(tf.sum(tf.mul(tf.square(d), mask), axes), n) : tf.mean(tf.square(d), axes);
+  const invStd = tf.rsqrt(tf.add(variance, eps));
+  let y = tf.add(tf.mul(d, tf.mul(invStd, gamma)), beta);
+  if (mask) y = tf.mul(y, mask);
+  const varU = tf.mul(variance, tf.div(n, tf.maximum(tf.sub(n, 1), 1)));
+  // backward: dx = m·γ·invStd/n·(n·g − Σg − x̂·Σg·x̂), g = dy·m
+  const g = mask ? tf.mul(dy, mask) : dy;
+  const xhat = tf.mul(d, invStd);
+  const dbeta = tf.sum(g, axes);
+  const dgamma = tf.sum(tf.mul(g, xhat), axes);
+  let dx = tf.mul(tf.sub(tf.sub(tf.mul(g, n), dbeta), tf.mul(xhat, dgamma)), tf.div(tf.mul(gamma, invStd), n));
+  if (mask) dx = tf.mul(dx, mask);
+  return [y, mean, invStd, varU, dx, dgamma, dbeta];
+}
+
+function lnComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number, dy: tf.Tensor): tf.Tensor[] {
+  const axes = [...Array(x.rank - 1).keys()];
+  const mean = tf.mean(x, -1, true);
+  const d = tf.sub(x, mean);
+  const invStd = tf.rsqrt(tf.add(tf.mean(tf.square(d), -1, true), eps));
+  const xhat = tf.mul(d, invStd);
+  const y = tf.add(tf.mul(xhat, gamma), beta);
+  const g = tf.mul(dy, gamma);
+  const dx = tf.mul(tf.sub(tf.sub(g, tf.mean(g, -1, true)), tf.mul(xhat, tf.mean(tf.mul(g, xhat), -1, true))), invStd);
+  return [y, mean, invStd, dx, tf.sum(tf.mul(dy, xhat), axes), tf.sum(dy, axes)];
+}
+
+function geluComposite(x: tf.Tensor, dy: tf.Tensor): tf.Tensor[] {
+  const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
+  const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+  return [tf.mul(x, cdf), tf.mul(dy, tf.add(cdf, tf.mul(x, pdf)))];
+}
+
+const runK = (name: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, number> = {}): tf.Tensor[] => {
+  const r = tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap, attrs) as tf.Tensor | tf.Tensor[];
+  return Array.isArray(r) ? r : [r];
+};
+
+test('torch fused kernels: SparkBatchNormTrain(+Grad) plain and masked, 4-D and 2-D, equal the contract composite on cpu', { skip }, async () => {
+  const mask = () => tf.tensor(Array.from({ length: 2 * 5 * 6 }, (_, i) => ((i * 7) % 3 === 0 ? 0 : 1)), [2, 5, 6, 1]);
+  const cases: Array<[string, number[], boolean]> = [['4-D', [2, 5, 6, 8], false], ['4-D masked', [2, 5, 6, 8], true], ['2-D', [6, 8], false]];
+  for (const [what, shape, masked] of cases) {
+    const mk = (): tf.Tensor[] => [T(shape, 50, 2, 0.5)(), T([shape[shape.length - 1]!], 51, 0.3, 1)(), T([shape[shape.length - 1]!], 52)(), T(shape, 53)()];
+    const want = await on('cpu', () => {
+      const [x, g, be, dy] = mk();
+      return bnComposite(x!, g!, be!, masked ? mask() : null, 1e-5, dy!);
+    });
+    const got = await on('torch', () => {
+      const [x, g, be, dy] = mk();
+      const m: Record<string, tf.Tensor> = masked ? { mask: mask() } : {};
+      const [y, mean, invStd, varU] = runK('SparkBatchNormTrain', { x: x!, gamma: g!, beta: be!, ...m }, { epsilon: 1e-5 });
+      const grads = runK('SparkBatchNormTrainGrad', { dy: dy!, x: x!, gamma: g!, mean: mean!, invStd: invStd!, ...m });
+      return [y!, mean!, invStd!, varU!, ...grads];
+    });
+    close(got, want, `SparkBatchNormTrain ${what}`, 2e-5);
+  }
+});
+
+test('torch fused kernels: SparkLayerNorm(+Grad) and SparkGelu(+Grad) equal the contract composites on cpu', { skip }, async () => {
+  for (const shape of [[2, 5, 6, 8], [7, 16]]) {
+    const mk = (): tf.Tensor[] => [T(shape, 60, 2, 0.5)(), T([shape[shape.length - 1]!], 61, 0.3, 1)(), T([shape[shape.length - 1]!], 62)(), T(shape, 63)()];
+    const want = await on('cpu', () => {
+      const [x, g, be, dy] = mk();
+      return lnComposite(x!, g!, be!, 1e-6, dy!);
+    });
+    const got = await on('torch', () => {
+      const [x, g, be, dy] = mk();
+      const [y, mean, invStd] = runK('SparkLayerNorm', { x: x!, gamma: g!, beta: be! }, { epsilon: 1e-6 });
+      return [y!, mean!, invStd!, ...runK('SparkLayerNormGrad', { dy: dy!, x: x!, gamma: g!, mean: mean!, invStd: invStd! })];
+    });
+    close(got, want, `SparkLayerNorm ${JSON.stringify(shape)}`, 2e-5);
+  }
+  const mk = (): tf.Tensor[] => [T([3, 4, 5], 64, 2)(), T([3, 4, 5], 65)()];
+  const want = await on('cpu', () => geluComposite(mk()[0]!, mk()[1]!));
+  const got = await on('torch', () => {
+    const [x, dy] = mk();
+    return [...runK('SparkGelu', { x: x! }), ...runK('SparkGeluGrad', { dy: dy!, x: x! })];
+  });
+  close(got, want, 'SparkGelu', 1e-6);
+});
+
 // ------------------------------------------------------------------------------------------------ SparK step
 
 interface StepOut {
