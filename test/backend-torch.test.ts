@@ -390,6 +390,95 @@ test('torch fused kernels: SparkLayerNorm(+Grad) and SparkGelu(+Grad) equal the 
   close(got, want, 'SparkGelu', 1e-6);
 });
 
+// ------------------------------------------------------------------------------------------------ optimizer kernels
+
+interface OptAttrs { n: number; lr: number; weightDecay: number; beta1: number; beta2: number; eps: number; biasCorrection1: number; biasCorrection2: number; adapt?: boolean; trustClip?: boolean }
+
+/** The optimizer contract's per-parameter arithmetic (FUSED-CONTRACT.md) in plain tf ops (run on cpu). */
+function optReference(kind: 'lamb' | 'adamw', t: Record<string, tf.Tensor>, a: OptAttrs): tf.Tensor[] {
+  const ps: tf.Tensor[] = [];
+  const ms: tf.Tensor[] = [];
+  const vs: tf.Tensor[] = [];
+  for (let i = 0; i < a.n; i++) {
+    const p = t[`param${i}`]!;
+    const m0 = t[`expAvg${i}`]!;
+    const v0 = t[`expAvgSq${i}`]!;
+    const g = kind === 'lamb' ? tf.div(t[`grad${i}`]!, t['clipDiv']!) : tf.mul(t[`grad${i}`]!, t['clipCoef']!);
+    const m = tf.add(tf.mul(m0, a.beta1), tf.mul(g, 1 - a.beta1));
+    const v = tf.add(tf.mul(v0, a.beta2), tf.mul(tf.square(g), 1 - a.beta2));
+    const denom = tf.add(tf.div(tf.sqrt(v), Math.sqrt(a.biasCorrection2)), a.eps);
+    let pn: tf.Tensor;
+    if (kind === 'lamb') {
+      let u: tf.Tensor = tf.div(tf.div(m, a.biasCorrection1), denom);
+      if (a.weightDecay !== 0) u = tf.add(u, tf.mul(p, a.weightDecay));
+      if (a.adapt) {
+        const w = tf.norm(p);
+        const un = tf.norm(u);
+        const ok = tf.logicalAnd(tf.greater(w, 0), tf.greater(un, 0));
+        let r: tf.Tensor = tf.where(ok, tf.div(w, tf.where(ok, un, tf.onesLike(un))), tf.onesLike(w));
+        if (a.trustClip) r = tf.minimum(r, 1);
+        u = tf.mul(u, r);
+      }
+      pn = tf.sub(p, tf.mul(u, a.lr));
+    } else {
+      const decayed = a.weightDecay !== 0 ? tf.mul(p, 1 - a.lr * a.weightDecay) : p;
+      pn = tf.sub(decayed, tf.mul(tf.div(m, denom), a.lr / a.biasCorrection1));
+    }
+    ps.push(tf.where(t['apply']!, pn, p));
+    ms.push(tf.where(t['apply']!, m, m0));
+    vs.push(tf.where(t['apply']!, v, v0));
+  }
+  return [...ps, ...ms, ...vs];
+}
+
+test('torch optimizer kernels: SparkLambUpdate, SparkAdamWUpdate (applied and skipped) and SparkGlobalNorm equal the contract arithmetic on cpu', { skip }, async () => {
+  const shapes = [[3, 3, 4, 5], [5], [7, 2], [4]];
+  const inputs = (opts: { zeroParam?: boolean; nanGrad?: boolean; apply: boolean; kind: 'lamb' | 'adamw' }): Record<string, tf.Tensor> => {
+    const t: Record<string, tf.Tensor> = {};
+    shapes.forEach((sh, i) => {
+      t[`param${i}`] = opts.zeroParam && i === 1 ? tf.zeros(sh) : tf.tensor(randn(sh, 70 + i), sh);
+      const g = randn(sh, 80 + i, 0.1);
+      if (opts.nanGrad && i === 2) g[0] = NaN;
+      t[`grad${i}`] = tf.tensor(g, sh);
+      t[`expAvg${i}`] = tf.tensor(randn(sh, 90 + i, 0.01), sh);
+      t[`expAvgSq${i}`] = tf.tensor(randn(sh, 100 + i, 0.001).map(Math.abs), sh);
+    });
+    if (opts.kind === 'lamb') t['clipDiv'] = tf.scalar(1.7);
+    else t['clipCoef'] = tf.scalar(0.6);
+    t['apply'] = tf.scalar(opts.apply ? 1 : 0, 'bool');
+    return t;
+  };
+  const base = { n: shapes.length, lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-6, biasCorrection1: 1 - 0.9 ** 3, biasCorrection2: 1 - 0.999 ** 3 };
+  const cases: Array<[string, 'lamb' | 'adamw', OptAttrs, { zeroParam?: boolean; nanGrad?: boolean; apply: boolean }]> = [
+    ['lamb wd adapt trustClip', 'lamb', { ...base, weightDecay: 0.05, adapt: true, trustClip: true }, { apply: true }],
+    ['lamb wd adapt, a zero parameter', 'lamb', { ...base, weightDecay: 0.05, adapt: true, trustClip: false }, { apply: true, zeroParam: true }],
+    ['lamb no decay, no adapt', 'lamb', { ...base, weightDecay: 0, adapt: false, trustClip: false }, { apply: true }],
+    ['lamb skipped (NaN gradient, apply false)', 'lamb', { ...base, weightDecay: 0.05, adapt: true, trustClip: true }, { apply: false, nanGrad: true }],
+    ['adamw wd', 'adamw', { ...base, weightDecay: 0.05 }, { apply: true }],
+    ['adamw no decay', 'adamw', { ...base, weightDecay: 0 }, { apply: true }],
+    ['adamw skipped', 'adamw', { ...base, weightDecay: 0.05 }, { apply: false, nanGrad: true }],
+  ];
+  for (const [what, kind, attrs, o] of cases) {
+    const want = await on('cpu', () => optReference(kind, inputs({ ...o, kind }), attrs));
+    const got = await on('torch', () => runK(kind === 'lamb' ? 'SparkLambUpdate' : 'SparkAdamWUpdate', inputs({ ...o, kind }), attrs as unknown as Record<string, number>));
+    close(got, want, what, 1e-6);
+    if (!o.apply) {
+      // skipped: bit for bit the inputs
+      const again = await on('torch', () => Object.entries(inputs({ ...o, kind })).filter(([k]) => /^(param|expAvg|expAvgSq)\d/.test(k)).map(([, v]) => v));
+      assert.deepEqual(got.map((v) => v.data).sort(), again.map((v) => v.data).sort());
+    }
+  }
+  const norms = async (be: string) => on(be, () => {
+    const t = inputs({ apply: true, kind: 'lamb' });
+    const gs = shapes.map((_, i) => t[`grad${i}`]!);
+    if (be === 'cpu') return tf.sqrt(tf.addN(gs.map((g) => tf.sum(tf.square(g)))));
+    return runK('SparkGlobalNorm', Object.fromEntries(gs.map((g, i) => [`grad${i}`, g])), { n: gs.length });
+  });
+  close(await norms('torch'), await norms('cpu'), 'SparkGlobalNorm', 1e-6);
+  const empty = await on('torch', () => runK('SparkGlobalNorm', {}, { n: 0 }));
+  assert.deepEqual(empty[0]!.data, [0]);
+});
+
 // ------------------------------------------------------------------------------------------------ SparK step
 
 interface StepOut {

@@ -9,7 +9,7 @@
 //   call(id, sig, ...args) -> h | h[]  boxed call; `sig` has one letter per schema argument (below)
 //   fromData(typedArray, shape, dtype) -> h      copy host data into a new tensor on the current device
 //   toData(h) -> TypedArray            copy a tensor to the host (Float32Array, Int32Array or Uint8Array for bool)
-//   free(h), describe(h) (writes meta), handles(), memory() -> bytes of live storages
+//   free(h | h[]), describe(h) (writes meta), handles(), memory() -> bytes of live storages
 //   setDevice('cpu'|'cuda'|'cuda:N'), device(), cudaDeviceCount(), synchronize()
 //   setNumThreads(n), numThreads(), setTf32(conv, matmul), version()
 //
@@ -400,14 +400,28 @@ napi_value ToData(napi_env env, napi_callback_info info) {
   });
 }
 
+void freeHandle(int32_t h) {
+  get(h);
+  g_table[h] = at::Tensor();
+  g_free.push_back(h);
+}
+
+// free(h) or free([h, ...]) (handles < 0, the undefined outputs, are ignored in a list)
 napi_value Free(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     size_t argc;
     auto a = args<1>(env, info, &argc);
-    int32_t h = static_cast<int32_t>(toInt(env, a[0]));
-    get(h);
-    g_table[h] = at::Tensor();
-    g_free.push_back(h);
+    bool isArray = false;
+    napi_is_array(env, a[0], &isArray);
+    if (!isArray) {
+      freeHandle(static_cast<int32_t>(toInt(env, a[0])));
+      return undef(env);
+    }
+    uint32_t n = arrayLen(env, a[0]);
+    for (uint32_t j = 0; j < n; j++) {
+      int32_t h = static_cast<int32_t>(toInt(env, element(env, a[0], j)));
+      if (h >= 0) freeHandle(h);
+    }
     return undef(env);
   });
 }

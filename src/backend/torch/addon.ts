@@ -18,7 +18,7 @@ export interface TorchAddon {
   call(id: number, sig: string, ...args: unknown[]): number | number[];
   fromData(values: Float32Array | Int32Array | Uint8Array, shape: number[], dtype: number): number;
   toData(h: number): Float32Array | Int32Array | Uint8Array;
-  free(h: number): void;
+  free(h: number | number[]): void;
   describe(h: number): void;
   handles(): number;
   memory(): number;

@@ -74,6 +74,13 @@ export class TorchBackend extends tf.KernelBackend {
     return { dataId, shape, dtype };
   }
 
+  /** Wrap a handle whose shape and dtype the kernel knows. */
+  make(h: number, shape: number[], dtype: DataType): TensorInfo {
+    const dataId = {};
+    this.data.set(dataId, { h, refCount: 1 });
+    return { dataId, shape: [...shape], dtype };
+  }
+
   /** Wrap a handle made by any earlier call (asks the addon for its shape). */
   wrap(h: number): TensorInfo {
     this.addon.describe(h);
@@ -87,7 +94,7 @@ export class TorchBackend extends tf.KernelBackend {
   }
 
   /** Free a temporary handle made inside a kernel. */
-  free(h: number): void {
+  free(h: number | number[]): void {
     this.addon.free(h);
   }
 
