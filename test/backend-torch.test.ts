@@ -109,7 +109,9 @@ test('torch backend: registration, missing kernels fail by name, no fallback', {
   assert.ok(torchKernelNames().length >= 90, `${torchKernelNames().length} kernels`);
   // a kernel the backend does not implement: tfjs's own error naming it, nothing silently computed elsewhere
   assert.throws(() => tf.tidy(() => tf.fft(tf.complex([1, 2], [0, 0]))), /not registered for backend 'torch'|'complex64' is not supported/);
-  assert.throws(() => tf.tidy(() => tf.image.resizeBilinear(tf.zeros([1, 2, 2, 1]) as tf.Tensor4D, [4, 4])), /Kernel 'ResizeBilinear' not registered for backend 'torch'/);
+  assert.throws(() => tf.tidy(() => tf.cumprod(tf.ones([3]))), /Kernel 'Cumprod' not registered for backend 'torch'/);
+  // a kernel registered for a case it cannot do says so
+  assert.throws(() => tf.tidy(() => tf.image.resizeBilinear(tf.zeros([1, 2, 2, 1]) as tf.Tensor4D, [4, 4])), /ResizeBilinear without halfPixelCenters/);
 });
 
 test('torch backend: write/read of float32, int32, bool; refcounts; dispose frees native memory', { skip }, async () => {
@@ -287,6 +289,29 @@ test('torch kernels: convolutions, depthwise, transposed, pooling (values and gr
     ['avgPool 2 s2 valid', (a) => tf.avgPool(a as tf.Tensor4D, 2, 2, 'valid')],
   ];
   for (const [name, f] of pools) await check(name, () => [x()], f, { grad: true });
+  // Resizing is linear: forward against cpu, gradients by the adjoint identity ⟨f(x), w⟩ = ⟨x, ∇⟨f(x), w⟩⟩ on torch.
+  // (tfjs's own resize gradients fail it: nearest with half-pixel centres (cpu and tensorflow: −2.03 vs −0.25),
+  // bilinear with half-pixel centres on cpu, and cpu's bilinear gradient has a transposed shape for non-square input.)
+  const resize: Array<[string, number[], (a: tf.Tensor) => tf.Tensor]> = [
+    ['resizeNearest ×2', [8, 12], (a) => tf.image.resizeNearestNeighbor(a as tf.Tensor4D, [8, 12])],
+    ['resizeNearest 4x6→6x4', [6, 4], (a) => tf.image.resizeNearestNeighbor(a as tf.Tensor4D, [6, 4])],
+    ['resizeNearest half-pixel', [7, 9], (a) => tf.image.resizeNearestNeighbor(a as tf.Tensor4D, [7, 9], false, true)],
+    ['resizeBilinear half-pixel', [7, 9], (a) => tf.image.resizeBilinear(a as tf.Tensor4D, [7, 9], false, true)],
+    ['resizeBilinear alignCorners', [7, 9], (a) => tf.image.resizeBilinear(a as tf.Tensor4D, [7, 9], true)],
+  ];
+  for (const [name, [oh, ow], f] of resize) {
+    await check(name, () => [T([2, 4, 6, 3], 24)()], f);
+    await tf.setBackend('torch');
+    const [lhs, rhs] = tf.tidy(() => {
+      const xi = tf.tensor(randn([2, 4, 6, 3], 24), [2, 4, 6, 3]);
+      const wi = tf.tensor(randn([2, oh!, ow!, 3], 25), [2, oh!, ow!, 3]);
+      const g = (a: tf.Tensor) => tf.sum(tf.mul(f(a), wi));
+      return [g(xi).dataSync()[0]!, tf.sum(tf.mul(tf.grad(g)(xi), xi)).dataSync()[0]!];
+    });
+    assert.ok(Math.abs(lhs - rhs) <= 1e-5 * Math.max(1, Math.abs(lhs)), `${name} adjoint: ${lhs} vs ${rhs}`);
+  }
+  // and where tfjs cpu's gradient is right (nearest, legacy, batch 1), the same values
+  await check('resizeNearest ×2 gradient', () => [T([1, 4, 6, 3], 27)()], (a) => tf.image.resizeNearestNeighbor(a as tf.Tensor4D, [8, 12]), { grad: true });
   // tfjs cpu's AvgPoolGrad divides by the whole window also where 'same' padding was excluded from the mean (its
   // gradient does not match its forward); ATen's is the exact gradient: forward only here
   await check('avgPool 3 s1 same', () => [x()], (a) => tf.avgPool(a as tf.Tensor4D, 3, 1, 'same'));

@@ -26,6 +26,13 @@ const maxPoolBackward = aten('max_pool2d_with_indices_backward', '', 'TTIIIIbT')
 const avgPool = aten('avg_pool2d', '', 'TIIIbbn');
 const avgPoolBackward = aten('avg_pool2d_backward', '', 'TTIIIbbn');
 
+const upNearest = aten('upsample_nearest2d', '', 'TInn');
+const upNearestExact = aten('_upsample_nearest_exact2d', '', 'TInn');
+const upNearestBackward = aten('upsample_nearest2d_backward', '', 'TIInn');
+const upNearestExactBackward = aten('_upsample_nearest_exact2d_backward', '', 'TIInn');
+const upBilinear = aten('upsample_bilinear2d', '', 'TIbnn');
+const upBilinearBackward = aten('upsample_bilinear2d_backward', '', 'TIIbnn');
+
 const CHANNELS_LAST = 2;
 const CONTIGUOUS = 0;
 const TO_NCHW = [0, 3, 1, 2];
@@ -229,6 +236,45 @@ export const convKernels: KernelConfig[] = [
     const hdy = run(permute, b.h(dy!), TO_NCHW);
     tmp.push(hdy);
     const dx = run(avgPoolBackward, hdy, hx, [pi.filterHeight, pi.filterWidth], [pi.strideHeight, pi.strideWidth], pp.pad, false, false);
+    return toNhwc(b, dx, tmp);
+  }),
+  // Resizing. Nearest: TF's legacy rule floor(dst·in/out) is ATen's 'nearest', half-pixel centres its 'nearest-exact';
+  // bilinear with half-pixel centres is align_corners=False, alignCorners is align_corners=True. TF's legacy
+  // bilinear (neither flag) and nearest with alignCorners have no ATen operator: an error names them.
+  kernel('ResizeNearestNeighbor', (b, { images }, a) => {
+    if (a['alignCorners']) throw new Error('ResizeNearestNeighbor with alignCorners is not supported by the torch backend');
+    const [oh, ow] = a['size'] as [number, number];
+    const tmp: number[] = [];
+    const hx = nchwInput(b, images!, { top: 0, bottom: 0, left: 0, right: 0 }, tmp);
+    const y = run(a['halfPixelCenters'] ? upNearestExact : upNearest, hx, [oh, ow]);
+    return toNhwc(b, y, tmp);
+  }),
+  kernel('ResizeNearestNeighborGrad', (b, { images, dy }, a) => {
+    if (a['alignCorners']) throw new Error('ResizeNearestNeighborGrad with alignCorners is not supported by the torch backend');
+    const [n, h, w, c] = images!.shape as [number, number, number, number];
+    const tmp: number[] = [];
+    const hdy = run(permute, b.h(dy!), TO_NCHW);
+    tmp.push(hdy);
+    const dx = run(a['halfPixelCenters'] ? upNearestExactBackward : upNearestBackward, hdy, [dy!.shape[1]!, dy!.shape[2]!], [n, c, h, w]);
+    return toNhwc(b, dx, tmp);
+  }),
+  kernel('ResizeBilinear', (b, { images }, a) => {
+    const align = !!a['alignCorners'];
+    if (!align && !a['halfPixelCenters']) throw new Error('ResizeBilinear without halfPixelCenters or alignCorners (TF legacy) is not supported by the torch backend');
+    const [oh, ow] = a['size'] as [number, number];
+    const tmp: number[] = [];
+    const hx = nchwInput(b, images!, { top: 0, bottom: 0, left: 0, right: 0 }, tmp);
+    const y = run(upBilinear, hx, [oh, ow], align);
+    return toNhwc(b, y, tmp);
+  }),
+  kernel('ResizeBilinearGrad', (b, { images, dy }, a) => {
+    const align = !!a['alignCorners'];
+    if (!align && !a['halfPixelCenters']) throw new Error('ResizeBilinearGrad without halfPixelCenters or alignCorners (TF legacy) is not supported by the torch backend');
+    const [n, h, w, c] = images!.shape as [number, number, number, number];
+    const tmp: number[] = [];
+    const hdy = run(permute, b.h(dy!), TO_NCHW);
+    tmp.push(hdy);
+    const dx = run(upBilinearBackward, hdy, [dy!.shape[1]!, dy!.shape[2]!], [n, c, h, w], align);
     return toNhwc(b, dx, tmp);
   }),
 ];
