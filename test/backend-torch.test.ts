@@ -329,7 +329,7 @@ test('torch kernels: matMul / batchMatMul with transposes and broadcast batch', 
 // ------------------------------------------------------------------------------------------------ fused kernels
 
 /** The fused-kernel contract's composites (FUSED-CONTRACT.md), in plain tf ops, run on the cpu backend. */
-function bnComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.Tensor | null, eps: number, dy: tf.Tensor): tf.Tensor[] {
+function bnComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, rm: tf.Tensor, rv: tf.Tensor, mask: tf.Tensor | null, eps: number, momentum: number, dy: tf.Tensor): tf.Tensor[] {
   const axes = [...Array(x.rank - 1).keys()];
   const n = mask ? tf.sum(mask) : tf.scalar(x.size / x.shape[x.rank - 1]!);
   const mean = mask ? tf.div(tf.sum(tf.mul(x, mask), axes), n) : tf.mean(x, axes);
@@ -339,6 +339,8 @@ function bnComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.T
   let y = tf.add(tf.mul(d, tf.mul(invStd, gamma)), beta);
   if (mask) y = tf.mul(y, mask);
   const varU = tf.mul(variance, tf.div(n, tf.maximum(tf.sub(n, 1), 1)));
+  const newMean = tf.add(tf.mul(rm, 1 - momentum), tf.mul(mean, momentum));
+  const newVar = tf.add(tf.mul(rv, 1 - momentum), tf.mul(varU, momentum));
   // backward: dx = m·γ·invStd/n·(n·g − Σg − x̂·Σg·x̂), g = dy·m
   const g = mask ? tf.mul(dy, mask) : dy;
   const xhat = tf.mul(d, invStd);
@@ -346,7 +348,7 @@ function bnComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.T
   const dgamma = tf.sum(tf.mul(g, xhat), axes);
   let dx = tf.mul(tf.sub(tf.sub(tf.mul(g, n), dbeta), tf.mul(xhat, dgamma)), tf.div(tf.mul(gamma, invStd), n));
   if (mask) dx = tf.mul(dx, mask);
-  return [y, mean, invStd, varU, dx, dgamma, dbeta];
+  return [y, mean, invStd, newMean, newVar, dx, dgamma, dbeta];
 }
 
 function lnComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number, dy: tf.Tensor): tf.Tensor[] {
@@ -372,21 +374,25 @@ const runK = (name: string, inputs: Record<string, tf.Tensor>, attrs: Record<str
   return Array.isArray(r) ? r : [r];
 };
 
-test('torch fused kernels: SparkBatchNormTrain(+Grad) plain and masked, 4-D and 2-D, equal the contract composite on cpu', { skip }, async () => {
+test('torch fused kernels: SparkBatchNormTrain(+Grad) plain and masked, 4-D and 2-D, running statistics, equal the contract composite on cpu', { skip }, async () => {
   const mask = () => tf.tensor(Array.from({ length: 2 * 5 * 6 }, (_, i) => ((i * 7) % 3 === 0 ? 0 : 1)), [2, 5, 6, 1]);
   const cases: Array<[string, number[], boolean]> = [['4-D', [2, 5, 6, 8], false], ['4-D masked', [2, 5, 6, 8], true], ['2-D', [6, 8], false]];
   for (const [what, shape, masked] of cases) {
-    const mk = (): tf.Tensor[] => [T(shape, 50, 2, 0.5)(), T([shape[shape.length - 1]!], 51, 0.3, 1)(), T([shape[shape.length - 1]!], 52)(), T(shape, 53)()];
+    const c = shape[shape.length - 1]!;
+    const mk = (): tf.Tensor[] => [T(shape, 50, 2, 0.5)(), T([c], 51, 0.3, 1)(), T([c], 52)(), T(shape, 53)(), T([c], 54, 0.1)(), tf.tensor(randn([c], 55, 0.2, 1).map(Math.abs), [c])];
     const want = await on('cpu', () => {
-      const [x, g, be, dy] = mk();
-      return bnComposite(x!, g!, be!, masked ? mask() : null, 1e-5, dy!);
+      const [x, g, be, dy, rm, rv] = mk();
+      return bnComposite(x!, g!, be!, rm!, rv!, masked ? mask() : null, 1e-5, 0.1, dy!);
     });
     const got = await on('torch', () => {
-      const [x, g, be, dy] = mk();
+      const [x, g, be, dy, rm, rv] = mk();
       const m: Record<string, tf.Tensor> = masked ? { mask: mask() } : {};
-      const [y, mean, invStd, varU] = runK('SparkBatchNormTrain', { x: x!, gamma: g!, beta: be!, ...m }, { epsilon: 1e-5 });
+      const outs = runK('SparkBatchNormTrain', { x: x!, gamma: g!, beta: be!, runningMean: rm!, runningVar: rv!, ...m }, { epsilon: 1e-5, momentum: 0.1 });
+      const [, mean, invStd] = outs;
       const grads = runK('SparkBatchNormTrainGrad', { dy: dy!, x: x!, gamma: g!, mean: mean!, invStd: invStd!, ...m });
-      return [y!, mean!, invStd!, varU!, ...grads];
+      // the running-statistics inputs are not modified
+      assert.deepEqual(Array.from(rm!.dataSync()), Array.from(randn([c], 54, 0.1)));
+      return [...outs, ...grads];
     });
     close(got, want, `SparkBatchNormTrain ${what}`, 2e-5);
   }

@@ -8,13 +8,12 @@
  * short chain of ATen calls inside one kernel (one tfjs dispatch instead of ~25).
  */
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
-import { aten, run, runMulti, DT } from '../addon.js';
+import { aten, run, runMulti } from '../addon.js';
 import type { TorchBackend } from '../backend.js';
 import { kernel, sizeOf } from './util.js';
 
 const reshape = aten('reshape', '', 'TI');
 const expand = aten('expand', '', 'TIb');
-const zeros = aten('zeros', '', 'IDnVn');
 const nativeBatchNorm = aten('native_batch_norm', '', 'TTTTTbdd');
 const nativeBatchNormBackward = aten('native_batch_norm_backward', '', 'TTTttTTbdB');
 const nativeLayerNorm = aten('native_layer_norm', '', 'TITTd');
@@ -32,6 +31,9 @@ const rsqrt = aten('rsqrt', '', 'T');
 const addScalar = aten('add', 'Scalar', 'Tsz');
 const subScalar = aten('sub', 'Scalar', 'Tsz');
 const clampMin = aten('clamp_min', '', 'Ts');
+const cloneOp = aten('clone', '', 'Tn');
+const mulScalar = aten('mul', 'Scalar', 'Ts');
+const addAlpha = aten('add', 'Tensor', 'TTs');
 
 /** x as [M, C] and the mask as [M, 1] (expanded first when it broadcasts over leading axes). */
 function flat(b: TorchBackend, x: TensorInfo, mask: TensorInfo | undefined, tmp: number[]): { hx: number; hm: number; m: number; c: number } {
@@ -53,19 +55,31 @@ function done(b: TorchBackend, tmp: number[], outs: number[]): TensorInfo[] {
   return outs.map((h) => b.wrap(h));
 }
 
-function bnTrain(b: TorchBackend, x: TensorInfo, gamma: TensorInfo, beta: TensorInfo, mask: TensorInfo | undefined, eps: number): TensorInfo[] {
+function bnTrain(
+  b: TorchBackend,
+  x: TensorInfo,
+  gamma: TensorInfo,
+  beta: TensorInfo,
+  runningMean: TensorInfo,
+  runningVar: TensorInfo,
+  mask: TensorInfo | undefined,
+  eps: number,
+  momentum: number,
+): TensorInfo[] {
   const tmp: number[] = [];
-  const { hx, hm, c } = flat(b, x, mask, tmp);
+  const { hx, hm } = flat(b, x, mask, tmp);
   if (hm < 0) {
-    // running stats with momentum 1 receive exactly the batch mean and the unbiased batch variance
-    const rm = run(zeros, [c], DT.float32);
-    const rv = run(zeros, [c], DT.float32);
-    const [y2, mean, invStd] = runMulti(nativeBatchNorm, hx, b.h(gamma), b.h(beta), rm, rv, true, 1.0, eps);
-    tmp.push(y2!, mean!);
+    // ATen updates the running statistics in place as PyTorch does ((1−m)·r + m·batch, unbiased variance): it gets
+    // copies, the tfjs inputs stay immutable
+    const rm = run(cloneOp, b.h(runningMean));
+    const rv = run(cloneOp, b.h(runningVar));
+    const [y2, mean, invStd] = runMulti(nativeBatchNorm, hx, b.h(gamma), b.h(beta), rm, rv, true, momentum, eps);
+    tmp.push(y2!);
     const y = run(reshape, y2!, x.shape);
-    return done(b, tmp, [y, rm, invStd!, rv]);
+    return done(b, tmp, [y, mean!, invStd!, rm, rv]);
   }
-  // masked: μ = Σm·x/n, σ² = Σm·(x−μ)²/n (biased), y = ((x−μ)·γ·invStd + β)·m, varUnbiased = σ²·n/max(n−1, 1)
+  // masked: μ = Σm·x/n, σ² = Σm·(x−μ)²/n (biased), y = ((x−μ)·γ·invStd + β)·m, varUnbiased = σ²·n/max(n−1, 1),
+  // r' = r·(1−momentum) + batch·momentum
   const cnt = run(sumAll, hm);
   const xm = run(mul, hx, hm);
   const s = run(sumDim, xm, [0], false);
@@ -86,8 +100,12 @@ function bnTrain(b: TorchBackend, x: TensorInfo, gamma: TensorInfo, beta: Tensor
   const n1c = run(clampMin, n1, 1);
   const corr = run(div, cnt, n1c);
   const varU = run(mul, variance, corr);
-  tmp.push(cnt, xm, s, d, d2, d2m, sv, variance, ve, scale, ds, yb, ym, n1, n1c, corr);
-  return done(b, tmp, [y, mean, invStd, varU]);
+  const rmDecayed = run(mulScalar, b.h(runningMean), 1 - momentum);
+  const newMean = run(addAlpha, rmDecayed, mean, momentum);
+  const rvDecayed = run(mulScalar, b.h(runningVar), 1 - momentum);
+  const newVar = run(addAlpha, rvDecayed, varU, momentum);
+  tmp.push(cnt, xm, s, d, d2, d2m, sv, variance, ve, scale, ds, yb, ym, n1, n1c, corr, varU, rmDecayed, rvDecayed);
+  return done(b, tmp, [y, mean, invStd, newMean, newVar]);
 }
 
 function bnTrainGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: TensorInfo, mean: TensorInfo, invStd: TensorInfo, mask: TensorInfo | undefined): TensorInfo[] {
@@ -137,7 +155,9 @@ function layerNormGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: Te
 
 
 export const fusedKernels: KernelConfig[] = [
-  kernel('SparkBatchNormTrain', (b, i, a) => bnTrain(b, i['x']!, i['gamma']!, i['beta']!, i['mask'], a['epsilon'] as number)),
+  kernel('SparkBatchNormTrain', (b, i, a) =>
+    bnTrain(b, i['x']!, i['gamma']!, i['beta']!, i['runningMean']!, i['runningVar']!, i['mask'], a['epsilon'] as number, a['momentum'] as number),
+  ),
   kernel('SparkBatchNormTrainGrad', (b, i) => bnTrainGrad(b, i['dy']!, i['x']!, i['gamma']!, i['mean']!, i['invStd']!, i['mask'])),
   kernel('SparkLayerNorm', (b, i, a) => layerNorm(b, i['x']!, i['gamma']!, i['beta']!, a['epsilon'] as number)),
   kernel('SparkLayerNormGrad', (b, i) => layerNormGrad(b, i['dy']!, i['x']!, i['gamma']!, i['mean']!, i['invStd']!)),
