@@ -80,7 +80,7 @@ function torchFilter(b: TorchBackend, f: TensorInfo, depthwise: boolean, tmp: nu
 }
 
 function freeAll(b: TorchBackend, tmp: number[]): void {
-  for (const t of tmp) b.free(t);
+  b.free(tmp);
 }
 
 /** Result handle of an NCHW operator as NHWC (a view; contiguous when ATen chose channels-last). */
@@ -88,7 +88,7 @@ function toNhwc(b: TorchBackend, h: number, tmp: number[]): TensorInfo {
   tmp.push(h);
   let r = run(permute, h, TO_NHWC);
   freeAll(b, tmp);
-  return b.wrap(r);
+  return b.out(r);
 }
 
 function conv(b: TorchBackend, x: TensorInfo, filter: TensorInfo, a: NamedAttrMap, depthwise: boolean, name: string): TensorInfo {
@@ -159,7 +159,7 @@ function convBackpropFilter(b: TorchBackend, x: TensorInfo, dy: TensorInfo, a: N
     r = run(reshape, r, fShape);
   }
   freeAll(b, tmp);
-  return b.wrap(r);
+  return b.out(r);
 }
 
 function poolInfo(x: TensorInfo, a: NamedAttrMap): tf.backend_util.Conv2DInfo {

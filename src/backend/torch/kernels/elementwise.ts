@@ -156,6 +156,6 @@ export const elementwiseKernels: KernelConfig[] = [
       b.free(acc);
       acc = next;
     }
-    return b.wrap(acc);
+    return b.out(acc);
   }),
 ];

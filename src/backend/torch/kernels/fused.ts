@@ -50,9 +50,10 @@ function flat(b: TorchBackend, x: TensorInfo, mask: TensorInfo | undefined, tmp:
   return { hx, hm, m, c };
 }
 
-function done(b: TorchBackend, tmp: number[], outs: number[]): TensorInfo[] {
-  for (const t of tmp) b.free(t);
-  return outs.map((h) => b.wrap(h));
+/** Free the temporaries; wrap the outputs (all float32) with their known shapes. */
+function done(b: TorchBackend, tmp: number[], outs: Array<[number, number[]]>): TensorInfo[] {
+  b.free(tmp);
+  return outs.map(([h, shape]) => b.make(h, shape, 'float32'));
 }
 
 function bnTrain(
@@ -76,7 +77,8 @@ function bnTrain(
     const [y2, mean, invStd] = runMulti(nativeBatchNorm, hx, b.h(gamma), b.h(beta), rm, rv, true, momentum, eps);
     tmp.push(y2!);
     const y = run(reshape, y2!, x.shape);
-    return done(b, tmp, [y, mean!, invStd!, rm, rv]);
+    const c = [x.shape[x.shape.length - 1]!];
+    return done(b, tmp, [[y, x.shape], [mean!, c], [invStd!, c], [rm, c], [rv, c]]);
   }
   // masked: μ = Σm·x/n, σ² = Σm·(x−μ)²/n (biased), y = ((x−μ)·γ·invStd + β)·m, varUnbiased = σ²·n/max(n−1, 1),
   // r' = r·(1−momentum) + batch·momentum
@@ -105,7 +107,8 @@ function bnTrain(
   const rvDecayed = run(mulScalar, b.h(runningVar), 1 - momentum);
   const newVar = run(addAlpha, rvDecayed, varU, momentum);
   tmp.push(cnt, xm, s, d, d2, d2m, sv, variance, ve, scale, ds, yb, ym, n1, n1c, corr, varU, rmDecayed, rvDecayed);
-  return done(b, tmp, [y, mean, invStd, newMean, newVar]);
+  const c = [x.shape[x.shape.length - 1]!];
+  return done(b, tmp, [[y, x.shape], [mean, c], [invStd, c], [newMean, c], [newVar, c]]);
 }
 
 function bnTrainGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: TensorInfo, mean: TensorInfo, invStd: TensorInfo, mask: TensorInfo | undefined): TensorInfo[] {
@@ -117,7 +120,8 @@ function bnTrainGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: Tens
     const [dx2, dgamma, dbeta] = runMulti(nativeBatchNormBackward, hdy, hx, b.h(gamma), -1, -1, b.h(mean), b.h(invStd), true, 0, [true, true, true]);
     tmp.push(dx2!);
     const dx = run(reshape, dx2!, x.shape);
-    return done(b, tmp, [dx, dgamma!, dbeta!]);
+    const c = [x.shape[x.shape.length - 1]!];
+    return done(b, tmp, [[dx, x.shape], [dgamma!, c], [dbeta!, c]]);
   }
   // g = dy·m; x̂ = (x−μ)·invStd; dβ = Σg; dγ = Σg·x̂; dx = m·γ·invStd/n·(n·g − dβ − x̂·dγ)
   const cnt = run(sumAll, hm);
@@ -137,7 +141,8 @@ function bnTrainGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: Tens
   const t4 = run(mul, t3, hm);
   const dx = run(reshape, t4, x.shape);
   tmp.push(cnt, g, xc, xhat, gx, ng, t1, xd, t2, gi, k, t3, t4);
-  return done(b, tmp, [dx, dgamma, dbeta]);
+  const c = [x.shape[x.shape.length - 1]!];
+  return done(b, tmp, [[dx, x.shape], [dgamma, c], [dbeta, c]]);
 }
 
 function layerNorm(b: TorchBackend, x: TensorInfo, gamma: TensorInfo, beta: TensorInfo, eps: number): TensorInfo[] {

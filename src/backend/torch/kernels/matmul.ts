@@ -14,7 +14,7 @@ export const matmulKernels: KernelConfig[] = [
     if (attrs['transposeA']) tmp.push((ha = run(transpose, ha, -1, -2)));
     if (attrs['transposeB']) tmp.push((hb = run(transpose, hb, -1, -2)));
     const r = run(matmul, ha, hb);
-    for (const t of tmp) b.free(t);
-    return b.wrap(r);
+    b.free(tmp);
+    return b.out(r);
   }),
 ];

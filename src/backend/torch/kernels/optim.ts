@@ -124,7 +124,7 @@ function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Ten
   tmp.push(u);
   const out = select(b, scalarInput(b, inputs, 'apply'), [pn, m, v], [p.t, m0.t, v0.t]);
   tmp.push(pn, m, v);
-  for (const l of tmp) b.free(l);
+  b.free(tmp.flat());
   b.free(single);
   return out;
 }
@@ -151,7 +151,7 @@ function adamw(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Te
   const pn = runMulti(fAddL, decayed, r, -(lr / (a['biasCorrection1'] as number)));
   const out = select(b, scalarInput(b, inputs, 'apply'), [pn, m, v], [p.t, m0.t, v0.t]);
   tmp.push(r, pn, m, v);
-  for (const l of tmp) b.free(l);
+  b.free(tmp.flat());
   return out;
 }
 

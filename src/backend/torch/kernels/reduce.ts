@@ -33,7 +33,7 @@ function reduce(b: TorchBackend, x: TensorInfo, axis: number | number[], keepDim
   const r = extra === 'dtype' ? run(op, hx, ax, keepDims) : run(op, hx, ax, keepDims);
   if (tmp >= 0) {
     b.free(tmp);
-    return b.wrap(r);
+    return b.out(r);
   }
   return b.out(r);
 }
@@ -58,7 +58,7 @@ export const reduceKernels: KernelConfig[] = [
       h = next;
       owned = true;
     }
-    return b.wrap(h);
+    return b.out(h);
   }),
   kernel('ArgMax', (b, { x }, a) => b.out(run(argmax, b.h(x!), axes(a['axis'] as number, x!.shape.length)[0]!, false))),
   kernel('ArgMin', (b, { x }, a) => b.out(run(argmin, b.h(x!), axes(a['axis'] as number, x!.shape.length)[0]!, false))),
@@ -83,7 +83,7 @@ export const reduceKernels: KernelConfig[] = [
       tmps.push(c);
       c = run(flip, c, [axis]);
     }
-    for (const t of tmps) b.free(t);
-    return b.wrap(c);
+    b.free(tmps);
+    return b.out(c);
   }),
 ];

@@ -132,11 +132,11 @@ export const shapeKernels: KernelConfig[] = [
     const col = run(unsqueeze, b.h(indices!), -1);
     const hit = run(eqScalarT, col, classes);
     const v = run(whereScalar, hit, a['onValue'] as number, a['offValue'] as number);
-    for (const t of [classes, col, hit]) b.free(t);
-    if (dtype === 'float32') return b.wrap(v);
+    b.free([classes, col, hit]);
+    if (dtype === 'float32') return b.out(v);
     const c = castHandle(v, dtype);
     b.free(v);
-    return b.wrap(c);
+    return b.out(c);
   }),
   kernel('Fill', (b, _i, a) => {
     const dtype = ((a['dtype'] as DataType) ?? 'float32') as DataType;
@@ -165,7 +165,7 @@ export const shapeKernels: KernelConfig[] = [
     const src = run(reshape, b.h(x!), [n, ...rest]);
     const zeros = run(full, [a['numSegments'] as number, ...rest], 0, DT[x!.dtype as keyof typeof DT]);
     const r = run(indexAdd, zeros, 0, ids, src, 1);
-    for (const t of [ids, src, zeros]) b.free(t);
+    b.free([ids, src, zeros]);
     return b.out(r);
   }),
 ];
