@@ -363,14 +363,34 @@ napi_value FromData(napi_env env, napi_callback_info info) {
     }
     if (bytes != static_cast<size_t>(n) * elt)
       throw JsError{"fromData: " + std::to_string(len) + " values for shape of " + std::to_string(n) + " elements"};
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dt));
+    if (!g_device.is_cpu() && n == 1) {
+      // One value (scalars tfjs makes for JS numbers): a fill on the device, no host-to-device copy, no sync.
+      at::Scalar v = dt == at::kFloat ? at::Scalar(static_cast<double>(*static_cast<float*>(data)))
+                     : dt == at::kInt ? at::Scalar(static_cast<int64_t>(*static_cast<int32_t*>(data)))
+                                      : at::Scalar(*static_cast<uint8_t*>(data) != 0);
+      return int32(env, put(at::full(shape, v, at::TensorOptions().dtype(dt).device(g_device))));
+    }
+    auto hostOptions = at::TensorOptions().dtype(dt);
+    bool pinned = false;
+    at::Tensor t;
+    if (!g_device.is_cpu()) {
+      // Pinned staging memory lets the copy run asynchronously (a copy from pageable memory synchronises the
+      // stream); the caching host allocator keeps the buffer until the copy is done.
+      try {
+        t = at::empty(shape, hostOptions.pinned_memory(true));
+        pinned = true;
+      } catch (const c10::Error&) {
+        pinned = false;
+      }
+    }
+    if (!pinned) t = at::empty(shape, hostOptions);
     if (bytes) std::memcpy(t.data_ptr(), data, bytes);
     if (dt == at::kBool) {
       // tfjs bool data may hold any non-zero byte for true; torch requires 0/1.
       auto* p = static_cast<uint8_t*>(t.data_ptr());
       for (int64_t i = 0; i < n; i++) p[i] = p[i] ? 1 : 0;
     }
-    if (!g_device.is_cpu()) t = t.to(g_device);
+    if (!g_device.is_cpu()) t = t.to(g_device, /*non_blocking=*/pinned);
     return int32(env, put(std::move(t)));
   });
 }
