@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { findTorchAddon, registerTorchBackend, torchKernelNames } from '../src/backend/torch/index.js';
+import { aten, missingOps, run } from '../src/backend/torch/addon.js';
 import { initBackend } from '../src/backend/init.js';
 import { buildSparK, type SparKModel } from '../src/models/spark.js';
 import { buildParamGroups, Lamb } from '../src/train/optimizers.js';
@@ -110,6 +111,10 @@ test('torch backend: registration, missing kernels fail by name, no fallback', {
   // a kernel the backend does not implement: tfjs's own error naming it, nothing silently computed elsewhere
   assert.throws(() => tf.tidy(() => tf.fft(tf.complex([1, 2], [0, 0]))), /not registered for backend 'torch'|'complex64' is not supported/);
   assert.throws(() => tf.tidy(() => tf.cumprod(tf.ones([3]))), /Kernel 'Cumprod' not registered for backend 'torch'/);
+  // an ATen schema this PyTorch lacks is listed, and using it names it
+  const bogus = aten('spark_no_such_op', 'Tensor', 'T');
+  assert.ok(missingOps().some((m) => m.includes('aten::spark_no_such_op.Tensor not found in PyTorch')), missingOps().join('; '));
+  assert.throws(() => run(bogus, 0), /ATen operator aten::spark_no_such_op\.Tensor is not available in this PyTorch/);
   // a kernel registered for a case it cannot do says so
   assert.throws(() => tf.tidy(() => tf.image.resizeBilinear(tf.zeros([1, 2, 2, 1]) as tf.Tensor4D, [4, 4])), /ResizeBilinear without halfPixelCenters/);
 });

@@ -48,8 +48,8 @@ export class TorchBackend extends tf.KernelBackend {
     this.addon.setDevice(opts.device);
     this.device = this.addon.device();
     if (opts.threads && opts.threads > 0) this.addon.setNumThreads(opts.threads);
-    const tf32 = opts.tf32 ?? true;
-    this.addon.setTf32(tf32, false);
+    // PyTorch's defaults (TF32 convolutions on CUDA, full-fp32 matmuls) are left alone unless TF32 is turned off.
+    if (opts.tf32 === false) this.addon.setTf32(false, false);
     this.data = new tf.DataStorage(this, tf.engine());
   }
 
