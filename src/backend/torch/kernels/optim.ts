@@ -14,21 +14,25 @@ import { kernel } from './util.js';
 
 const fNorm = aten('_foreach_norm', 'Scalar', 'Lsn');
 const fMulS = aten('_foreach_mul', 'Scalar', 'Ls');
-const fMulL = aten('_foreach_mul', 'List', 'LL');
 const fMulT = aten('_foreach_mul', 'Tensor', 'LT');
 const fDivS = aten('_foreach_div', 'Scalar', 'Ls');
 const fDivL = aten('_foreach_div', 'List', 'LL');
 const fDivT = aten('_foreach_div', 'Tensor', 'LT');
-const fAddS = aten('_foreach_add', 'Scalar', 'Ls');
 const fAddL = aten('_foreach_add', 'List', 'LLs');
-const fAddcmulS = aten('_foreach_addcmul', 'Scalar', 'LLLs');
 const fSqrt = aten('_foreach_sqrt', '', 'L');
+// in place (on lists this kernel made itself; the tfjs inputs are never written)
+const fMulL_ = aten('_foreach_mul_', 'List', 'LL');
+const fDivS_ = aten('_foreach_div_', 'Scalar', 'Ls');
+const fDivL_ = aten('_foreach_div_', 'List', 'LL');
+const fAddS_ = aten('_foreach_add_', 'Scalar', 'Ls');
+const fAddL_ = aten('_foreach_add_', 'List', 'LLs');
+const fAddcmulS_ = aten('_foreach_addcmul_', 'Scalar', 'LLLs');
+const whereOut = aten('where', 'self_out', 'TTTT');
 const stack = aten('stack', '', 'Li');
 const unbind = aten('unbind', 'int', 'Ti');
 const vectorNorm = aten('linalg_vector_norm', '', 'Tsnbn');
 const gtScalar = aten('gt', 'Scalar', 'Ts');
 const logicalAnd = aten('logical_and', '', 'TT');
-const whereSelf = aten('where', 'self', 'TTT');
 const whereScalarOther = aten('where', 'ScalarOther', 'TTs');
 const div = aten('div', 'Tensor', 'TT');
 const clampMax = aten('clamp_max', '', 'Ts');
@@ -50,31 +54,38 @@ function scalarInput(b: TorchBackend, inputs: NamedTensorInfoMap, name: string):
   return b.h(x);
 }
 
-/** where(apply, new, old) per tensor; the outputs in the contract's order. */
+/**
+ * where(apply, new, old) written into `new` itself (no allocation); the outputs in the contract's order. `fresh`
+ * lists are this kernel's own tensors, so overwriting them is safe.
+ */
 function select(b: TorchBackend, apply: number, fresh: number[][], old: TensorInfo[][]): TensorInfo[] {
   const out: TensorInfo[] = [];
   for (let k = 0; k < fresh.length; k++) {
     for (let i = 0; i < fresh[k]!.length; i++) {
       const o = old[k]![i]!;
-      out.push(b.make(run(whereSelf, apply, fresh[k]![i]!, b.h(o)), o.shape, 'float32'));
+      const h = fresh[k]![i]!;
+      b.free(run(whereOut, apply, h, b.h(o), h));
+      out.push(b.make(h, o.shape, 'float32'));
     }
   }
   return out;
 }
 
-/** m = β1·m + (1−β1)·g, v = β2·v + (1−β2)·g², u = (m/bc1)/(√v/√bc2 + eps); every intermediate list goes to `tmp`. */
-function moments(g: number[], m0: number[], v0: number[], a: NamedAttrMap, tmp: number[][]): { m: number[]; v: number[]; q: number[] } {
+/**
+ * m = β1·m + (1−β1)·g, v = β2·v + (1−β2)·g² (new lists: outputs), den = √v/√bc2 + eps (a new list, the caller frees
+ * it). Everything after the first allocation of each list runs in place.
+ */
+function moments(g: number[], m0: number[], v0: number[], a: NamedAttrMap): { m: number[]; v: number[]; den: number[] } {
   const beta1 = a['beta1'] as number;
   const beta2 = a['beta2'] as number;
-  const m1 = runMulti(fMulS, m0, beta1);
-  const m = runMulti(fAddL, m1, g, 1 - beta1);
-  const v1 = runMulti(fMulS, v0, beta2);
-  const v = runMulti(fAddcmulS, v1, g, g, 1 - beta2);
-  const sq = runMulti(fSqrt, v);
-  const d1 = runMulti(fDivS, sq, Math.sqrt(a['biasCorrection2'] as number));
-  const den = runMulti(fAddS, d1, a['eps'] as number);
-  tmp.push(m1, v1, sq, d1, den);
-  return { m, v, q: den };
+  const m = runMulti(fMulS, m0, beta1);
+  runMulti(fAddL_, m, g, 1 - beta1);
+  const v = runMulti(fMulS, v0, beta2);
+  runMulti(fAddcmulS_, v, g, g, 1 - beta2);
+  const den = runMulti(fSqrt, v);
+  runMulti(fDivS_, den, Math.sqrt(a['biasCorrection2'] as number));
+  runMulti(fAddS_, den, a['eps'] as number);
+  return { m, v, den };
 }
 
 function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo[] {
@@ -84,26 +95,24 @@ function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Ten
   const g0 = list(b, inputs, 'grad', n);
   const m0 = list(b, inputs, 'expAvg', n);
   const v0 = list(b, inputs, 'expAvgSq', n);
-  const tmp: number[][] = [];
-  const single: number[] = [];
   const g = runMulti(fDivT, g0.h, scalarInput(b, inputs, 'clipDiv'));
-  tmp.push(g);
-  const { m, v, q: den } = moments(g, m0.h, v0.h, a, tmp);
-  const mb = runMulti(fDivS, m, a['biasCorrection1'] as number);
-  let u = runMulti(fDivL, mb, den);
-  tmp.push(mb);
+  const { m, v, den } = moments(g, m0.h, v0.h, a);
+  b.free(g);
+  // u = (m/bc1)/den (+ wd·p) (× trust ratio)
+  const u = runMulti(fDivS, m, a['biasCorrection1'] as number);
+  runMulti(fDivL_, u, den);
+  b.free(den);
   const wd = a['weightDecay'] as number;
-  if (wd !== 0) {
-    tmp.push(u);
-    u = runMulti(fAddL, u, p.h, wd);
-  }
+  if (wd !== 0) runMulti(fAddL_, u, p.h, wd);
   if (a['adapt']) {
     // trust ratio r = ‖p‖/‖u‖ where both are > 0, else 1 (min(r, 1) with trustClip), per parameter
+    const single: number[] = [];
     const wn = runMulti(fNorm, p.h, 2);
     const un = runMulti(fNorm, u, 2);
-    tmp.push(wn, un);
     const W = run(stack, wn, 0);
     const U = run(stack, un, 0);
+    b.free(wn);
+    b.free(un);
     const okW = run(gtScalar, W, 0);
     const okU = run(gtScalar, U, 0);
     const ok = run(logicalAnd, okW, okU);
@@ -117,16 +126,13 @@ function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Ten
     }
     single.push(trust);
     const ts = runMulti(unbind, trust, 0);
-    tmp.push(ts, u);
-    u = runMulti(fMulL, u, ts);
+    runMulti(fMulL_, u, ts);
+    b.free(ts);
+    b.free(single);
   }
   const pn = runMulti(fAddL, p.h, u, -(a['lr'] as number));
-  tmp.push(u);
-  const out = select(b, scalarInput(b, inputs, 'apply'), [pn, m, v], [p.t, m0.t, v0.t]);
-  tmp.push(pn, m, v);
-  b.free(tmp.flat());
-  b.free(single);
-  return out;
+  b.free(u);
+  return select(b, scalarInput(b, inputs, 'apply'), [pn, m, v], [p.t, m0.t, v0.t]);
 }
 
 function adamw(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo[] {
@@ -136,23 +142,23 @@ function adamw(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Te
   const g0 = list(b, inputs, 'grad', n);
   const m0 = list(b, inputs, 'expAvg', n);
   const v0 = list(b, inputs, 'expAvgSq', n);
-  const tmp: number[][] = [];
   const lr = a['lr'] as number;
   const wd = a['weightDecay'] as number;
+  const step = -(lr / (a['biasCorrection1'] as number));
   const g = runMulti(fMulT, g0.h, scalarInput(b, inputs, 'clipCoef'));
-  tmp.push(g);
-  let decayed = p.h;
-  if (wd !== 0) {
-    decayed = runMulti(fMulS, p.h, 1 - lr * wd);
-    tmp.push(decayed);
-  }
-  const { m, v, q: den } = moments(g, m0.h, v0.h, a, tmp);
+  const { m, v, den } = moments(g, m0.h, v0.h, a);
+  b.free(g);
   const r = runMulti(fDivL, m, den);
-  const pn = runMulti(fAddL, decayed, r, -(lr / (a['biasCorrection1'] as number)));
-  const out = select(b, scalarInput(b, inputs, 'apply'), [pn, m, v], [p.t, m0.t, v0.t]);
-  tmp.push(r, pn, m, v);
-  b.free(tmp.flat());
-  return out;
+  b.free(den);
+  let pn: number[];
+  if (wd !== 0) {
+    pn = runMulti(fMulS, p.h, 1 - lr * wd);
+    runMulti(fAddL_, pn, r, step);
+  } else {
+    pn = runMulti(fAddL, p.h, r, step);
+  }
+  b.free(r);
+  return select(b, scalarInput(b, inputs, 'apply'), [pn, m, v], [p.t, m0.t, v0.t]);
 }
 
 function globalNorm(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo {
