@@ -50,7 +50,7 @@ const missing: string[] = [];
 let addon: TorchAddon | null = null;
 let addonPath: string | null = null;
 /** Output descriptions of the last call: [count, (dtype, rank, ...dims)*]. */
-export const meta = new Int32Array(4096);
+export const meta = new Int32Array(1 << 16);
 
 /** Declare an ATen operator (resolved when the addon loads, or now if it is loaded). */
 export function aten(name: string, overload: string, sig: string): AtenOp {
