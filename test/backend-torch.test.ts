@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { findTorchAddon, registerTorchBackend, torchKernelNames } from '../src/backend/torch/index.js';
 import { aten, missingOps, run } from '../src/backend/torch/addon.js';
+import { setOptimSelectOnDevice } from '../src/backend/torch/kernels/optim.js';
 import { initBackend } from '../src/backend/init.js';
 import { buildSparK, type SparKModel } from '../src/models/spark.js';
 import { buildParamGroups, Lamb } from '../src/train/optimizers.js';
@@ -494,7 +495,10 @@ test('torch optimizer kernels: SparkLambUpdate, SparkAdamWUpdate (applied and sk
     ['adamw no decay', 'adamw', { ...base, weightDecay: 0 }, { apply: true }],
     ['adamw skipped', 'adamw', { ...base, weightDecay: 0.05 }, { apply: false, nanGrad: true }],
   ];
-  for (const [what, kind, attrs, o] of cases) {
+  // both ways of applying or skipping: the flag read on the CPU, and where on the device (the CUDA path)
+  for (const [what0, kind, attrs, o] of [...cases, ...cases.map(([w, k, a, oo]) => [`${w} (where on the device)`, k, a, oo] as typeof cases[number])]) {
+    const what = what0;
+    setOptimSelectOnDevice(what.endsWith('(where on the device)'));
     const want = await on('cpu', () => optReference(kind, inputs({ ...o, kind }), attrs));
     const got = await on('torch', () => runK(kind === 'lamb' ? 'SparkLambUpdate' : 'SparkAdamWUpdate', inputs({ ...o, kind }), attrs as unknown as Record<string, number>));
     close(got, want, what, 1e-6);
@@ -504,6 +508,7 @@ test('torch optimizer kernels: SparkLambUpdate, SparkAdamWUpdate (applied and sk
       assert.deepEqual(got.map((v) => v.data).sort(), again.map((v) => v.data).sort());
     }
   }
+  setOptimSelectOnDevice(false);
   const norms = async (be: string) => on(be, () => {
     const t = inputs({ apply: true, kind: 'lamb' });
     const gs = shapes.map((_, i) => t[`grad${i}`]!);

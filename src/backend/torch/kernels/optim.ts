@@ -1,8 +1,9 @@
 /**
  * spark's fused optimizer kernels (contract: header of src/train/fused-optim.ts, /work/wt/notes/FUSED-CONTRACT.md)
  * on ATen's `_foreach_*` operators: one call per step of the update over all parameters of a group instead of one
- * per parameter. `apply` (a bool scalar on the device) selects new or old values with `where`, so a skipped step
- * (non-finite loss) leaves every tensor bit for bit and nothing is read back to the host.
+ * per parameter. `apply` (a bool scalar on the device) selects new or old values with `where` on CUDA, so a skipped
+ * step (non-finite loss) leaves every tensor bit for bit and nothing waits for the GPU; on the CPU the flag is read
+ * (free there) and the where passes are skipped.
  *
  * SparkGlobalNorm: √(Σᵢ‖gᵢ‖²) = ‖(‖g₀‖, …, ‖gₙ₋₁‖)‖ (_foreach_norm, stack, linalg_vector_norm).
  * SparkLambUpdate / SparkAdamWUpdate: timm 0.5.4's arithmetic, see the contract.
@@ -28,6 +29,7 @@ const fAddS_ = aten('_foreach_add_', 'Scalar', 'Ls');
 const fAddL_ = aten('_foreach_add_', 'List', 'LLs');
 const fAddcmulS_ = aten('_foreach_addcmul_', 'Scalar', 'LLLs');
 const whereOut = aten('where', 'self_out', 'TTTT');
+const cloneOp = aten('clone', '', 'Tn');
 const stack = aten('stack', '', 'Li');
 const unbind = aten('unbind', 'int', 'Ti');
 const vectorNorm = aten('linalg_vector_norm', '', 'Tsnbn');
@@ -54,12 +56,37 @@ function scalarInput(b: TorchBackend, inputs: NamedTensorInfoMap, name: string):
   return b.h(x);
 }
 
+let selectOnDevice = false;
+/** Tests: use the device path (where on the device) on the CPU too. Returns the previous setting. */
+export function setOptimSelectOnDevice(on: boolean): boolean {
+  const prev = selectOnDevice;
+  selectOnDevice = on;
+  return prev;
+}
+
 /**
  * where(apply, new, old) written into `new` itself (no allocation); the outputs in the contract's order. `fresh`
  * lists are this kernel's own tensors, so overwriting them is safe.
  */
 function select(b: TorchBackend, apply: number, fresh: number[][], old: TensorInfo[][]): TensorInfo[] {
   const out: TensorInfo[] = [];
+  if (b.device === 'cpu' && !selectOnDevice) {
+    // On the CPU reading the flag costs nothing (no device queue to wait for): the applied step skips the three
+    // where passes over every parameter, the skipped one returns copies of the inputs.
+    const applied = b.addon.toData(apply)[0] !== 0;
+    for (let k = 0; k < fresh.length; k++) {
+      for (let i = 0; i < fresh[k]!.length; i++) {
+        const o = old[k]![i]!;
+        if (applied) {
+          out.push(b.make(fresh[k]![i]!, o.shape, 'float32'));
+        } else {
+          b.free(fresh[k]![i]!);
+          out.push(b.make(run(cloneOp, b.h(o)), o.shape, 'float32'));
+        }
+      }
+    }
+    return out;
+  }
   for (let k = 0; k < fresh.length; k++) {
     for (let i = 0; i < fresh[k]!.length; i++) {
       const o = old[k]![i]!;
