@@ -470,7 +470,7 @@ function optReference(kind: 'lamb' | 'adamw', t: Record<string, tf.Tensor>, a: O
 
 test('torch optimizer kernels: SparkLambUpdate, SparkAdamWUpdate (applied and skipped) and SparkGlobalNorm equal the contract arithmetic on cpu', { skip }, async () => {
   const shapes = [[3, 3, 4, 5], [5], [7, 2], [4]];
-  const inputs = (opts: { zeroParam?: boolean; nanGrad?: boolean; apply: boolean; kind: 'lamb' | 'adamw' }): Record<string, tf.Tensor> => {
+  const inputs = (opts: { zeroParam?: boolean; nanGrad?: boolean; apply: boolean; unitClip?: boolean; kind: 'lamb' | 'adamw' }): Record<string, tf.Tensor> => {
     const t: Record<string, tf.Tensor> = {};
     shapes.forEach((sh, i) => {
       t[`param${i}`] = opts.zeroParam && i === 1 ? tf.zeros(sh) : tf.tensor(randn(sh, 70 + i), sh);
@@ -480,13 +480,13 @@ test('torch optimizer kernels: SparkLambUpdate, SparkAdamWUpdate (applied and sk
       t[`expAvg${i}`] = tf.tensor(randn(sh, 90 + i, 0.01), sh);
       t[`expAvgSq${i}`] = tf.tensor(randn(sh, 100 + i, 0.001).map(Math.abs), sh);
     });
-    if (opts.kind === 'lamb') t['clipDiv'] = tf.scalar(1.7);
-    else t['clipCoef'] = tf.scalar(0.6);
+    if (opts.kind === 'lamb') t['clipDiv'] = tf.scalar(opts.unitClip ? 1 : 1.7);
+    else t['clipCoef'] = tf.scalar(opts.unitClip ? 1 : 0.6);
     t['apply'] = tf.scalar(opts.apply ? 1 : 0, 'bool');
     return t;
   };
   const base = { n: shapes.length, lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-6, biasCorrection1: 1 - 0.9 ** 3, biasCorrection2: 1 - 0.999 ** 3 };
-  const cases: Array<[string, 'lamb' | 'adamw', OptAttrs, { zeroParam?: boolean; nanGrad?: boolean; apply: boolean }]> = [
+  const cases: Array<[string, 'lamb' | 'adamw', OptAttrs, { zeroParam?: boolean; nanGrad?: boolean; apply: boolean; unitClip?: boolean }]> = [
     ['lamb wd adapt trustClip', 'lamb', { ...base, weightDecay: 0.05, adapt: true, trustClip: true }, { apply: true }],
     ['lamb wd adapt, a zero parameter', 'lamb', { ...base, weightDecay: 0.05, adapt: true, trustClip: false }, { apply: true, zeroParam: true }],
     ['lamb no decay, no adapt', 'lamb', { ...base, weightDecay: 0, adapt: false, trustClip: false }, { apply: true }],
@@ -494,6 +494,8 @@ test('torch optimizer kernels: SparkLambUpdate, SparkAdamWUpdate (applied and sk
     ['adamw wd', 'adamw', { ...base, weightDecay: 0.05 }, { apply: true }],
     ['adamw no decay', 'adamw', { ...base, weightDecay: 0 }, { apply: true }],
     ['adamw skipped', 'adamw', { ...base, weightDecay: 0.05 }, { apply: false, nanGrad: true }],
+    ['lamb, no clipping (clipDiv 1)', 'lamb', { ...base, weightDecay: 0.05, adapt: true, trustClip: false }, { apply: true, unitClip: true }],
+    ['adamw, no clipping (clipCoef 1)', 'adamw', { ...base, weightDecay: 0.05 }, { apply: true, unitClip: true }],
   ];
   // both ways of applying or skipping: the flag read on the CPU, and where on the device (the CUDA path)
   for (const [what0, kind, attrs, o] of [...cases, ...cases.map(([w, k, a, oo]) => [`${w} (where on the device)`, k, a, oo] as typeof cases[number])]) {

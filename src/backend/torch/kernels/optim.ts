@@ -57,6 +57,11 @@ function scalarInput(b: TorchBackend, inputs: NamedTensorInfoMap, name: string):
 }
 
 let selectOnDevice = false;
+
+/** On the CPU: the clip factor is exactly 1 (no clipping this step), so the gradients are used as they are. */
+function unitOnCpu(b: TorchBackend, h: number): boolean {
+  return b.device === 'cpu' && !selectOnDevice && b.addon.toData(h)[0] === 1;
+}
 /** Tests: use the device path (where on the device) on the CPU too. Returns the previous setting. */
 export function setOptimSelectOnDevice(on: boolean): boolean {
   const prev = selectOnDevice;
@@ -122,9 +127,9 @@ function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Ten
   const g0 = list(b, inputs, 'grad', n);
   const m0 = list(b, inputs, 'expAvg', n);
   const v0 = list(b, inputs, 'expAvgSq', n);
-  const g = runMulti(fDivT, g0.h, scalarInput(b, inputs, 'clipDiv'));
+  const g = unitOnCpu(b, scalarInput(b, inputs, 'clipDiv')) ? g0.h : runMulti(fDivT, g0.h, scalarInput(b, inputs, 'clipDiv'));
   const { m, v, den } = moments(g, m0.h, v0.h, a);
-  b.free(g);
+  if (g !== g0.h) b.free(g);
   // u = (m/bc1)/den (+ wd·p) (× trust ratio)
   const u = runMulti(fDivS, m, a['biasCorrection1'] as number);
   runMulti(fDivL_, u, den);
@@ -172,9 +177,9 @@ function adamw(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Te
   const lr = a['lr'] as number;
   const wd = a['weightDecay'] as number;
   const step = -(lr / (a['biasCorrection1'] as number));
-  const g = runMulti(fMulT, g0.h, scalarInput(b, inputs, 'clipCoef'));
+  const g = unitOnCpu(b, scalarInput(b, inputs, 'clipCoef')) ? g0.h : runMulti(fMulT, g0.h, scalarInput(b, inputs, 'clipCoef'));
   const { m, v, den } = moments(g, m0.h, v0.h, a);
-  b.free(g);
+  if (g !== g0.h) b.free(g);
   const r = runMulti(fDivL, m, den);
   b.free(den);
   let pn: number[];
