@@ -257,6 +257,17 @@ test('torch kernels: shape and data movement', { skip }, async () => {
   await check('oneHot float', () => [tf.tensor([0, 2], [2], 'int32')], (i) => tf.oneHot(i, 3, 1, 0, 'float32'));
   await check('fill / ones / zeros / like', () => [x()], (a) => [tf.fill([2, 2], 3.5), tf.fill([3], 7, 'int32'), tf.ones([2, 3]), tf.zeros([4], 'int32'), tf.onesLike(a), tf.zerosLike(a), tf.onesLike(tf.cast(a, 'int32'))]);
   await check('range', () => [], () => [tf.range(0, 10, 3), tf.range(1, 2, 0.1), tf.range(5, 0, -1, 'int32'), tf.range(0, 0)]);
+  // kernels tfjs's ops reach only in some paths: called directly
+  await check('BroadcastTo / LogicalXor kernels', () => [x()], (a) => {
+    const k = (name: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown>) =>
+      tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+    const onCpu = tf.getBackend() === 'cpu';
+    const b = onCpu ? tf.tile(tf.reshape(tf.slice(a, [0, 0, 0], [1, 3, 4]), [1, 1, 3, 4]), [2, 2, 1, 1]) : k('BroadcastTo', { x: tf.slice(a, [0, 0, 0], [1, 3, 4]) }, { shape: [2, 2, 3, 4], inputShape: [1, 3, 4] });
+    const p = tf.greater(a, 0);
+    const q = tf.less(a, 0.5);
+    const xor = onCpu ? tf.logicalXor(p, q) : k('LogicalXor', { a: p, b: q }, {});
+    return [b, xor];
+  });
   await check('unsortedSegmentSum', () => [x()], (a) => tf.unsortedSegmentSum(a, tf.tensor([1, 0], [2], 'int32'), 3), { grad: true });
   await check('scalars', () => [], () => [tf.add(tf.scalar(2), tf.scalar(3)), tf.sum(tf.ones([0])), tf.reshape(tf.scalar(4), [1, 1])]);
 });
