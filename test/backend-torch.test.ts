@@ -22,10 +22,11 @@ const addonFile = process.env['SPARK_TORCH_ADDON'] || findTorchAddon().path;
 const skip = addonFile ? false : `torch addon not built: ${findTorchAddon().reason}`;
 if (skip) console.log(`# backend-torch: skipped, ${skip}`);
 
-/** The reference backend: native TensorFlow when it loads, else the pure-JS cpu backend. */
+/** The reference of the SparK-step test: native TensorFlow when it loads, else the pure-JS cpu backend. */
 let reference = 'cpu';
 if (!skip) {
-  const info = await initBackend('auto');
+  // $SPARK_TORCH_REFERENCE=cpu checks against the pure-JS backend even where tfjs-node is built
+  const info = await initBackend(process.env['SPARK_TORCH_REFERENCE'] === 'cpu' ? 'cpu' : 'auto');
   reference = info.name === 'tensorflow' ? 'tensorflow' : 'cpu';
   await registerTorchBackend({ device: process.env['SPARK_TORCH_DEVICE'] || 'cpu', threads: 2 });
 }
