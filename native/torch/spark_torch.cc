@@ -24,7 +24,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/headeronly/version.h>
+// torch/version.h (on the API include path) has the version macros in every 2.x; newer ones forward to headeronly/
+#include <torch/version.h>
 
 #include <cstring>
 #include <string>
