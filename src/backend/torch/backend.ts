@@ -93,6 +93,22 @@ export class TorchBackend extends tf.KernelBackend {
     return { dataId: t.dataId, shape: [...shape], dtype: t.dtype };
   }
 
+  /**
+   * A tensor derived from handle `h` (e.g. a convolution filter in the layout oneDNN/cuDNN prefer), made once and
+   * freed with `h`. Safe because a wrapped handle's contents never change (kernels write only into tensors they
+   * have just made and not yet returned).
+   */
+  derived(h: number, make: () => number): number {
+    let d = this.derivedOf.get(h);
+    if (d === undefined) {
+      d = make();
+      this.derivedOf.set(h, d);
+    }
+    return d;
+  }
+
+  private derivedOf = new Map<number, number>();
+
   /** Free a temporary handle made inside a kernel. */
   free(h: number | number[]): void {
     this.addon.free(h);
@@ -160,6 +176,11 @@ export class TorchBackend extends tf.KernelBackend {
     const d = this.data.get(dataId);
     d.refCount--;
     if (!force && d.refCount > 0) return false;
+    const derived = this.derivedOf.get(d.h);
+    if (derived !== undefined) {
+      this.addon.free(derived);
+      this.derivedOf.delete(d.h);
+    }
     this.addon.free(d.h);
     this.data.delete(dataId);
     return true;

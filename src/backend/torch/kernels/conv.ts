@@ -68,13 +68,23 @@ function nchwInput(b: TorchBackend, x: TensorInfo, p: Pad, tmp: number[], value 
   return h;
 }
 
-/** [out, in/groups, kh, kw] view of a tfjs filter. */
+/** [out, in/groups, kh, kw] of a tfjs filter: a cached channels-last copy (dense) or a view (depthwise, in `tmp`). */
 function torchFilter(b: TorchBackend, f: TensorInfo, depthwise: boolean, tmp: number[]): number {
   let h = b.h(f);
-  if (depthwise) {
-    const [kh, kw, c, m] = f.shape as [number, number, number, number];
-    tmp.push((h = run(reshape, h, [kh, kw, 1, c * m])));
+  if (!depthwise) {
+    // A channels-last [out,in,kh,kw] copy (OHWI memory), made once per filter tensor and shared by the forward and
+    // the input-gradient convolutions of a step: oneDNN reorders it to its blocked layout much faster than the
+    // HWIO-strided view (up to ~40% of a weight-heavy 1×1 convolution at small batch).
+    const hf = h;
+    return b.derived(hf, () => {
+      const v = run(permute, hf, [3, 2, 0, 1]);
+      const c = run(clone, v, CHANNELS_LAST);
+      b.free(v);
+      return c;
+    });
   }
+  const [kh, kw, c, m] = f.shape as [number, number, number, number];
+  tmp.push((h = run(reshape, h, [kh, kw, 1, c * m])));
   tmp.push((h = run(permute, h, [3, 2, 0, 1])));
   return h;
 }
