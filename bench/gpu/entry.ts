@@ -1,0 +1,214 @@
+/**
+ * The GPU check's JavaScript side, bundled into one file by bench/gpu/prepare.sh (esbuild: tfjs + the torch backend
+ * + the trainer's step; no node_modules on the GPU machine) and run by bench/gpu/run.sh under the carried Node.
+ *
+ *   node bench.mjs check  --device D                       conv + gradients on torch vs the cpu backend (TF32 off)
+ *   node bench.mjs losses --device D [--expect f.json] [--out f.json]
+ *        a few small SparK steps (resnet_mini, convnext_mini at 64 px, batch 4, LAMB) on torch, TF32 off; with
+ *        --expect, each loss must match the recorded CPU loss within relative 1e-4 (exit 1 otherwise)
+ *   node bench.mjs cases  --models a,b --batches 32,64 --size 224     the resolved cases for bench/torch_spark.py
+ *   node bench.mjs bench  --device D --models a,b --batches 32,64 --size 224 [--warmup 3] [--iters 10] [--tf32 on|off]
+ *        [--out f.json]   the SparK training step (sparse mode, trainStep + LAMB) on torch; one line per step on stderr
+ *   node bench.mjs table  --spark s.json --torch t.json [--losses l.json] [--out table.md]   the one table
+ *
+ * Also runs from the sources (`npx tsx bench/gpu/entry.ts …`) in a checkout.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { registerTorch } from '../../src/backend/torch-load.js';
+import { torchSelfCheck } from '../../src/backend/torch-check.js';
+import { describeEncoder } from '../../src/models/registry.js';
+import type { ModelConfig } from '../../src/spec/types.js';
+import { resolveCase, stepFlops, timeMode, type BenchCase, type ModeResult } from '../lib/spark-step.js';
+
+/** Relative tolerance of the CPU/GPU loss comparison (issue 11). */
+export const LOSS_RTOL = 1e-4;
+
+function args(argv: string[]): { cmd: string; opt: Record<string, string> } {
+  const [cmd = 'help', ...rest] = argv;
+  const opt: Record<string, string> = {};
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (!a.startsWith('--')) throw new Error(`unexpected argument '${a}'`);
+    const v = rest[i + 1];
+    if (v === undefined || v.startsWith('--')) throw new Error(`${a} needs a value`);
+    opt[a.slice(2)] = v;
+    i++;
+  }
+  return { cmd, opt };
+}
+
+const list = (s: string | undefined, def: string): string[] => (s ?? def).split(',').map((x) => x.trim()).filter(Boolean);
+const log = (s: string): void => void process.stderr.write(s + '\n');
+
+/** A preset at a size and batch with the reference decoder (width 768), mask ratio 0.6 and its default drop path. */
+function presetCase(name: string, size: number, batch: number, decoderWidth = 768, dropPath: number | null = null): BenchCase {
+  const model: ModelConfig = { encoder: name, decoder: { type: 'light', width: decoderWidth }, mask_ratio: 0.6, drop_path: dropPath, densify_norm: 'auto' };
+  return { label: name, model, inputSize: size, batch, beta2: describeEncoder(name).defaultBeta2 };
+}
+
+/** The small steps whose losses CPU and GPU must agree on: no drop path (no extra randomness), TF32 off. */
+function lossCases(): BenchCase[] {
+  return [presetCase('resnet_mini', 64, 4, 128, 0), presetCase('convnext_mini', 64, 4, 128, 0)];
+}
+const LOSS_STEPS = 3;
+
+async function useTorch(device: string, tf32: boolean): Promise<void> {
+  await registerTorch(device, tf32);
+  if (!(await tf.setBackend('torch'))) throw new Error(`tf.setBackend('torch') failed on ${device}`);
+  await tf.ready();
+}
+
+interface LossRecord {
+  device: string;
+  steps: number;
+  cases: { label: string; size: number; batch: number; losses: number[] }[];
+}
+
+async function losses(opt: Record<string, string>): Promise<number> {
+  const device = opt['device'] ?? 'cpu';
+  await useTorch(device, false);
+  const rec: LossRecord = { device, steps: LOSS_STEPS, cases: [] };
+  for (const c of lossCases()) {
+    const r = timeMode(c, 'sparse', { warmup: 0, iters: LOSS_STEPS, seed: 0 });
+    rec.cases.push({ label: c.label, size: c.inputSize, batch: c.batch, losses: r.losses });
+    log(`losses ${c.label} on ${device}: ${r.losses.map((l) => l.toPrecision(8)).join(', ')}`);
+  }
+  let ok = true;
+  const report: string[] = [];
+  if (opt['expect']) {
+    const want = JSON.parse(readFileSync(opt['expect'], 'utf8')) as LossRecord;
+    for (const w of want.cases) {
+      const got = rec.cases.find((c) => c.label === w.label);
+      if (!got) {
+        ok = false;
+        report.push(`${w.label}: not run`);
+        continue;
+      }
+      const rel = Math.max(...w.losses.map((l, i) => Math.abs((got.losses[i] ?? NaN) - l) / Math.abs(l)));
+      const pass = rel <= LOSS_RTOL;
+      ok &&= pass;
+      report.push(`${w.label}: ${LOSS_STEPS} losses on ${device} vs ${want.device}: largest relative difference ${rel.toExponential(2)} ${pass ? '≤' : '>'} ${LOSS_RTOL} ${pass ? 'ok' : 'MISMATCH'}`);
+    }
+    for (const l of report) log(l);
+  }
+  const out = { ...rec, ...(opt['expect'] ? { expect: opt['expect'], ok, report } : {}) };
+  if (opt['out']) writeFileSync(opt['out'], JSON.stringify(out, null, 2) + '\n');
+  else process.stdout.write(JSON.stringify(out) + '\n');
+  return ok ? 0 : 1;
+}
+
+function benchCases(opt: Record<string, string>): BenchCase[] {
+  const size = Number(opt['size'] ?? 224);
+  return list(opt['models'], 'resnet50,convnext_small').flatMap((m) => list(opt['batches'], '32,64').map((b) => presetCase(m, size, Number(b))));
+}
+
+interface SparkBenchRecord {
+  label: string;
+  batch: number;
+  size: number;
+  device: string;
+  tf32: boolean;
+  gflopPerStep: number;
+  result?: ModeResult;
+  error?: string;
+}
+
+async function bench(opt: Record<string, string>): Promise<number> {
+  const device = opt['device'] ?? 'cuda:0';
+  const tf32 = (opt['tf32'] ?? 'on') !== 'off';
+  await useTorch(device, tf32);
+  const warmup = Number(opt['warmup'] ?? 3);
+  const iters = Number(opt['iters'] ?? 10);
+  const out: SparkBenchRecord[] = [];
+  for (const c of benchCases(opt)) {
+    const rec: SparkBenchRecord = { label: c.label, batch: c.batch, size: c.inputSize, device, tf32, gflopPerStep: stepFlops(c) / 1e9 };
+    log(`[spark torch ${device}] ${c.label} batch ${c.batch} @ ${c.inputSize}`);
+    try {
+      rec.result = timeMode(c, 'sparse', { warmup, iters, seed: 0, log });
+      const r = rec.result;
+      log(`  median ${r.medianMs.toFixed(1)} ms, ${r.imgPerSec.toFixed(1)} img/s, tensors ${r.numTensors.beforeBuild} → ${r.numTensors.afterDispose}`);
+    } catch (e) {
+      rec.error = String((e as Error).message ?? e).split('\n')[0]!.slice(0, 300);
+      log(`  FAILED: ${rec.error}`);
+    }
+    out.push(rec);
+    if (opt['out']) writeFileSync(opt['out'], JSON.stringify({ device, tf32, host: os.hostname(), results: out }, null, 2) + '\n');
+  }
+  if (!opt['out']) process.stdout.write(JSON.stringify({ device, tf32, results: out }) + '\n');
+  return out.some((r) => r.error) ? 1 : 0;
+}
+
+interface TorchOut {
+  torch_version: string;
+  gpu?: string;
+  device?: string;
+  tf32?: { cudnn: boolean; matmul: boolean };
+  results: { label: string; batch: number; size: number; memory_format: string; median_ms: number; error?: string }[];
+}
+
+function table(opt: Record<string, string>): number {
+  const spark = JSON.parse(readFileSync(opt['spark']!, 'utf8')) as { device: string; tf32: boolean; results: SparkBenchRecord[] };
+  const torch = JSON.parse(readFileSync(opt['torch']!, 'utf8')) as TorchOut;
+  const lines: string[] = [];
+  lines.push(`SparK step (sparse, mask 0.6, LAMB), ${spark.results[0]?.size ?? '?'} px, on ${torch.gpu ?? spark.device}; PyTorch ${torch.torch_version}` +
+    ` (TF32: cuDNN ${torch.tf32?.cudnn ?? '?'}, matmul ${torch.tf32?.matmul ?? '?'}); spark torch backend TF32 ${spark.tf32 ? 'on' : 'off'}`);
+  lines.push('');
+  lines.push('| model | batch | spark/torch ms | spark img/s | PyTorch ms (nchw / channels_last) | PyTorch img/s (best) | spark ÷ PyTorch throughput |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|');
+  let allOk = true;
+  for (const s of spark.results) {
+    const t = torch.results.filter((r) => r.label === s.label && r.batch === s.batch && !r.error && r.median_ms > 0);
+    const by = (f: string) => t.find((r) => r.memory_format === f)?.median_ms;
+    const best = t.length ? Math.min(...t.map((r) => r.median_ms)) : NaN;
+    const sm = s.result?.medianMs ?? NaN;
+    const ratio = best / sm;
+    if (!(ratio >= 0.8)) allOk = false;
+    const f = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(1));
+    lines.push(`| ${s.label} | ${s.batch} | ${s.error ? `FAILED: ${s.error}` : f(sm)} | ${f((1000 * s.batch) / sm)} | ${f(by('nchw'))} / ${f(by('channels_last'))} | ` +
+      `${f((1000 * s.batch) / best)} | ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}×${ratio >= 0.8 ? '' : ' (< 0.8)'}` : '—'} |`);
+  }
+  if (opt['losses']) {
+    const l = JSON.parse(readFileSync(opt['losses'], 'utf8')) as { ok?: boolean; report?: string[] };
+    lines.push('');
+    lines.push(`losses vs CPU (relative ${LOSS_RTOL}, TF32 off): ${l.ok ? 'ok' : 'MISMATCH'}`);
+    for (const r of l.report ?? []) lines.push(`  ${r}`);
+    if (!l.ok) allOk = false;
+  }
+  const text = lines.join('\n') + '\n';
+  process.stdout.write(text);
+  if (opt['out']) writeFileSync(opt['out'], text);
+  return allOk ? 0 : 1;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { cmd, opt } = args(argv);
+  switch (cmd) {
+    case 'check': {
+      const r = await torchSelfCheck({ device: opt['device'] ?? 'cpu' });
+      log(`self-check on ${opt['device'] ?? 'cpu'}: ${r.ok ? 'ok' : 'FAILED'}: ${r.message}${r.fix && !r.ok ? ` (fix: ${r.fix})` : ''}`);
+      return r.ok ? 0 : 1;
+    }
+    case 'losses':
+      return losses(opt);
+    case 'cases':
+      process.stdout.write(JSON.stringify(benchCases(opt).map(resolveCase)) + '\n');
+      return 0;
+    case 'bench':
+      return bench(opt);
+    case 'table':
+      return table(opt);
+    default:
+      process.stdout.write('usage: node bench.mjs check|losses|cases|bench|table [--options] (see bench/gpu/entry.ts)\n');
+      return cmd === 'help' ? 0 : 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`bench/gpu: ${String((e as Error)?.message ?? e).split('\n')[0]}\n`);
+    process.exit(1);
+  },
+);
