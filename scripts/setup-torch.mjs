@@ -9,7 +9,8 @@
  * torch._C._GLIBCXX_USE_CXX11_ABI, CUDA from torch.version.cuda (then libtorch_cuda and libc10_cuda are linked with
  * --no-as-needed, or CUDA would never register, and SPARK_TORCH_CUDA=1 is defined for the sources).
  *
- * Cache: `${SPARK_TORCH_CACHE:-${XDG_CACHE_HOME:-~/.cache}/spark/torch}/<key>/spark_torch.node` + `build.json`, key =
+ * Cache: `<cache>/<key>/spark_torch.node` + `build.json` (<cache>: $SPARK_TORCH_CACHE, else $SPARK_CACHE_DIR/torch, else
+ * ${XDG_CACHE_HOME:-~/.cache}/spark/torch), key =
  * hash of the sources, the torch version, CUDA version, C++ ABI, Node's module ABI and the architecture. A second run
  * with nothing changed only re-checks. src/backend/torch/addon-path.ts finds the build ($SPARK_TORCH_ADDON overrides).
  *
@@ -18,7 +19,7 @@
  *
  * Options / environment:
  *   --python <exe> | SPARK_TORCH_PYTHON   the Python whose torch to build against
- *   SPARK_TORCH_CACHE                     cache folder (default ${XDG_CACHE_HOME:-~/.cache}/spark/torch)
+ *   SPARK_TORCH_CACHE                     cache folder (default $SPARK_CACHE_DIR/torch or ~/.cache/spark/torch)
  *   SPARK_NODE_HEADERS                    folder with node_api.h (default <node prefix>/include/node)
  *   CXX                                   C++ compiler (default g++)
  *   --sources <dir>                       C++ sources (default native/torch of this checkout)
@@ -97,7 +98,7 @@ if (opt.device != null && !/^(cpu|cuda|cuda:\d+|all)$/.test(opt.device)) {
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const cacheRoot = process.env.SPARK_TORCH_CACHE
-  || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'spark', 'torch');
+  || path.join(process.env.SPARK_CACHE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'spark'), 'torch');
 
 // ------------------------------------------------------------------------------------------------------- 1. python
 const PY_PROBE = `

@@ -1,7 +1,8 @@
 /**
  * Where the torch backend's addon is: `$SPARK_TORCH_ADDON`, else the newest build in the cache that
  * `npm run setup:torch` (scripts/setup-torch.mjs) wrote for this Node (module ABI, architecture) and these sources:
- * `${SPARK_TORCH_CACHE:-${XDG_CACHE_HOME:-~/.cache}/spark/torch}/<key>/spark_torch.node` beside its `build.json`.
+ * `<cache>/<key>/spark_torch.node` beside its `build.json`, where <cache> is `$SPARK_TORCH_CACHE`, else
+ * `$SPARK_CACHE_DIR/torch`, else `${XDG_CACHE_HOME:-~/.cache}/spark/torch` (scripts/setup-torch.mjs uses the same).
  *
  * Cheap (a few stat/read calls, no python, no dlopen): backend selection and `spark doctor` call it.
  */
@@ -12,6 +13,8 @@ import path from 'node:path';
 import { packageRoot } from '../../util/paths.js';
 
 export const SETUP_TORCH_FIX = 'npm run setup:torch';
+/** The fix when PyTorch itself may be missing too. */
+export const TORCH_SETUP_FIX = 'pip install torch, then npm run setup:torch';
 const ADDON = 'spark_torch.node';
 const SOURCE_RE = /\.(cc|cpp|h|hpp)$/;
 
@@ -34,9 +37,11 @@ export interface TorchBuildInfo {
   builtAt: string;
 }
 
+/** The cache folder of the torch addon builds. */
 export function torchCacheDir(): string {
-  return process.env['SPARK_TORCH_CACHE']
-    || path.join(process.env['XDG_CACHE_HOME'] || path.join(os.homedir(), '.cache'), 'spark', 'torch');
+  if (process.env['SPARK_TORCH_CACHE']) return process.env['SPARK_TORCH_CACHE'];
+  const base = process.env['SPARK_CACHE_DIR'] || path.join(process.env['XDG_CACHE_HOME'] || path.join(os.homedir(), '.cache'), 'spark');
+  return path.join(base, 'torch');
 }
 
 /** sha256 over the sorted sources (name NUL content NUL), as scripts/setup-torch.mjs computes it. */
