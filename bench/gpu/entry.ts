@@ -4,8 +4,9 @@
  *
  *   node bench.mjs check  --device D                       conv + gradients on torch vs the cpu backend (TF32 off)
  *   node bench.mjs losses --device D [--expect f.json] [--out f.json]
- *        a few small SparK steps (resnet_mini, convnext_mini at 64 px, batch 4, LAMB) on torch, TF32 off; with
- *        --expect, each loss must match the recorded CPU loss within relative 1e-4 (exit 1 otherwise)
+ *        a few small SparK steps (resnet_mini, convnext_mini at 64 px, batch 4, LAMB at lr 1e-3 so that the weights
+ *        move) on torch, TF32 off: loss and gradient norm of each; with --expect, each must match the recorded CPU
+ *        value within relative 1e-4 (exit 1 otherwise)
  *   node bench.mjs cases  --models a,b --batches 32,64 --size 224     the resolved cases for bench/torch_spark.py
  *   node bench.mjs bench  --device D --models a,b --batches 32,64 --size 224 [--warmup 3] [--iters 10] [--tf32 on|off]
  *        [--out f.json]   the SparK training step (sparse mode, trainStep + LAMB) on torch; one line per step on stderr
@@ -20,7 +21,10 @@ import { registerTorch } from '../../src/backend/torch-load.js';
 import { torchSelfCheck } from '../../src/backend/torch-check.js';
 import { describeEncoder } from '../../src/models/registry.js';
 import type { ModelConfig } from '../../src/spec/types.js';
-import { resolveCase, stepFlops, timeMode, type BenchCase, type ModeResult } from '../lib/spark-step.js';
+import { buildSparK } from '../../src/models/spark.js';
+import { trainStep } from '../../src/train/step.js';
+import { buildParamGroups, Lamb } from '../../src/train/optimizers.js';
+import { resolveCase, stepFlops, syntheticBatch, timeMode, type BenchCase, type ModeResult } from '../lib/spark-step.js';
 
 /** Relative tolerance of the CPU/GPU loss comparison (issue 11). */
 export const LOSS_RTOL = 1e-4;
@@ -52,7 +56,28 @@ function presetCase(name: string, size: number, batch: number, decoderWidth = 76
 function lossCases(): BenchCase[] {
   return [presetCase('resnet_mini', 64, 4, 128, 0), presetCase('convnext_mini', 64, 4, 128, 0)];
 }
-const LOSS_STEPS = 3;
+const LOSS_STEPS = 4;
+
+/** `steps` SparK steps from seed 0: the loss and the gradient norm (before clipping) of each. */
+function smallSteps(c: BenchCase, steps: number): { losses: number[]; gradNorms: number[] } {
+  const x = syntheticBatch(c.batch, c.inputSize);
+  const model = buildSparK(c.model, c.inputSize, 0);
+  const optimizer = new Lamb(buildParamGroups(model.params), { betas: [0.9, c.beta2], eps: 1e-6, maxGradNorm: 5 });
+  const losses: number[] = [];
+  const gradNorms: number[] = [];
+  try {
+    for (let it = 0; it < steps; it++) {
+      const r = trainStep(model, optimizer, [x], { seed: 0, it, hyper: { lr: 1e-3, wd: 0.04 } });
+      losses.push(r.loss);
+      gradNorms.push(r.gradNorm);
+    }
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+    x.dispose();
+  }
+  return { losses, gradNorms };
+}
 
 async function useTorch(device: string, tf32: boolean): Promise<void> {
   await registerTorch(device, tf32);
@@ -63,7 +88,7 @@ async function useTorch(device: string, tf32: boolean): Promise<void> {
 interface LossRecord {
   device: string;
   steps: number;
-  cases: { label: string; size: number; batch: number; losses: number[] }[];
+  cases: { label: string; size: number; batch: number; losses: number[]; gradNorms: number[] }[];
 }
 
 async function losses(opt: Record<string, string>): Promise<number> {
@@ -71,9 +96,9 @@ async function losses(opt: Record<string, string>): Promise<number> {
   await useTorch(device, false);
   const rec: LossRecord = { device, steps: LOSS_STEPS, cases: [] };
   for (const c of lossCases()) {
-    const r = timeMode(c, 'sparse', { warmup: 0, iters: LOSS_STEPS, seed: 0 });
-    rec.cases.push({ label: c.label, size: c.inputSize, batch: c.batch, losses: r.losses });
-    log(`losses ${c.label} on ${device}: ${r.losses.map((l) => l.toPrecision(8)).join(', ')}`);
+    const r = smallSteps(c, LOSS_STEPS);
+    rec.cases.push({ label: c.label, size: c.inputSize, batch: c.batch, ...r });
+    log(`${c.label} on ${device}: losses ${r.losses.map((l) => l.toPrecision(8)).join(', ')}; gradient norms ${r.gradNorms.map((l) => l.toPrecision(6)).join(', ')}`);
   }
   let ok = true;
   const report: string[] = [];
@@ -86,10 +111,13 @@ async function losses(opt: Record<string, string>): Promise<number> {
         report.push(`${w.label}: not run`);
         continue;
       }
-      const rel = Math.max(...w.losses.map((l, i) => Math.abs((got.losses[i] ?? NaN) - l) / Math.abs(l)));
-      const pass = rel <= LOSS_RTOL;
+      const relOf = (a: number[], b: number[]) => Math.max(...a.map((l, i) => Math.abs((b[i] ?? NaN) - l) / Math.abs(l)));
+      const rl = relOf(w.losses, got.losses);
+      const rg = relOf(w.gradNorms, got.gradNorms);
+      const pass = rl <= LOSS_RTOL && rg <= LOSS_RTOL;
       ok &&= pass;
-      report.push(`${w.label}: ${LOSS_STEPS} losses on ${device} vs ${want.device}: largest relative difference ${rel.toExponential(2)} ${pass ? '≤' : '>'} ${LOSS_RTOL} ${pass ? 'ok' : 'MISMATCH'}`);
+      report.push(`${w.label}: ${w.losses.length} steps on ${device} vs ${want.device}: largest relative difference ${rl.toExponential(2)} (losses), ` +
+        `${rg.toExponential(2)} (gradient norms) ${pass ? '≤' : '>'} ${LOSS_RTOL} ${pass ? 'ok' : 'MISMATCH'}`);
     }
     for (const l of report) log(l);
   }

@@ -209,7 +209,7 @@ function torchStatus(device: DeviceRequest): BackendStatus {
   }
   return {
     ...base, ...info, installed, available: true, trainable: true, device: plan.device, gpu: plan.device.startsWith('cuda'),
-    note: `on ${plan.device} (${plan.reason}); ${plan.addon.reason}`,
+    note: `${plan.reason}; addon ${plan.addon.path}`,
   };
 }
 
