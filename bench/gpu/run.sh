@@ -49,7 +49,7 @@ fail() { log "FAILED: $*"; exit 1; }
 [ -s "$payload/node.xz" ] && [ -s "$payload/bench.mjs" ] || fail "$payload is missing: run bash bench/gpu/prepare.sh where Node is, and carry bench/gpu/.out"
 xz -dc "$payload/node.xz" >"$work/node" && chmod +x "$work/node" || fail "cannot unpack $payload/node.xz"
 export PATH="$work:$PATH" SPARK_NODE_HEADERS="$PWD/$payload/node-include" TF_CPP_MIN_LOG_LEVEL=2
-log "node $(node --version); $("$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1)"
+log "node $(node --version) ($(command -v node)); $("$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1)"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/[gpu-check] gpu: /'
 
 stage setup 240 node scripts/setup-torch.mjs --python "$python" --skip-check || fail "the addon did not build (above)"

@@ -77,6 +77,8 @@ export async function torchSelfCheck(opts: { device: string }): Promise<SelfChec
       const out: Float32Array[][] = [];
       for (const b of ['cpu', 'torch']) {
         if (!(await tf.setBackend(b))) throw new Error(`tf.setBackend('${b}') failed`);
+        // The cpu backend prints a "use tfjs-node" banner on first use; not useful here.
+        if (b === 'cpu') (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
         out.push(evaluate(c, x, w, Rng.from(8, c.name)));
       }
       const names = ['output', 'input gradient', 'filter gradient'];
