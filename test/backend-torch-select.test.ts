@@ -13,7 +13,7 @@ import path from 'node:path';
 import { initBackend, parseBackendRequest, previewBackend } from '../src/backend/init.js';
 import { selectFrom, type BackendStatus } from '../src/backend/doctor.js';
 import { deviceRequest, parseDeviceRequest, planTorch } from '../src/backend/torch-load.js';
-import { hashTorchSources } from '../src/backend/torch/addon-path.js';
+import { findTorchAddon, hashTorchSources } from '../src/backend/torch/addon-path.js';
 import { nvidiaGpuVisible } from '../src/backend/native.js';
 import { BackendError } from '../src/util/errors.js';
 import { packageRoot } from '../src/util/paths.js';
@@ -171,4 +171,50 @@ test('spark doctor --backend torch and spark run --dry-run name the torch backen
   } finally {
     rmSync(empty, { recursive: true, force: true });
   }
+});
+
+test('with the addon built (npm run setup:torch): torch on cpu in a child process, cuda refused on a CPU build, doctor ok', (t) => {
+  const loc = findTorchAddon();
+  const moduleFile = new URL(`../src/backend/torch/index${EXT}`, import.meta.url).pathname;
+  if (!loc.path || !existsSync(moduleFile)) {
+    t.skip(`torch backend not set up here: ${!existsSync(moduleFile) ? 'no src/backend/torch module' : loc.reason}`);
+    return;
+  }
+  const initUrl = new URL(`../src/backend/init${EXT}`, import.meta.url).href;
+  const child = (device: string) => {
+    const script = `
+      const { initBackend } = await import(${JSON.stringify(initUrl)});
+      const tf = await import('@tensorflow/tfjs');
+      try {
+        const info = await initBackend('torch', { device: ${JSON.stringify(device)} });
+        const sum = tf.add(tf.tensor([1, 2]), tf.tensor([3, 4])).dataSync();
+        console.log(JSON.stringify({ ...info, active: tf.getBackend(), sum: Array.from(sum) }));
+      } catch (e) {
+        console.log(JSON.stringify({ error: e.name, message: e.message, exitCode: e.exitCode }));
+      }`;
+    const r = spawnSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', script], {
+      cwd: packageRoot(), encoding: 'utf8', timeout: 120_000, env: { ...process.env, SPARK_TORCH_DEVICE: undefined },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+  };
+  const cpu = child('cpu');
+  assert.equal(cpu['error'], undefined, String(cpu['message']));
+  assert.deepEqual([cpu['name'], cpu['provider'], cpu['device'], cpu['active'], cpu['native']], ['torch', 'libtorch', 'cpu', 'torch', true]);
+  assert.deepEqual(cpu['sum'], [4, 6]);
+  assert.match(String(cpu['reason']), /^requested; torch on cpu: device cpu requested \(PyTorch \d/);
+  if (loc.build?.cudaVersion == null) {
+    const cuda = child('cuda');
+    assert.equal(cuda['error'], 'BackendError');
+    assert.equal(cuda['exitCode'], 3);
+    assert.match(String(cuda['message']), /device cuda requested, but the addon was built against torch .*, a CPU build/);
+  }
+  const d = spark(['doctor', '--backend', 'torch', '--device', 'cpu', '--json'], {});
+  assert.equal(d.status, 0, d.stdout + d.stderr);
+  const j = JSON.parse(d.stdout) as { selected: { ok: boolean; id: string }; backends: BackendStatus[] };
+  assert.deepEqual([j.selected.ok, j.selected.id], [true, 'torch']);
+  const torch = j.backends.find((b) => b.id === 'torch')!;
+  assert.equal(torch.available, true, torch.reason);
+  assert.equal(torch.device, 'cpu');
+  assert.match(torch.torchVersion ?? '', /^\d+\.\d+/);
 });
