@@ -263,7 +263,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       ...(opts.sweep ? { sweep: opts.sweep } : {}),
     });
     started = true;
-    if (backend.name === 'torch') bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `backend torch on ${backend.device}: ${backend.reason}` });
+    if (backend.name === 'torch') bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `backend: ${backend.reason}` });
     for (const w of pendingWarnings) bus.emit({ type: 'warning', time: Date.now(), code: w.code, message: w.message });
     if (resumeState && startStep >= schedule.maxIters) {
       bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `run already complete at step ${startStep}` });
