@@ -24,10 +24,8 @@ import type { ModelConfig } from '../../src/spec/types.js';
 import { buildSparK } from '../../src/models/spark.js';
 import { trainStep } from '../../src/train/step.js';
 import { buildParamGroups, Lamb } from '../../src/train/optimizers.js';
-import { resolveCase, stepFlops, syntheticBatch, timeMode, type BenchCase, type ModeResult } from '../lib/spark-step.js';
-
-/** Relative tolerance of the CPU/GPU loss comparison (issue 11). */
-export const LOSS_RTOL = 1e-4;
+import { resolveCase, stepFlops, syntheticBatch, timeMode, type BenchCase } from '../lib/spark-step.js';
+import { compareLosses, formatTable, type LossCheck, type LossRecord, type SparkBench, type SparkBenchRecord, type TorchOut } from './report.js';
 
 function args(argv: string[]): { cmd: string; opt: Record<string, string> } {
   const [cmd = 'help', ...rest] = argv;
@@ -85,12 +83,6 @@ async function useTorch(device: string, tf32: boolean): Promise<void> {
   await tf.ready();
 }
 
-interface LossRecord {
-  device: string;
-  steps: number;
-  cases: { label: string; size: number; batch: number; losses: number[]; gradNorms: number[] }[];
-}
-
 async function losses(opt: Record<string, string>): Promise<number> {
   const device = opt['device'] ?? 'cpu';
   await useTorch(device, false);
@@ -101,24 +93,9 @@ async function losses(opt: Record<string, string>): Promise<number> {
     log(`${c.label} on ${device}: losses ${r.losses.map((l) => l.toPrecision(8)).join(', ')}; gradient norms ${r.gradNorms.map((l) => l.toPrecision(6)).join(', ')}`);
   }
   let ok = true;
-  const report: string[] = [];
+  let report: string[] = [];
   if (opt['expect']) {
-    const want = JSON.parse(readFileSync(opt['expect'], 'utf8')) as LossRecord;
-    for (const w of want.cases) {
-      const got = rec.cases.find((c) => c.label === w.label);
-      if (!got) {
-        ok = false;
-        report.push(`${w.label}: not run`);
-        continue;
-      }
-      const relOf = (a: number[], b: number[]) => Math.max(...a.map((l, i) => Math.abs((b[i] ?? NaN) - l) / Math.abs(l)));
-      const rl = relOf(w.losses, got.losses);
-      const rg = relOf(w.gradNorms, got.gradNorms);
-      const pass = rl <= LOSS_RTOL && rg <= LOSS_RTOL;
-      ok &&= pass;
-      report.push(`${w.label}: ${w.losses.length} steps on ${device} vs ${want.device}: largest relative difference ${rl.toExponential(2)} (losses), ` +
-        `${rg.toExponential(2)} (gradient norms) ${pass ? '≤' : '>'} ${LOSS_RTOL} ${pass ? 'ok' : 'MISMATCH'}`);
-    }
+    ({ ok, report } = compareLosses(JSON.parse(readFileSync(opt['expect'], 'utf8')) as LossRecord, rec));
     for (const l of report) log(l);
   }
   const out = { ...rec, ...(opt['expect'] ? { expect: opt['expect'], ok, report } : {}) };
@@ -130,17 +107,6 @@ async function losses(opt: Record<string, string>): Promise<number> {
 function benchCases(opt: Record<string, string>): BenchCase[] {
   const size = Number(opt['size'] ?? 224);
   return list(opt['models'], 'resnet50,convnext_small').flatMap((m) => list(opt['batches'], '32,64').map((b) => presetCase(m, size, Number(b))));
-}
-
-interface SparkBenchRecord {
-  label: string;
-  batch: number;
-  size: number;
-  device: string;
-  tf32: boolean;
-  gflopPerStep: number;
-  result?: ModeResult;
-  error?: string;
 }
 
 async function bench(opt: Record<string, string>): Promise<number> {
@@ -168,46 +134,12 @@ async function bench(opt: Record<string, string>): Promise<number> {
   return out.some((r) => r.error) ? 1 : 0;
 }
 
-interface TorchOut {
-  torch_version: string;
-  gpu?: string;
-  device?: string;
-  tf32?: { cudnn: boolean; matmul: boolean };
-  results: { label: string; batch: number; size: number; memory_format: string; median_ms: number; error?: string }[];
-}
-
 function table(opt: Record<string, string>): number {
-  const spark = JSON.parse(readFileSync(opt['spark']!, 'utf8')) as { device: string; tf32: boolean; results: SparkBenchRecord[] };
-  const torch = JSON.parse(readFileSync(opt['torch']!, 'utf8')) as TorchOut;
-  const lines: string[] = [];
-  lines.push(`SparK step (sparse, mask 0.6, LAMB), ${spark.results[0]?.size ?? '?'} px, on ${torch.gpu ?? spark.device}; PyTorch ${torch.torch_version}` +
-    ` (TF32: cuDNN ${torch.tf32?.cudnn ?? '?'}, matmul ${torch.tf32?.matmul ?? '?'}); spark torch backend TF32 ${spark.tf32 ? 'on' : 'off'}`);
-  lines.push('');
-  lines.push('| model | batch | spark/torch ms | spark img/s | PyTorch ms (nchw / channels_last) | PyTorch img/s (best) | spark ÷ PyTorch throughput |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|');
-  let allOk = true;
-  for (const s of spark.results) {
-    const t = torch.results.filter((r) => r.label === s.label && r.batch === s.batch && !r.error && r.median_ms > 0);
-    const by = (f: string) => t.find((r) => r.memory_format === f)?.median_ms;
-    const best = t.length ? Math.min(...t.map((r) => r.median_ms)) : NaN;
-    const sm = s.result?.medianMs ?? NaN;
-    const ratio = best / sm;
-    if (!(ratio >= 0.8)) allOk = false;
-    const f = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(1));
-    lines.push(`| ${s.label} | ${s.batch} | ${s.error ? `FAILED: ${s.error}` : f(sm)} | ${f((1000 * s.batch) / sm)} | ${f(by('nchw'))} / ${f(by('channels_last'))} | ` +
-      `${f((1000 * s.batch) / best)} | ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}×${ratio >= 0.8 ? '' : ' (< 0.8)'}` : '—'} |`);
-  }
-  if (opt['losses']) {
-    const l = JSON.parse(readFileSync(opt['losses'], 'utf8')) as { ok?: boolean; report?: string[] };
-    lines.push('');
-    lines.push(`losses vs CPU (relative ${LOSS_RTOL}, TF32 off): ${l.ok ? 'ok' : 'MISMATCH'}`);
-    for (const r of l.report ?? []) lines.push(`  ${r}`);
-    if (!l.ok) allOk = false;
-  }
-  const text = lines.join('\n') + '\n';
-  process.stdout.write(text);
-  if (opt['out']) writeFileSync(opt['out'], text);
-  return allOk ? 0 : 1;
+  const read = <T>(f: string): T => JSON.parse(readFileSync(f, 'utf8')) as T;
+  const r = formatTable(read<SparkBench>(opt['spark']!), read<TorchOut>(opt['torch']!), opt['losses'] ? read<LossCheck>(opt['losses']) : undefined);
+  process.stdout.write(r.text);
+  if (opt['out']) writeFileSync(opt['out'], r.text);
+  return r.ok ? 0 : 1;
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -87,7 +87,8 @@ export async function torchSelfCheck(opts: { device: string }): Promise<SelfChec
           return { ok: false, message: `${c.name}: ${names[i]} has ${out[1]![i]!.length} values on torch, ${out[0]![i]!.length} on cpu`, fix: 'report this as a bug' };
         }
         const e = relErr(out[1]![i]!, out[0]![i]!);
-        if (!(e <= worst)) {
+        if (Number.isNaN(e)) return { ok: false, message: `torch gives NaN in ${c.name} ${names[i]}`, fix: 'report this as a bug', maxRelErr: NaN };
+        if (e > worst || !worstAt) {
           worst = e;
           worstAt = `${c.name} ${names[i]}`;
         }
