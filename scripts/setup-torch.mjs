@@ -333,7 +333,7 @@ function stepLoad(addon, torch) {
 
 // -------------------------------------------------------------------------------------------------- 6. self-check
 function checkDevices(torch) {
-  const d = opt.device ?? process.env.SPARK_TORCH_SELFCHECK_DEVICE;
+  const d = opt.device;
   const gpu = torch.cudaLibs && torch.gpus.length > 0;
   if (d === 'all' || d == null) return gpu ? ['cpu', 'cuda:0'] : ['cpu'];
   return [d];

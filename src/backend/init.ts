@@ -138,12 +138,12 @@ async function useCpu(): Promise<void> {
 }
 
 /** Register (once per process) and select the torch backend on the planned device. */
-async function useTorch(device: string, tf32: boolean): Promise<void> {
+async function useTorch(device: string, tf32: boolean, threads: number | null): Promise<void> {
   if (torchDevice && torchDevice !== device) {
     throw new BackendError(`backend 'torch' is already on ${torchDevice} in this process; it cannot move to ${device}`);
   }
   if (!torchDevice) {
-    await registerTorch(device, tf32);
+    await registerTorch(device, tf32, threads);
     torchDevice = device;
   }
   if (!(await tf.setBackend('torch'))) throw new BackendError(`backend 'torch' is unusable: tf.setBackend('torch') failed on ${device}`);
@@ -216,7 +216,7 @@ export async function initBackend(req: BackendRequest = 'auto', opts: BackendOpt
       const fix = plan.addon.path ? undefined : 'npm run setup:torch';
       throw new BackendError(`backend 'torch' is unusable: ${plan.reason}`, fix);
     }
-    await useTorch(plan.device, tf32);
+    await useTorch(plan.device, tf32, threads);
     current = torchInfo(req, plan.device, plan.reason, plan.addon.build, threads);
     return current;
   }
@@ -228,7 +228,7 @@ export async function initBackend(req: BackendRequest = 'auto', opts: BackendOpt
     const plan = dreq === 'cpu' ? null : planTorch(dreq);
     if (plan?.device && plan.device.startsWith('cuda')) {
       try {
-        await useTorch(plan.device, tf32);
+        await useTorch(plan.device, tf32, threads);
         current = torchInfo(req, plan.device, plan.reason, plan.addon.build, threads);
         return current;
       } catch (e) {

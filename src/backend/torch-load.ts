@@ -14,7 +14,7 @@ export const DEVICE_RE = /^(auto|cpu|cuda|cuda:\d+)$/;
 
 /** What src/backend/torch/index.ts exports (torch-core's side of the interface). */
 export interface TorchBackendModule {
-  registerTorchBackend(opts: { device: string; tf32?: boolean }): unknown;
+  registerTorchBackend(opts: { device: string; tf32?: boolean; threads?: number }): unknown;
 }
 
 /** Validate a device request from the spec, the CLI or the environment. */
@@ -80,11 +80,11 @@ export async function importTorchBackend(): Promise<TorchBackendModule> {
   }
 }
 
-/** Register the 'torch' tfjs backend on `device` (not selecting it). BackendError when it cannot. */
-export async function registerTorch(device: string, tf32: boolean): Promise<void> {
+/** Register the 'torch' tfjs backend on `device` (not selecting it); `threads`: libtorch's intra-op threads (CPU). */
+export async function registerTorch(device: string, tf32: boolean, threads?: number | null): Promise<void> {
   const m = await importTorchBackend();
   try {
-    await m.registerTorchBackend({ device, tf32 });
+    await m.registerTorchBackend({ device, tf32, ...(threads ? { threads } : {}) });
   } catch (e) {
     if (e instanceof BackendError) throw e;
     throw new BackendError(`backend 'torch' is unusable: ${firstLine(e)} (fix: ${SETUP_TORCH_FIX})`, SETUP_TORCH_FIX);
