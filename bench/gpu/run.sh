@@ -4,9 +4,9 @@
 #   1. unpack the carried Node; 2. build the torch addon against this machine's torch (scripts/setup-torch.mjs
 #   under the carried Node, the carried N-API headers); 3. self-check (conv + gradients vs the cpu backend);
 #   4. a few small SparK steps on the GPU (TF32 off) whose losses must equal bench/gpu/cpu-losses.json (recorded on
-#   torch CPU) within relative 1e-4; 5. the SparK step on the torch backend (TF32 on, PyTorch's default) and
-#   6. the same step in PyTorch (bench/torch_spark.py --device cuda, nchw and channels_last), for each model and
-#   batch; 7. one table. All inside --budget seconds (default 450 s; each stage gets what is left).
+#   torch CPU) within relative 1e-4; 5. the SparK step in PyTorch (bench/torch_spark.py --device cuda, nchw and
+#   channels_last; the predictable part first) and 6. the same step on the torch backend (TF32 on, PyTorch's
+#   default), for each model and batch; 7. one table. All inside --budget seconds (default 450 s; each stage gets what is left).
 # Outputs go to $OUT (the device tool's folder, which returns at most 8 files) or --out: run.log (every stage's
 # output), losses.json, spark.json, torch.json, table.md.
 #
@@ -60,15 +60,15 @@ stage check 90 "${bench[@]}" check --device "$device" || fail "self-check failed
 stage losses 120 "${bench[@]}" losses --device "$device" --expect bench/gpu/cpu-losses.json --out "$outdir/losses.json"
 losses_rc=$?
 "${bench[@]}" cases --models "$models" --batches "$batches" --size "$size" >"$work/cases.json" || fail "cases"
-stage spark 240 "${bench[@]}" bench --device "$device" --models "$models" --batches "$batches" --size "$size" \
-  --warmup "$warmup" --iters "$iters" --out "$outdir/spark.json"
-spark_rc=$?
 threads=$(nproc)
 # its JSON (stdout) goes to torch.json, its progress (stderr) to the console and torch.log
 stage torch 150 bash -c 'PYTHONUNBUFFERED=1 "$@" >"'"$outdir"'/torch.json"' _ "$python" bench/torch_spark.py --device "$device" \
   --cases "$(cat "$work/cases.json")" --modes sparse --formats nchw,channels_last --warmup "$warmup" --iters "$iters" \
   --threads "$threads"
 torch_rc=$?
+stage spark 240 "${bench[@]}" bench --device "$device" --models "$models" --batches "$batches" --size "$size" \
+  --warmup "$warmup" --iters "$iters" --out "$outdir/spark.json"
+spark_rc=$?
 echo
 table_args=(--spark "$outdir/spark.json" --torch "$outdir/torch.json" --out "$outdir/table.md")
 [ -s "$outdir/losses.json" ] && table_args+=(--losses "$outdir/losses.json")
