@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { compareLosses, formatTable, LOSS_RTOL, type LossRecord, type SparkBench, type TorchOut } from '../bench/gpu/report.js';
@@ -109,5 +109,37 @@ test('run.sh: without the prepared payload it stops at once, saying how to make 
     assert.match(u.stderr, /run\.sh: unknown option --bogus/);
   } finally {
     rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('bundle.sh: one file that runs without node_modules and holds the torch backend', (t) => {
+  const backend = path.join(packageRoot(), 'src', 'backend', 'torch', 'index.ts');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'spark-gpu-bundle-'));
+  try {
+    const out = path.join(dir, 'bench.mjs');
+    const r = spawnSync('bash', [path.join(packageRoot(), 'bench', 'gpu', 'bundle.sh'), out], { encoding: 'utf8', timeout: 120_000 });
+    if (!existsSync(backend)) {
+      assert.equal(r.status, 1, 'without the backend the bundle is refused');
+      assert.match(r.stderr, /src\/backend\/torch\/index\.ts is not in this checkout/);
+      t.skip('no src/backend/torch in this checkout');
+      return;
+    }
+    assert.equal(r.status, 0, r.stderr);
+    const text = readFileSync(out, 'utf8');
+    assert.match(text, /registerTorchBackend/);
+    for (const pkg of ['@tensorflow/tfjs-node', 'sharp']) {
+      assert.doesNotMatch(text, new RegExp(`^import .* from ["']${pkg}["']`, 'm'), `${pkg} is never imported statically`);
+    }
+    // Outside the checkout (no node_modules anywhere above /tmp): the bundle alone answers.
+    const c = spawnSync(process.execPath, [out, 'cases', '--models', 'resnet_mini', '--batches', '2', '--size', '64'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(c.status, 0, c.stderr);
+    assert.deepEqual((JSON.parse(c.stdout) as { label: string }[]).map((x) => x.label), ['resnet_mini']);
+    const check = spawnSync(process.execPath, [out, 'check', '--device', 'cpu'], {
+      cwd: dir, encoding: 'utf8', timeout: 120_000, env: { ...process.env, SPARK_TORCH_CACHE: dir, SPARK_TORCH_ADDON: undefined },
+    });
+    assert.equal(check.status, 1, 'no addon in an empty cache');
+    assert.match(check.stderr, /self-check on cpu: FAILED: the torch addon is not built/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -31,16 +31,7 @@ for h in node_api.h node_api_types.h js_native_api.h js_native_api_types.h; do
   cp "$hdr/$h" "$out/node-include/"
 done
 
-esb=node_modules/.bin/esbuild
-[ -x "$esb" ] || fail "$esb not found (npm ci installs it with tsx)"
-"$esb" bench/gpu/entry.ts --bundle --platform=node --format=esm --target=node20 --outfile="$out/bench.mjs" \
-  --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu --external:sharp \
-  "--banner:js=import { createRequire as __sparkRequire } from 'module'; const require = __sparkRequire(import.meta.url);" \
-  --log-level=error
-# A dynamic import esbuild could not resolve stays a runtime import: then the backend is not in the bundle.
-if grep -q 'import("./torch/index.js")' "$out/bench.mjs"; then
-  fail "src/backend/torch/index.ts is not in this checkout: the bundle would have no torch backend"
-fi
+bash bench/gpu/bundle.sh "$out/bench.mjs" || fail "bundling bench/gpu/entry.ts failed (above)"
 
 # Everything that travels: tracked + untracked-not-ignored files, plus this folder (carried).
 tree=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | du --files0-from=- -cb 2>/dev/null | tail -1 | cut -f1)
