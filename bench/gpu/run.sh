@@ -8,7 +8,8 @@
 #   channels_last; the predictable part first) and 6. the same step on the torch backend (TF32 on, PyTorch's
 #   default), for each model and batch; 7. one table. All inside --budget seconds (default 450 s; each stage gets what is left).
 # Outputs go to $OUT (the device tool's folder, which returns at most 8 files) or --out: run.log (every stage's
-# output), losses.json, spark.json, torch.json, table.md.
+# output), losses.json, spark.json, torch.json, table.md (+ losses-vs-cpu-here.json when the recorded losses differ:
+# the same steps on this machine's CPU, in case the recording is stale).
 #
 #   bash bench/gpu/run.sh [--device cuda:0] [--models resnet50,convnext_small] [--batches 32,64] [--size 224]
 #        [--warmup 3] [--iters 10] [--python python3] [--budget 450] [--out DIR]
@@ -59,6 +60,11 @@ bench=(node "$payload/bench.mjs")
 stage check 90 "${bench[@]}" check --device "$device" || fail "self-check failed (above)"
 stage losses 120 "${bench[@]}" losses --device "$device" --expect bench/gpu/cpu-losses.json --out "$outdir/losses.json"
 losses_rc=$?
+if [ "$losses_rc" -ne 0 ] && [ "$device" != cpu ]; then
+  # The recorded CPU losses may be stale (the backend's numerics changed since): compare with this machine's CPU too.
+  stage losses-cpu 120 "${bench[@]}" losses --device cpu --out "$work/cpu-here.json" &&
+    stage losses-here 90 "${bench[@]}" losses --device "$device" --expect "$work/cpu-here.json" --out "$outdir/losses-vs-cpu-here.json"
+fi
 "${bench[@]}" cases --models "$models" --batches "$batches" --size "$size" >"$work/cases.json" || fail "cases"
 threads=$(nproc)
 # its JSON (stdout) goes to torch.json, its progress (stderr) to the console and torch.log
