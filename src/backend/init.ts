@@ -248,7 +248,7 @@ export async function initBackend(req: BackendRequest = 'auto', opts: BackendOpt
           : `tfjs-node addon built and loaded${notes.length ? `; ${notes.join('; ')}` : ''}`;
         current = {
           name: 'tensorflow', provider: pick.provider, request: req, native: true, threads: r.threads, tfVersion: r.tfVersion, gpu: r.gpu,
-          reason: `${req === 'auto' ? '' : 'requested; '}${why} (TensorFlow ${r.tfVersion}, ${r.threads} intra-op threads)`,
+          reason: `${req === 'auto' ? '' : 'requested; '}${autoNotes.map((n) => `${n}; `).join('')}${why} (TensorFlow ${r.tfVersion}, ${r.threads} intra-op threads)`,
         };
         return current;
       } catch (e) {
