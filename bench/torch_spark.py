@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SparK pre-training step in PyTorch (CPU), the reference side of bench/step-throughput.ts (`--torch`).
+"""SparK pre-training step in PyTorch (CPU, or CUDA with --device cuda), the reference side of bench/step-throughput.ts (`--torch`).
 
 A compact re-implementation of the official method from ../shared/spec/spark.md §1-§4, written for timing:
   * mask: torch.rand → argsort → first len_keep cells visible (round-half-even, as Python's round), §1.3;
@@ -16,11 +16,15 @@ Modes (the same as the TS bench):
   dense   = the same network without any masking (plain Conv/BN/LN), densify without token fill, loss of a random mask.
 --interleave builds every mode's model and alternates them step by step (same background load for all).
 Memory formats: nchw (contiguous) and channels_last (model and input converted with .to(memory_format=...)).
+--device cuda[:N]: model, input, masks and optimizer state on that GPU; every timed step is bracketed by
+torch.cuda.synchronize(); TF32 stays as PyTorch's default (cuDNN convolutions TF32, matmuls full float32), and the
+output records the flags, the GPU's name and the peak allocated memory.
 Initialisation follows spec §2.4/§2.5/§3.3 (densify projections keep PyTorch's default), so the first loss is ≈ 1.
 
 Usage: python3 bench/torch_spark.py --cases '[{"label":..,"family":"resnet","layers":[3,4,6,3],"width":64,
          "decoder_width":768,"densify_norm":"bn","drop_path":0.05,"mask_ratio":0.6,"size":224,"batch":8,"beta2":0.95}]'
          [--modes sparse,dense,visible] [--formats nchw,channels_last] [--warmup 2] [--iters 5] [--threads 2]
+         [--device cpu|cuda|cuda:N]
 Prints one JSON object on stdout; progress goes to stderr.
 """
 import argparse
@@ -286,8 +290,8 @@ class SparK(nn.Module):
 
     def make_mask(self, b, device='cpu'):
         L = self.fmap * self.fmap
-        idx = torch.rand(b, L).argsort(dim=1)[:, :self.len_keep]
-        return torch.zeros(b, L, dtype=torch.bool).scatter_(1, idx, True).view(b, 1, self.fmap, self.fmap)
+        idx = torch.rand(b, L, device=device).argsort(dim=1)[:, :self.len_keep]
+        return torch.zeros(b, L, dtype=torch.bool, device=device).scatter_(1, idx, True).view(b, 1, self.fmap, self.fmap)
 
     def forward(self, inp, mask, dense=False):
         """mask (B,1,f,f) bool, True = visible. dense=True: no masking in the network; the loss still uses `mask`."""
@@ -373,9 +377,18 @@ def param_groups(model, wd):
 
 
 # ----------------------------------------------------------------------------------------------------- bench
+DEVICE = torch.device('cpu')
+
+
+def sync():
+    """Wait for the GPU's queued work (timing brackets); nothing on the CPU."""
+    if DEVICE.type == 'cuda':
+        torch.cuda.synchronize(DEVICE)
+
+
 def synthetic_batch(b, size, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, 3, size, size, generator=g)
+    return torch.randn(b, 3, size, size, generator=g).to(DEVICE)
 
 
 def build(case):
@@ -389,23 +402,25 @@ def build(case):
 def time_case(case, mode, fmt, warmup, iters):
     torch.manual_seed(0)
     load0 = os.getloadavg()[0]
-    model = build(case).train()
+    model = build(case).train().to(DEVICE)
     x = synthetic_batch(case['batch'], case['size'])
     if fmt == 'channels_last':
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = Lamb(param_groups(model, 0.04), lr=1e-4, betas=(0.9, case['beta2']))
     f = model.fmap
-    ones = torch.ones(case['batch'], 1, f, f, dtype=torch.bool)
+    ones = torch.ones(case['batch'], 1, f, f, dtype=torch.bool, device=DEVICE)
     times, loss = [], float('nan')
     for i in range(warmup + iters):
+        sync()
         t0 = time.perf_counter()
-        mask = ones if mode == 'visible' else model.make_mask(case['batch'])
+        mask = ones if mode == 'visible' else model.make_mask(case['batch'], DEVICE)
         opt.zero_grad(set_to_none=True)
         l = model(x, mask, dense=(mode == 'dense'))
         l.backward()
         opt.step()
         loss = l.item()
+        sync()
         dt = (time.perf_counter() - t0) * 1000
         print(f"[torch {case['label']}/{mode}/{fmt}] {'warmup' if i < warmup else 'step'} {i + 1}: {dt:.0f} ms, loss {loss:.4f}",
               file=sys.stderr, flush=True)
@@ -423,7 +438,7 @@ def time_interleaved(case, modes, fmt, warmup, iters):
     runs = []
     for mode in modes:
         torch.manual_seed(0)
-        model = build(case).train()
+        model = build(case).train().to(DEVICE)
         if fmt == 'channels_last':
             model = model.to(memory_format=torch.channels_last)
         runs.append(dict(mode=mode, model=model, opt=Lamb(param_groups(model, 0.04), lr=1e-4, betas=(0.9, case['beta2'])),
@@ -432,17 +447,19 @@ def time_interleaved(case, modes, fmt, warmup, iters):
     if fmt == 'channels_last':
         x = x.contiguous(memory_format=torch.channels_last)
     f = runs[0]['model'].fmap
-    ones = torch.ones(case['batch'], 1, f, f, dtype=torch.bool)
+    ones = torch.ones(case['batch'], 1, f, f, dtype=torch.bool, device=DEVICE)
     for i in range(warmup + iters):
         for r in runs:
             model, opt, mode = r['model'], r['opt'], r['mode']
+            sync()
             t0 = time.perf_counter()
-            mask = ones if mode == 'visible' else model.make_mask(case['batch'])
+            mask = ones if mode == 'visible' else model.make_mask(case['batch'], DEVICE)
             opt.zero_grad(set_to_none=True)
             l = model(x, mask, dense=(mode == 'dense'))
             l.backward()
             opt.step()
             r['loss'] = l.item()
+            sync()
             dt = (time.perf_counter() - t0) * 1000
             print(f"[torch {case['label']}/{mode}/{fmt}] {'warmup' if i < warmup else 'step'} {i + 1}: {dt:.0f} ms, "
                   f"loss {r['loss']:.4f}, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
@@ -463,11 +480,27 @@ def main():
     ap.add_argument('--iters', type=int, default=5)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--interleave', action='store_true', help='alternate the modes step by step')
+    ap.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N (everything on that device)')
     a = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(a.device)
+    if DEVICE.type == 'cuda':
+        if not torch.cuda.is_available():
+            print(f'torch_spark: --device {a.device}: torch {torch.__version__} sees no CUDA device', file=sys.stderr)
+            sys.exit(2)
+        if DEVICE.index is None:
+            DEVICE = torch.device('cuda', torch.cuda.current_device())
+        torch.cuda.set_device(DEVICE)
+    elif DEVICE.type != 'cpu':
+        print(f'torch_spark: --device must be cpu, cuda or cuda:N, got {a.device}', file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     out = dict(torch_version=torch.__version__, threads=a.threads, optimizer='LAMB (timm 0.5.4 semantics, own implementation)',
-               loadavg_before=list(os.getloadavg()), results=[])
+               device=str(DEVICE), loadavg_before=list(os.getloadavg()), results=[])
+    if DEVICE.type == 'cuda':
+        out.update(gpu=torch.cuda.get_device_name(DEVICE), cuda=torch.version.cuda,
+                   tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32))
     for case in json.loads(a.cases):
         for fmt in a.formats.split(','):
             if a.interleave:
@@ -488,6 +521,8 @@ def main():
                     print(f"[torch {case['label']}/{mode}/{fmt}] FAILED {e}", file=sys.stderr, flush=True)
     out['loadavg_after'] = list(os.getloadavg())
     out['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # whole process, all cases
+    if DEVICE.type == 'cuda':
+        out['peak_gpu_mib'] = torch.cuda.max_memory_allocated(DEVICE) / 2 ** 20
     print(json.dumps(out))
 
 

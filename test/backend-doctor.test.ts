@@ -22,7 +22,7 @@ test('doctor() reports every backend with versions, and restores the active back
   await initBackend('cpu');
   const r = await doctor({ request: 'cpu' });
   assert.equal(tf.getBackend(), 'cpu', 'active backend restored');
-  assert.deepEqual(r.backends.map((b) => b.id), ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']);
+  assert.deepEqual(r.backends.map((b) => b.id), ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu', 'torch']);
   assert.equal(r.request, 'cpu');
   assert.deepEqual(r.selected, { ok: true, id: 'cpu', reason: 'requested' });
   assert.equal(r.versions.tfjs, '4.22.0');
@@ -95,7 +95,7 @@ test('spark doctor --json and usage errors', () => {
   const j = JSON.parse(r.stdout) as { request: string; selected: { ok: boolean; id: string }; backends: BackendStatus[] };
   assert.equal(j.request, 'wasm');
   assert.deepEqual([j.selected.ok, j.selected.id], [true, 'wasm']);
-  assert.equal(j.backends.length, 4);
+  assert.equal(j.backends.length, 5);
   const bad = spark(['doctor', '--backend', 'gpu']);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /unknown backend 'gpu'/);

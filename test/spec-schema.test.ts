@@ -56,7 +56,7 @@ const SAMPLE: ExperimentConfig = {
     warmup_epochs: 40,
     warmup_steps: null,
   },
-  runtime: { backend: 'auto', seed: 0, threads: null },
+  runtime: { backend: 'auto', device: 'auto', tf32: true, seed: 0, threads: null },
   output: { dir: 'runs', checkpoint_every: 1000, log_every: 10, reconstruct_every: 10, reconstruct_images: 8 },
   tracking: { enabled: true, uri: null, experiment: 'spark', run_name: null, tags: {}, close_timeout: 5 },
   sweep: null,
@@ -196,6 +196,9 @@ test('bounds: ratios, sizes, batch sizes, learning rates, betas', () => {
     { train: { optimizer: { betas: [0.9] } } },
     { train: { accumulate: 1.5 } },
     { runtime: { backend: 'gpu' } },
+    { runtime: { device: 'gpu' } },
+    { runtime: { device: 'cuda:x' } },
+    { runtime: { tf32: 'yes' } },
   ]) {
     assert.throws(() => resolveConfig({ name: 'b', ...bad }, { file: 'b.yaml' }), /must/, JSON.stringify(bad));
   }

@@ -8,14 +8,20 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { BACKEND_REQUESTS, type BackendRequest } from './init.js';
-import { detectNative, nvidiaGpuVisible, probeNativeInChild, SETUP_FORCE_FIX, type NativeProvider } from './native.js';
+import { detectNative, nativeDisabled, nvidiaGpuVisible, probeNativeInChild, SETUP_FORCE_FIX, type NativeProvider } from './native.js';
 import { registerWasmTrainingKernels, wasmTrainingKernelsRegistered } from './wasm-kernels.js';
+import { deviceRequest, planTorch, type DeviceRequest } from './torch-load.js';
+import { SETUP_TORCH_FIX } from './torch/addon-path.js';
+import { packageRoot } from '../util/paths.js';
 
 const require = createRequire(import.meta.url);
 
-export type BackendId = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendId = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu' | 'torch';
 
 export interface BackendStatus {
   id: BackendId;
@@ -34,6 +40,12 @@ export interface BackendStatus {
   /** Threads it computes with (intra-op threads for native). */
   threads?: number;
   gpu?: boolean;
+  /** torch: the device it would run on ('cpu', 'cuda:0', …). */
+  device?: string;
+  /** torch: PyTorch version (of the python that has it, or the addon's build). */
+  torchVersion?: string;
+  /** torch: the CUDA devices PyTorch sees. */
+  cudaDevices?: { index: number; name: string; memoryGiB: number }[];
   /** Remarks about an available backend (speed, limits). */
   note?: string;
   /** Why it is unavailable. */
@@ -45,6 +57,8 @@ export interface BackendStatus {
 export interface DoctorReport {
   /** The backend request checked (`--backend`, else $SPARK_BACKEND, else auto). */
   request: BackendRequest;
+  /** The torch device request checked (`--device`, else $SPARK_TORCH_DEVICE, else auto). */
+  device: DeviceRequest;
   /** What `initBackend(request)` would pick; ok = false when the request cannot be satisfied (exit 3). */
   selected: { ok: boolean; id?: BackendId; reason: string; fix?: string };
   backends: BackendStatus[];
@@ -116,6 +130,89 @@ async function wasmStatus(threads: number): Promise<BackendStatus> {
   }
 }
 
+const EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+
+const PY_TORCH_INFO = `
+import json
+try:
+    import torch
+except Exception as e:
+    print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))
+    raise SystemExit(0)
+devs = []
+try:
+    if torch.version.cuda and torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            devs.append({"index": i, "name": p.name, "memoryGiB": round(p.total_memory / 2**30, 1)})
+except Exception:
+    pass
+print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "devices": devs}))
+`;
+
+/** PyTorch version and CUDA devices, asked of the python the addon was built with (else the one setup:torch would use). */
+function torchPython(python: string | undefined): { python: string; torch?: string; cuda?: string | null; devices: NonNullable<BackendStatus['cudaDevices']>; error?: string } {
+  let py = python ?? process.env['SPARK_TORCH_PYTHON'];
+  if (!py) {
+    let venv: string | null = null;
+    try {
+      venv = path.join(packageRoot(), '.venv-ref', 'bin', 'python');
+    } catch {
+      /* not in a checkout */
+    }
+    py = venv && existsSync(venv) ? venv : 'python3';
+  }
+  const r = spawnSync(py, ['-c', PY_TORCH_INFO], { encoding: 'utf8', timeout: 120_000 });
+  if (r.error) return { python: py, devices: [], error: `${py}: ${r.error.message}` };
+  try {
+    const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { torch?: string; cuda?: string | null; devices?: NonNullable<BackendStatus['cudaDevices']>; error?: string };
+    return { python: py, ...(j.torch ? { torch: j.torch } : {}), cuda: j.cuda ?? null, devices: j.devices ?? [], ...(j.error ? { error: j.error } : {}) };
+  } catch {
+    return { python: py, devices: [], error: `${py} failed: ${(r.stderr || '').trim().split('\n').pop() ?? `exit ${r.status}`}` };
+  }
+}
+
+/** The torch backend: module, addon, PyTorch and devices; when usable, its self-check runs in a child process. */
+function torchStatus(device: DeviceRequest): BackendStatus {
+  const base = { id: 'torch' as const, provider: 'libtorch (spark addon)' };
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const installed = existsSync(path.join(here, 'torch', `index${EXT}`));
+  const plan = planTorch(device);
+  const py = torchPython(plan.addon.build?.python);
+  const info = {
+    ...(py.torch ? { torchVersion: py.torch, version: py.torch } : plan.addon.build ? { torchVersion: plan.addon.build.torchVersion, version: plan.addon.build.torchVersion } : {}),
+    ...(py.devices.length ? { cudaDevices: py.devices } : {}),
+  };
+  const noTorch = py.error ? `no PyTorch in ${py.python} (${py.error})` : null;
+  if (!installed) {
+    return { ...base, ...info, installed, available: false, trainable: false, reason: `the torch backend's module is missing (${path.join(here, 'torch')})`, fix: 'npm run build (in a checkout that has src/backend/torch)' };
+  }
+  if (!plan.addon.path) {
+    return {
+      ...base, ...info, installed, available: false, trainable: false,
+      reason: noTorch ? `${plan.reason}; ${noTorch}` : plan.reason,
+      fix: noTorch ? `pip install torch (a CUDA build for GPUs), then ${SETUP_TORCH_FIX}` : SETUP_TORCH_FIX,
+    };
+  }
+  if (!plan.device) return { ...base, ...info, installed, available: false, trainable: false, reason: plan.reason, fix: device === 'auto' ? SETUP_TORCH_FIX : 'use runtime.device: cpu, or a CUDA build of torch on a GPU machine' };
+  const url = new URL(`./torch-check${EXT}`, import.meta.url).href;
+  const code = `const m = await import(${JSON.stringify(url)}); console.log(JSON.stringify(await m.torchSelfCheck({ device: ${JSON.stringify(plan.device)} })));`;
+  const r = spawnSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 300_000, env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+  let check: { ok: boolean; message: string; fix?: string } | null = null;
+  try {
+    check = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { ok: boolean; message: string; fix?: string };
+  } catch {
+    check = { ok: false, message: `the self-check crashed: ${(r.stderr || '').trim().split('\n').pop() ?? `exit ${r.status}`}` };
+  }
+  if (!check.ok) {
+    return { ...base, ...info, installed, available: false, trainable: false, device: plan.device, reason: `torch on ${plan.device}: ${check.message}`, fix: check.fix ?? `${SETUP_TORCH_FIX} -- --force` };
+  }
+  return {
+    ...base, ...info, installed, available: true, trainable: true, device: plan.device, gpu: plan.device.startsWith('cuda'),
+    note: `${plan.reason}; addon ${plan.addon.path}`,
+  };
+}
+
 async function sharpStatus(): Promise<DoctorReport['sharp']> {
   try {
     const sharp = require('sharp') as { versions: { vips: string; sharp?: string } };
@@ -128,6 +225,14 @@ async function sharpStatus(): Promise<DoctorReport['sharp']> {
 /** Which backend `initBackend(request)` would select, given the statuses. */
 export function selectFrom(request: BackendRequest, backends: BackendStatus[]): DoctorReport['selected'] {
   const by = (id: BackendId) => backends.find((b) => b.id === id)!;
+  const torch = backends.find((b) => b.id === 'torch');
+  if (request === 'torch') {
+    if (torch?.available) return { ok: true, id: 'torch', reason: `requested; torch on ${torch.device} (PyTorch ${torch.torchVersion})` };
+    return { ok: false, reason: `backend 'torch' is unusable: ${torch?.reason ?? 'not checked'}`, ...(torch?.fix ? { fix: torch.fix } : {}) };
+  }
+  if (request === 'auto' && torch?.available && torch.device?.startsWith('cuda') && !nativeDisabled()) {
+    return { ok: true, id: 'torch', reason: `torch on ${torch.device}: PyTorch ${torch.torchVersion} with CUDA, addon built` };
+  }
   const gpu = by('tensorflow-gpu');
   const tfn = by('tensorflow');
   const wasm = by('wasm');
@@ -146,11 +251,12 @@ export function selectFrom(request: BackendRequest, backends: BackendStatus[]): 
   return { ok: true, id: 'cpu', reason: `${why}; wasm ${wasm.available ? 'cannot train' : 'unavailable'}; pure-JS cpu (tiny models only)`, fix: tfn.fix };
 }
 
-export async function doctor(opts: { request?: BackendRequest; threads?: number } = {}): Promise<DoctorReport> {
+export async function doctor(opts: { request?: BackendRequest; threads?: number; device?: DeviceRequest } = {}): Promise<DoctorReport> {
   const envReq = process.env['SPARK_BACKEND'];
   const request: BackendRequest = opts.request
     ?? ((BACKEND_REQUESTS as readonly string[]).includes(envReq ?? '') ? (envReq as BackendRequest) : 'auto');
   const threads = opts.threads ?? (Number(process.env['TF_NUM_INTRAOP_THREADS']) || os.availableParallelism());
+  const device = opts.device ?? deviceRequest(null);
   const backends: BackendStatus[] = [
     nativeStatus('tfjs-node-gpu', threads),
     nativeStatus('tfjs-node', threads),
@@ -159,9 +265,10 @@ export async function doctor(opts: { request?: BackendRequest; threads?: number 
       id: 'cpu', provider: '@tensorflow/tfjs-backend-cpu', installed: true, available: true, trainable: true, threads: 1,
       version: pkgVersion('@tensorflow/tfjs-backend-cpu'), note: 'pure JS, single-threaded: a correctness oracle for tiny models',
     },
+    torchStatus(device),
   ];
   const env: Record<string, string> = {};
-  for (const k of ['SPARK_BACKEND', 'SPARK_DISABLE_NATIVE', 'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS', 'TF_CPP_MIN_LOG_LEVEL', 'CUDA_VISIBLE_DEVICES']) {
+  for (const k of ['SPARK_BACKEND', 'SPARK_DISABLE_NATIVE', 'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS', 'TF_CPP_MIN_LOG_LEVEL', 'CUDA_VISIBLE_DEVICES', 'SPARK_TORCH_DEVICE', 'SPARK_TORCH_PYTHON', 'SPARK_TORCH_ADDON', 'SPARK_TORCH_CACHE']) {
     const v = process.env[k];
     if (v != null) env[k] = v;
   }
@@ -169,6 +276,7 @@ export async function doctor(opts: { request?: BackendRequest; threads?: number 
   const tfVersion = backends.find((b) => b.tfVersion)?.tfVersion;
   return {
     request,
+    device,
     selected: selectFrom(request, backends),
     backends,
     versions: {
@@ -197,8 +305,10 @@ export function formatDoctor(r: DoctorReport): string {
   for (const b of r.backends) {
     const mark = b.available ? (b.trainable ? 'ok ' : 'no-train') : '-- ';
     const ver = [b.version && `${b.provider}@${b.version}`, b.tfVersion && `TF ${b.tfVersion}`, b.threads != null && `${b.threads} thread${b.threads === 1 ? '' : 's'}`].filter(Boolean).join(', ');
-    lines.push(`  ${mark.padEnd(4)} ${b.id.padEnd(15)} ${b.available ? `${ver}${b.note ? ` — ${b.note}` : ''}` : `${b.reason ?? 'unavailable'}`}`);
+    const torchVer = b.id === 'torch' ? [b.torchVersion && `PyTorch ${b.torchVersion}`, b.device && `device ${b.device}`].filter(Boolean).join(', ') : '';
+    lines.push(`  ${mark.padEnd(4)} ${b.id.padEnd(15)} ${b.available ? `${torchVer || ver}${b.note ? ` — ${b.note}` : ''}` : `${b.reason ?? 'unavailable'}${b.torchVersion ? ` [PyTorch ${b.torchVersion}]` : ''}`}`);
     if (!b.available && b.fix) lines.push(`       ${''.padEnd(15)} fix: ${b.fix}`);
+    for (const d of b.cudaDevices ?? []) lines.push(`       ${''.padEnd(15)} cuda:${d.index} ${d.name}, ${d.memoryGiB} GiB`);
   }
   lines.push('');
   lines.push(r.sharp.ok ? `images: sharp ${r.sharp.version}, libvips ${r.sharp.libvips}` : `images: sharp unusable: ${r.sharp.error}`);
@@ -206,6 +316,8 @@ export function formatDoctor(r: DoctorReport): string {
   lines.push('');
   const s = r.selected;
   lines.push(s.ok ? `backend '${r.request}' → ${s.id}: ${s.reason}` : `UNUSABLE: ${s.reason}`);
+  const torch = r.backends.find((b) => b.id === 'torch');
+  if (s.ok && s.id !== 'torch' && r.request === 'auto' && torch && !torch.available) lines.push(`  torch: ${torch.reason}`);
   if (s.fix && (!s.ok || s.id !== 'tensorflow')) lines.push(`  fix: ${s.fix}`);
   return lines.join('\n');
 }

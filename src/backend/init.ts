@@ -6,8 +6,12 @@
  *    @tensorflow/tfjs-node (addon built by `npm run setup:native`); BackendError (exit 3) when neither loads.
  *  - `wasm`: @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD) plus spark's training kernels (./wasm-kernels.ts).
  *  - `cpu`: the pure-JS backend (a correctness oracle; tiny models only), with spark's faster filter-gradient kernels.
- *  - `auto`: tfjs-node-gpu with a GPU, else tfjs-node, else wasm (only when its training kernels registered), else
- *    cpu; `BackendInfo.reason` says which and why.
+ *  - `torch`: libtorch through spark's addon (src/backend/torch, built by `npm run setup:torch`) on `device`
+ *    (`runtime.device`: auto | cpu | cuda | cuda:N, else $SPARK_TORCH_DEVICE; auto = cuda:0 when the addon's torch
+ *    has CUDA and a GPU is visible, else cpu). `tf32` (default true) allows TF32 convolutions on CUDA.
+ *  - `auto`: torch on CUDA when the addon is built against a CUDA torch and a GPU is visible (and the device request
+ *    is not cpu), else tfjs-node-gpu with a GPU, else tfjs-node, else wasm (only when its training kernels
+ *    registered), else cpu; `BackendInfo.reason` says which and why.
  *
  * Threads: `threads` → TF_NUM_INTRAOP_THREADS (TF_NUM_INTEROP_THREADS=1), set before the addon loads (TF reads them
  * once, so a later call cannot change them); wasm gets setThreadsCount (no effect in Node: tfjs disables wasm
@@ -17,16 +21,17 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { BackendError } from '../util/errors.js';
-import { detectNative, loadNative, loadedNative, nvidiaGpuVisible, SETUP_FORCE_FIX, type NativeCandidate, type NativeProvider } from './native.js';
+import { detectNative, loadNative, loadedNative, nativeDisabled, nvidiaGpuVisible, SETUP_FORCE_FIX, type NativeCandidate, type NativeProvider } from './native.js';
+import { deviceRequest, planTorch, registerTorch } from './torch-load.js';
 import { registerCpuTrainingKernels, registerWasmTrainingKernels, wasmTrainingKernelsRegistered } from './wasm-kernels.js';
 
-export type BackendRequest = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
-export const BACKEND_REQUESTS: readonly BackendRequest[] = ['auto', 'tensorflow', 'wasm', 'cpu'];
+export type BackendRequest = 'auto' | 'tensorflow' | 'torch' | 'wasm' | 'cpu';
+export const BACKEND_REQUESTS: readonly BackendRequest[] = ['auto', 'tensorflow', 'torch', 'wasm', 'cpu'];
 
 export interface BackendInfo {
-  /** tfjs backend name in use: 'tensorflow' (tfjs-node or tfjs-node-gpu), 'wasm' or 'cpu'. */
-  name: 'tensorflow' | 'wasm' | 'cpu';
-  /** 'tfjs-node-gpu' | 'tfjs-node' | 'wasm' | 'cpu' */
+  /** tfjs backend name in use: 'tensorflow' (tfjs-node or tfjs-node-gpu), 'torch', 'wasm' or 'cpu'. */
+  name: 'tensorflow' | 'torch' | 'wasm' | 'cpu';
+  /** 'tfjs-node-gpu' | 'tfjs-node' | 'libtorch' | 'wasm' | 'cpu' */
   provider: string;
   /** Why this backend was chosen (for 'auto') or that it was requested. */
   reason: string;
@@ -39,16 +44,35 @@ export interface BackendInfo {
   tfVersion?: string;
   /** The native backend runs on a GPU. */
   gpu?: boolean;
+  /** torch only: the device tensors live on ('cpu', 'cuda:0', …). */
+  device?: string;
+  /** torch only: PyTorch version the addon was built against. */
+  torchVersion?: string;
+}
+
+export interface BackendOptions {
+  threads?: number | null;
+  /** torch: auto | cpu | cuda | cuda:N (null/undefined: $SPARK_TORCH_DEVICE, else auto). */
+  device?: string | null;
+  /** torch on CUDA: TF32 convolutions (PyTorch's default). Default true. */
+  tf32?: boolean;
 }
 
 const require = createRequire(import.meta.url);
 type WasmModule = typeof import('@tensorflow/tfjs-backend-wasm');
+
+/** The backend options of a spec's `runtime` section. */
+export function runtimeBackendOptions(r: { threads: number | null; device?: string; tf32?: boolean }): BackendOptions {
+  return { threads: r.threads, device: r.device ?? null, tf32: r.tf32 ?? true };
+}
 
 let current: BackendInfo | null = null;
 /** Intra-op threads the native library was loaded with (fixed for the life of the process). */
 let nativeThreads: number | null = null;
 let nativeInfo: { provider: NativeProvider; tfVersion: string; gpu: boolean } | null = null;
 let wasmThreads: number | null = null;
+/** Device the torch backend was registered on in this process (it stays there). */
+let torchDevice: string | null = null;
 
 export function currentBackend(): BackendInfo | null {
   return current;
@@ -113,6 +137,28 @@ async function useCpu(): Promise<void> {
   (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
 }
 
+/** Register (once per process) and select the torch backend on the planned device. */
+async function useTorch(device: string, tf32: boolean, threads: number | null): Promise<void> {
+  if (torchDevice && torchDevice !== device) {
+    throw new BackendError(`backend 'torch' is already on ${torchDevice} in this process; it cannot move to ${device}`);
+  }
+  if (!torchDevice) {
+    await registerTorch(device, tf32, threads);
+    torchDevice = device;
+  }
+  if (!(await tf.setBackend('torch'))) throw new BackendError(`backend 'torch' is unusable: tf.setBackend('torch') failed on ${device}`);
+  await tf.ready();
+}
+
+function torchInfo(req: BackendRequest, device: string, why: string, build: { torchVersion?: string; cudaVersion?: string | null } | undefined, threads: number | null): BackendInfo {
+  const v = build?.torchVersion;
+  return {
+    name: 'torch', provider: 'libtorch', request: req, native: true, threads: threads ?? defaultThreads(), device, gpu: device.startsWith('cuda'),
+    ...(v ? { torchVersion: v } : {}),
+    reason: `${req === 'auto' ? '' : 'requested; '}torch on ${device}: ${why}${v ? ` (PyTorch ${v})` : ''}`,
+  };
+}
+
 /** Which native candidate an explicit or automatic request tries, and why the others are skipped. */
 function nativeChoice(): { pick: NativeCandidate | null; notes: string[]; failures: NativeCandidate[] } {
   const notes: string[] = [];
@@ -128,13 +174,68 @@ function nativeChoice(): { pick: NativeCandidate | null; notes: string[]; failur
   return { pick: null, notes, failures };
 }
 
+/**
+ * What `initBackend(req, opts)` would pick, without loading anything (for `spark run --dry-run`): the backend, the
+ * device for torch, and why; or 'UNUSABLE: <why>'.
+ */
+export function previewBackend(req: BackendRequest, opts: BackendOptions = {}): string {
+  if (req === 'wasm' || req === 'cpu') return `${req} (requested)`;
+  let dreq;
+  try {
+    dreq = deviceRequest(opts.device);
+  } catch (e) {
+    return `UNUSABLE: ${firstLine(e)}`;
+  }
+  const tf32 = opts.tf32 ?? true;
+  if (req === 'torch' || (req === 'auto' && !nativeDisabled() && dreq !== 'cpu')) {
+    const plan = planTorch(dreq);
+    const tf32Text = plan.device?.startsWith('cuda') ? `, TF32 ${tf32 ? 'on' : 'off'}` : '';
+    if (plan.device && (req === 'torch' || plan.device.startsWith('cuda'))) {
+      return `torch on ${plan.device}${tf32Text}: ${plan.reason}${plan.addon.build ? ` (PyTorch ${plan.addon.build.torchVersion})` : ''}`;
+    }
+    if (req === 'torch') return `UNUSABLE: backend 'torch': ${plan.reason}`;
+  }
+  const { pick, notes, failures } = nativeChoice();
+  if (pick) return `tensorflow (${pick.provider}${pick.provider === 'tfjs-node' ? ', CPU' : ''})`;
+  if (req === 'tensorflow') return `UNUSABLE: backend 'tensorflow': ${fixText(failures[0] ?? {})}`;
+  return `wasm, else cpu (${[fixText(failures[0] ?? {}), ...notes].join('; ')})`;
+}
+
 /** Initialise the requested backend (later calls return the current one when it satisfies the request). */
-export async function initBackend(req: BackendRequest = 'auto', opts: { threads?: number | null } = {}): Promise<BackendInfo> {
+export async function initBackend(req: BackendRequest = 'auto', opts: BackendOptions = {}): Promise<BackendInfo> {
   if (current && (req === 'auto' ? current.request === 'auto' || current.native : req === current.name)) {
     if (tf.getBackend() !== current.name) await tf.setBackend(current.name);
     return current;
   }
   const threads = opts.threads ?? null;
+  const tf32 = opts.tf32 ?? true;
+
+  if (req === 'torch') {
+    const plan = planTorch(deviceRequest(opts.device));
+    if (!plan.device) {
+      const fix = plan.addon.path ? undefined : 'npm run setup:torch';
+      throw new BackendError(`backend 'torch' is unusable: ${plan.reason}`, fix);
+    }
+    await useTorch(plan.device, tf32, threads);
+    current = torchInfo(req, plan.device, plan.reason, plan.addon.build, threads);
+    return current;
+  }
+
+  // auto: torch on CUDA first (when its addon is built against a CUDA torch and a GPU is visible).
+  const autoNotes: string[] = [];
+  if (req === 'auto' && !nativeDisabled()) {
+    const dreq = deviceRequest(opts.device);
+    const plan = dreq === 'cpu' ? null : planTorch(dreq);
+    if (plan?.device && plan.device.startsWith('cuda')) {
+      try {
+        await useTorch(plan.device, tf32, threads);
+        current = torchInfo(req, plan.device, plan.reason, plan.addon.build, threads);
+        return current;
+      } catch (e) {
+        autoNotes.push(`torch on ${plan.device} failed: ${firstLine(e)}`);
+      }
+    }
+  }
 
   if (req === 'tensorflow' || req === 'auto') {
     const { pick, notes, failures } = nativeChoice();
@@ -147,7 +248,7 @@ export async function initBackend(req: BackendRequest = 'auto', opts: { threads?
           : `tfjs-node addon built and loaded${notes.length ? `; ${notes.join('; ')}` : ''}`;
         current = {
           name: 'tensorflow', provider: pick.provider, request: req, native: true, threads: r.threads, tfVersion: r.tfVersion, gpu: r.gpu,
-          reason: `${req === 'auto' ? '' : 'requested; '}${why} (TensorFlow ${r.tfVersion}, ${r.threads} intra-op threads)`,
+          reason: `${req === 'auto' ? '' : 'requested; '}${autoNotes.map((n) => `${n}; `).join('')}${why} (TensorFlow ${r.tfVersion}, ${r.threads} intra-op threads)`,
         };
         return current;
       } catch (e) {
@@ -161,7 +262,7 @@ export async function initBackend(req: BackendRequest = 'auto', opts: { threads?
       throw new BackendError(`backend 'tensorflow' is unusable: ${c.reason} (fix: ${c.fix})`, c.fix);
     }
     // auto: fall through to the portable backends, remembering why.
-    const why = [loadError ? `${loadError} (${SETUP_FORCE_FIX})` : fixText(failures[0] ?? {}), ...notes.filter((n) => !n.includes('not installed'))];
+    const why = [...autoNotes, loadError ? `${loadError} (${SETUP_FORCE_FIX})` : fixText(failures[0] ?? {}), ...notes.filter((n) => !n.includes('not installed'))];
     try {
       const t = await useWasm(threads);
       if (wasmTrainingKernelsRegistered()) {

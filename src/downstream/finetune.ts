@@ -13,7 +13,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { EncoderSpec, ExperimentConfig } from '../spec/types.js';
 import { loadExperiment } from '../spec/index.js';
-import { initBackend } from '../backend/init.js';
+import { initBackend, runtimeBackendOptions } from '../backend/init.js';
 import { buildEncoder, type Encoder } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
 import type { Loader } from '../data/index.js';
@@ -143,7 +143,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
   }
   const ft = finetuneSection(config);
   if (!config.data.val_root) throw new UsageError('fine-tuning needs data.val_root (a labelled validation folder)');
-  const backend = await initBackend(config.runtime.backend, { threads: config.runtime.threads });
+  const backend = await initBackend(config.runtime.backend, runtimeBackendOptions(config.runtime));
   if (!resumeState) ({ encoder: encSpec, tensors } = await resolveInit({ ...config, model: { ...config.model, encoder: encSpec } }, init));
   const recipe = recipeFor(encSpec, config.data.input_size);
   const info = describeEncoder(encSpec);

@@ -3,7 +3,7 @@
  * session, loaders and weights come from `session.ts` (shared with fine-tuning).
  */
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../backend/init.js';
+import { initBackend, runtimeBackendOptions } from '../backend/init.js';
 import { buildEncoder, type Encoder } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
 import type { Loader } from '../data/index.js';
@@ -126,7 +126,7 @@ export async function runProbe(opts: DownstreamOptions): Promise<DownstreamResul
   if (!config.data.val_root) throw new UsageError('the linear probe needs data.val_root (a labelled validation folder)');
   const given = opts.init !== undefined ? opts.init : resolveInitPath(ft.init, opts.specPath);
   const init = given ? resolveRunPath(given) : given;
-  const backend = await initBackend(config.runtime.backend, { threads: config.runtime.threads });
+  const backend = await initBackend(config.runtime.backend, runtimeBackendOptions(config.runtime));
   const { encoder: encSpec, tensors } = await resolveInit(config, init);
   const info = describeEncoder(encSpec);
   const seed = config.runtime.seed;

@@ -229,8 +229,9 @@ function params(n: number): string {
   return n >= 1e6 ? `${int(n)} (${(n / 1e6).toFixed(1)}M)` : int(n);
 }
 
-/** The plan as text (what `spark run --dry-run` prints). */
-export function formatPlan(plan: RunPlan): string {
+/** The plan as text (what `spark run --dry-run` prints); `opts.backend`: what the backend request would get on this
+ * machine (the CLI fills it from `previewBackend`). */
+export function formatPlan(plan: RunPlan, opts: { backend?: string } = {}): string {
   const rows: Array<[string, string] | string> = [];
   const row = (k: string, v: string) => rows.push([k, v]);
   const head = (s: string) => rows.push(s);
@@ -277,7 +278,8 @@ export function formatPlan(plan: RunPlan): string {
 
   head('runtime');
   const r = plan.runtime;
-  row('backend', `${r.backend}, seed ${r.seed}, threads ${r.threads ?? 'all cores'}`);
+  row('backend', `${r.backend}, device ${r.device ?? 'auto'}${r.tf32 === false ? ', TF32 off' : ''}, seed ${r.seed}, threads ${r.threads ?? 'all cores'}`);
+  if (opts.backend) row('would use', opts.backend);
 
   head('output');
   row('run folder', plan.outputDir);

@@ -70,7 +70,11 @@ export interface TrainConfig {
 }
 
 export interface RuntimeConfig {
-  backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+  backend: 'auto' | 'tensorflow' | 'torch' | 'wasm' | 'cpu';
+  /** torch backend device: auto | cpu | cuda | cuda:N (schema default auto; absent in configs written before it). */
+  device?: string;
+  /** TF32 convolutions on CUDA (schema default true). */
+  tf32?: boolean;
   seed: number;
   /** Compute threads; null = all cores. */
   threads: number | null;

@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
 import type { ExperimentConfig } from '../spec/types.js';
 import { configToYaml, loadExperiment } from '../spec/index.js';
-import { initBackend } from '../backend/init.js';
+import { initBackend, runtimeBackendOptions } from '../backend/init.js';
 import { buildSparK, type SparKModel } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
 import { createLoader, type Loader } from '../data/index.js';
@@ -179,7 +179,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
   const accumulate = Math.max(1, config.train.accumulate);
 
   // ---- compute
-  const backend = await initBackend(config.runtime.backend, { threads: config.runtime.threads });
+  const backend = await initBackend(config.runtime.backend, runtimeBackendOptions(config.runtime));
   const info = describeEncoder(config.model.encoder);
   const betas: [number, number] = config.train.optimizer.betas ?? [0.9, info.defaultBeta2];
 
@@ -273,6 +273,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       ...(opts.sweep ? { sweep: opts.sweep } : {}),
     });
     started = true;
+    if (backend.name === 'torch') bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `backend: ${backend.reason}` });
     for (const w of pendingWarnings) bus.emit({ type: 'warning', time: Date.now(), code: w.code, message: w.message });
     if (resumeState && startStep >= schedule.maxIters) {
       bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `run already complete at step ${startStep}` });

@@ -1,5 +1,6 @@
 /**
- * Test helper: initialise the backend named by $SPARK_BACKEND (auto | tensorflow | wasm | cpu; default 'auto')
+ * Test helper: initialise the backend named by $SPARK_BACKEND (auto | tensorflow | torch | wasm | cpu; default 'auto';
+ * torch runs on $SPARK_TORCH_DEVICE, else auto)
  * once per test process. Heavy tests call `requireNative(t)` and skip, with the reason printed, on a non-native
  * backend.
  */

@@ -20,7 +20,7 @@ options:
                            f = input_size / 32; spaces, '/', ',' may separate rows, e.g. --mask 100/010/001
       --seed <N>           seed of the random masks (default 0)
       --config <spec.yaml> experiment spec, when the checkpoint file has no run folder (config.yaml) around it
-      --backend <name>     auto | tensorflow | wasm | cpu (default: the checkpoint config's runtime.backend)
+      --backend <name>     auto | tensorflow | torch | wasm | cpu (default: the checkpoint config's runtime.backend)
   -h, --help               show this help`;
 
 const HELP = ' (see `spark reconstruct --help`)';
@@ -69,7 +69,7 @@ export default async function reconstruct(argv: string[]): Promise<number> {
     seed = num('seed', v.seed);
     if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got '${v.seed}'`);
   }
-  const backends = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+  const backends = ['auto', 'tensorflow', 'torch', 'wasm', 'cpu'] as const;
   if (v.backend !== undefined && !(backends as readonly string[]).includes(v.backend)) {
     throw new UsageError(`--backend must be one of ${backends.join(', ')}, got '${v.backend}'`);
   }
@@ -93,8 +93,8 @@ export default async function reconstruct(argv: string[]): Promise<number> {
     throw new UsageError(`${ck.file}: has no decoder weights (an encoder-only export?); reconstruction needs the full SparK checkpoint (checkpoint/model.safetensors)`);
   }
 
-  const { initBackend } = await import('../../backend/init.js');
-  await initBackend((v.backend as (typeof backends)[number] | undefined) ?? config.runtime.backend, { threads: config.runtime.threads });
+  const { initBackend, runtimeBackendOptions } = await import('../../backend/init.js');
+  await initBackend((v.backend as (typeof backends)[number] | undefined) ?? config.runtime.backend, runtimeBackendOptions(config.runtime));
   const { buildSparK } = await import('../../models/spark.js');
   const { renderReconstructionGrid, parseMaskString, tileMask } = await import('../../ui/reconstruction.js');
   const { loadEvalImage } = await import('../../data/transforms.js');

@@ -93,9 +93,9 @@ export default async function run(argv: string[]): Promise<number> {
       for (const t of trials) lines.push(`  [${trialLabel(t.index, trials.length)}] ${t.name}`);
       lines.push('', `plan of ${trialLabel(0, trials.length)} (${trials[0]?.name ?? '-'}):`);
       process.stdout.write(lines.join('\n') + '\n');
-      if (trials[0]) process.stdout.write(formatPlan(planRun(trials[0].config)) + '\n');
+      if (trials[0]) process.stdout.write(formatPlan(planRun(trials[0].config), { backend: await backendPreview(trials[0].config.runtime) }) + '\n');
     } else {
-      process.stdout.write(formatPlan(planRun(loaded.config)) + '\n');
+      process.stdout.write(formatPlan(planRun(loaded.config), { backend: await backendPreview(loaded.config.runtime) }) + '\n');
     }
     return 0;
   }
@@ -114,6 +114,12 @@ export default async function run(argv: string[]): Promise<number> {
     throw new UsageError(`${specFile}: task '${loaded.config.task}' is run by \`spark ${loaded.config.task}\`, not \`spark run\``);
   }
   return runOne({ config: loaded.config, specPath: loaded.specPath, resolvedYaml: loaded.resolvedYaml, plain: v.plain ?? false });
+}
+
+/** What the runtime section's backend request would get on this machine (nothing is loaded). */
+async function backendPreview(r: import('../../spec/types.js').RuntimeConfig): Promise<string> {
+  const { previewBackend, runtimeBackendOptions } = await import('../../backend/init.js');
+  return previewBackend(r.backend, runtimeBackendOptions(r));
 }
 
 /** One run with signal handling: the first SIGINT/SIGTERM stops after the current step and checkpoints. */
