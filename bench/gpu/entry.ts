@@ -120,7 +120,7 @@ async function bench(opt: Record<string, string>): Promise<number> {
     const rec: SparkBenchRecord = { label: c.label, batch: c.batch, size: c.inputSize, device, tf32, gflopPerStep: stepFlops(c) / 1e9 };
     log(`[spark torch ${device}] ${c.label} batch ${c.batch} @ ${c.inputSize}`);
     try {
-      rec.result = timeMode(c, 'sparse', { warmup, iters, seed: 0, log });
+      rec.result = await timeMode(c, 'sparse', { warmup, iters, seed: 0, log });
       const r = rec.result;
       log(`  median ${r.medianMs.toFixed(1)} ms, ${r.imgPerSec.toFixed(1)} img/s, tensors ${r.numTensors.beforeBuild} → ${r.numTensors.afterDispose}`);
     } catch (e) {
