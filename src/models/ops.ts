@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
 import { isSparkKernel } from '../backend/wasm-kernels.js';
+import { batchNormTrain, geluFused, layerNormFused, maskMul } from './fused.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -53,9 +54,9 @@ export class MaskPyramid {
     }
     return m;
   }
-  /** Multiply a feature map by the mask at its own resolution. */
+  /** Multiply a feature map by the mask at its own resolution (one op; no gradient to the mask). */
   apply<T extends tf.Tensor4D>(x: T): T {
-    return tf.mul(x, this.at(x.shape[1])) as T;
+    return maskMul(x, this.at(x.shape[1]));
   }
 }
 
@@ -205,72 +206,97 @@ export interface BatchNormVars {
 
 /**
  * (Sparse) BatchNorm2d over NHWC (spec §2.2, §10.4). With a mask: statistics over visible positions only
- * (μ = Σm·x/n, biased σ² = Σm·(x−μ)²/n), output m·(γ(x−μ)/√(σ²+eps)+β), so masked positions are exactly 0.
- * Without a mask: ordinary BatchNorm2d. Training mode normalises with the batch statistics and updates the running
- * statistics with momentum 0.1 (the variance update uses the unbiased estimate) and `num_batches_tracked`;
- * eval mode uses the running statistics.
+ * (μ = Σm·x/n, biased σ² = Σm·(x−μ)²/n), output m·(γ(x−μ)/√(σ²+eps)+β), so masked positions are exactly 0 (the
+ * values of x at masked positions do not matter). Without a mask: ordinary BatchNorm2d. Training mode normalises
+ * with the batch statistics (one fused op, src/models/fused.ts) and updates the running statistics with momentum
+ * 0.1 (the variance update uses the unbiased estimate) and `num_batches_tracked` — right away, or at the end of the
+ * enclosing `runningStatsScope`; eval mode uses the running statistics.
  */
 export function batchNorm(x: tf.Tensor4D, bn: BatchNormVars, mask: tf.Tensor4D | null, training: boolean, eps = BN_EPS): tf.Tensor4D {
-  let y: tf.Tensor4D;
   if (training) {
-    let mean: tf.Tensor1D;
-    let variance: tf.Tensor1D;
-    let n: tf.Tensor | number;
-    if (mask) {
-      const cnt = tf.sum(mask).mul(1); // visible positions (same for every channel)
-      n = cnt;
-      mean = tf.div(tf.sum(tf.mul(x, mask), [0, 1, 2]), cnt) as tf.Tensor1D;
-      const d = tf.sub(x, mean);
-      variance = tf.div(tf.sum(tf.mul(tf.square(d), mask), [0, 1, 2]), cnt) as tf.Tensor1D;
-      y = tf.mul(tf.add(tf.mul(d, tf.mul(tf.rsqrt(tf.add(variance, eps)), bn.weight)), bn.bias), mask) as tf.Tensor4D;
-    } else {
-      const [b, h, w] = x.shape;
-      n = b * h * w;
-      const mom = tf.moments(x, [0, 1, 2]);
-      mean = mom.mean as tf.Tensor1D;
-      variance = mom.variance as tf.Tensor1D;
-      y = tf.add(tf.mul(tf.sub(x, mean), tf.mul(tf.rsqrt(tf.add(variance, eps)), bn.weight)), bn.bias) as tf.Tensor4D;
-    }
-    updateRunningStats(bn, mean, variance, n);
-  } else {
-    const scale = tf.mul(tf.rsqrt(tf.add(bn.runningVar, eps)), bn.weight);
-    y = tf.add(tf.mul(tf.sub(x, bn.runningMean), scale), bn.bias) as tf.Tensor4D;
-    if (mask) y = tf.mul(y, mask) as tf.Tensor4D;
+    const { y, mean, varUnbiased } = batchNormTrain(x, bn.weight, bn.bias, mask, eps);
+    const pending = pendingStats[pendingStats.length - 1];
+    if (pending) pending.push({ bn, mean, varUnbiased });
+    else updateRunningStats([{ bn, mean, varUnbiased }]);
+    return y;
   }
+  const scale = tf.mul(tf.rsqrt(tf.add(bn.runningVar, eps)), bn.weight);
+  let y = tf.add(tf.mul(tf.sub(x, bn.runningMean), scale), bn.bias) as tf.Tensor4D;
+  if (mask) y = maskMul(y, mask);
   return y;
 }
 
-function updateRunningStats(bn: BatchNormVars, mean: tf.Tensor1D, biasedVar: tf.Tensor1D, n: tf.Tensor | number): void {
-  const m = BN_MOMENTUM;
-  const newMean = tf.tidy(() => tf.add(tf.mul(bn.runningMean, 1 - m), tf.mul(mean, m)));
-  const newVar = tf.tidy(() => {
-    const nn = typeof n === 'number' ? tf.scalar(n) : n;
-    const unbiased = tf.mul(biasedVar, tf.div(nn, tf.maximum(tf.sub(nn, 1), 1)));
-    return tf.add(tf.mul(bn.runningVar, 1 - m), tf.mul(unbiased, m));
-  });
-  const newCount = tf.tidy(() => tf.add(bn.numBatchesTracked, tf.scalar(1, 'int32')));
-  bn.runningMean.assign(newMean);
-  bn.runningVar.assign(newVar);
-  bn.numBatchesTracked.assign(newCount);
-  newMean.dispose();
-  newVar.dispose();
-  newCount.dispose();
+interface StatsUpdate {
+  bn: BatchNormVars;
+  mean: tf.Tensor1D;
+  varUnbiased: tf.Tensor1D;
+}
+const pendingStats: StatsUpdate[][] = [];
+
+/**
+ * Run `fn` (a forward pass) and apply the running-statistics updates of every training BatchNorm in it together at
+ * the end: a handful of kernels for the whole network instead of ~8 per BatchNorm. The values are those of
+ * updating each BatchNorm right away (each BatchNorm appears once per forward).
+ */
+export function runningStatsScope<T>(fn: () => T): T {
+  const list: StatsUpdate[] = [];
+  pendingStats.push(list);
+  let ok = false;
+  try {
+    const r = fn();
+    ok = true;
+    return r;
+  } finally {
+    pendingStats.pop();
+    if (ok) updateRunningStats(list);
+    else for (const u of list) tf.dispose([u.mean, u.varUnbiased]);
+  }
 }
 
 /**
- * (Sparse) LayerNorm over the channel (last) axis, biased variance, eps 1e-6 (spec §2.3). In NHWC the reference's
- * channels_last and channels_first variants are the same op. With a mask the output is × mask (zeros at masked).
+ * PyTorch's update: running = (1 − m)·running + m·batch (the variance with the unbiased batch variance), and
+ * num_batches_tracked + 1. Several BatchNorms are updated with one concat / elementwise / split chain. Disposes the
+ * batch statistics.
  */
-export function layerNorm(x: tf.Tensor4D, weight: tf.Tensor, bias: tf.Tensor, mask: tf.Tensor4D | null, eps = LN_EPS): tf.Tensor4D {
-  const { mean, variance } = tf.moments(x, -1, true);
-  let y = tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), weight), bias) as tf.Tensor4D;
-  if (mask) y = tf.mul(y, mask) as tf.Tensor4D;
-  return y;
+function updateRunningStats(list: StatsUpdate[]): void {
+  if (list.length === 0) return;
+  const m = BN_MOMENTUM;
+  const sizes: number[] = [];
+  for (const u of list) sizes.push(u.mean.size);
+  for (const u of list) sizes.push(u.varUnbiased.size);
+  const fresh = tf.tidy(() => {
+    const running = tf.concat([...list.map((u) => u.bn.runningMean), ...list.map((u) => u.bn.runningVar)]);
+    const batch = tf.concat([...list.map((u) => u.mean), ...list.map((u) => u.varUnbiased)]);
+    const next = tf.add(tf.mul(running, 1 - m), tf.mul(batch, m));
+    const one = tf.scalar(1, 'int32');
+    const counts = list.length === 1 ? tf.add(list[0]!.bn.numBatchesTracked, one) : tf.add(tf.stack(list.map((u) => u.bn.numBatchesTracked)), one);
+    return {
+      stats: tf.split(next, sizes),
+      counts: list.length === 1 ? [counts] : tf.unstack(counts),
+    };
+  });
+  for (const [i, u] of list.entries()) {
+    u.bn.runningMean.assign(fresh.stats[i] as tf.Tensor1D);
+    u.bn.runningVar.assign(fresh.stats[list.length + i] as tf.Tensor1D);
+    u.bn.numBatchesTracked.assign(fresh.counts[i]!);
+  }
+  tf.dispose([...fresh.stats, ...fresh.counts]);
+  for (const u of list) tf.dispose([u.mean, u.varUnbiased]);
 }
 
-/** Exact (erf) GELU: 0.5·x·(1 + erf(x/√2)) (nn.GELU default; tfjs has none). */
+/**
+ * (Sparse) LayerNorm over the channel (last) axis, biased variance, eps 1e-6 (spec §2.3), one fused op. In NHWC the
+ * reference's channels_last and channels_first variants are the same op. With a mask the output is × mask (zeros
+ * at masked positions, whatever x holds there).
+ */
+export function layerNorm(x: tf.Tensor4D, weight: tf.Tensor, bias: tf.Tensor, mask: tf.Tensor4D | null, eps = LN_EPS): tf.Tensor4D {
+  const y = layerNormFused(x, weight, bias, eps);
+  return mask ? maskMul(y, mask) : y;
+}
+
+/** Exact (erf) GELU: 0.5·x·(1 + erf(x/√2)) (nn.GELU default; tfjs has none), one fused op. */
 export function gelu<T extends tf.Tensor>(x: T): T {
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)) as T;
+  return geluFused(x);
 }
 
 /** ReLU6 (decoder activation). */

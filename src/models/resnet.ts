@@ -32,12 +32,13 @@ interface Bottleneck {
   dropPath: number;
 }
 
-/** Conv (no bias), × mask at the output resolution, (sparse) BN. */
+/**
+ * Conv (no bias), × mask at the output resolution, (sparse) BN. The sparse BN ignores x at masked positions and
+ * outputs 0 there (its gradient is 0 there too), so the × mask of the reference's SparseConv is folded into it.
+ */
 function convBn(x: tf.Tensor4D, w: tf.Variable, bn: BatchNormVars, stride: number, pad: number, masks: MaskPyramid | null, training: boolean): tf.Tensor4D {
-  let y = conv2d(x, w as unknown as tf.Tensor4D, stride, pad);
-  const m = masks ? masks.at(y.shape[1]) : null;
-  if (m) y = tf.mul(y, m) as tf.Tensor4D;
-  return batchNorm(y, bn, m, training);
+  const y = conv2d(x, w as unknown as tf.Tensor4D, stride, pad);
+  return batchNorm(y, bn, masks ? masks.at(y.shape[1]) : null, training);
 }
 
 /** Per-block drop-path rates: rate·idx/(total−1), over all blocks globally (timm 0.5.4). */

@@ -1,0 +1,244 @@
+/**
+ * Fused normalisation and activation ops with their own closed-form gradients (issue 12). Each op is one
+ * `tf.customGrad` node: its forward runs with the tape off, and it saves for the backward pass only what the
+ * closed-form gradient needs (x plus per-channel / per-position mean and 1/σ; for GELU only x), instead of every
+ * intermediate of a chain of small ops.
+ *
+ * Kernel dispatch (the contract with backends, also in /work/wt/notes/FUSED-CONTRACT.md): each op first asks
+ * `tf.getKernel(NAME, tf.getBackend())`; when the active backend registers a kernel under NAME the forward runs
+ * `tf.engine().runKernel(NAME, inputs, attrs)` and the backward runs `NAME + 'Grad'` the same way (a backend that
+ * registers NAME must register NAME + 'Grad' too); otherwise the portable composite below runs (tf ops, every
+ * backend). Tensors are NHWC, C = last axis; "mask" is float32 0/1 broadcastable to x with a last axis of 1
+ * ([N,H,W,1]) and is left out of `inputs` when there is no mask. Masks must be binary.
+ *
+ * | kernel                  | inputs                                   | attrs   | outputs                                   |
+ * |-------------------------|------------------------------------------|---------|-------------------------------------------|
+ * | SparkBatchNormTrain     | x [...,C], gamma [C], beta [C], mask?    | epsilon | y (x's shape; 0 where mask = 0), mean [C], invStd [C] = 1/√(biased var + eps), varUnbiased [C] (statistics over mask = 1 positions only) |
+ * | SparkBatchNormTrainGrad | dy, x, gamma, mean, invStd, mask?        | —       | dx (0 where mask = 0), dgamma [C], dbeta [C] |
+ * | SparkLayerNorm          | x [...,C], gamma [C], beta [C]           | epsilon | y, mean [...,1], invStd [...,1]           |
+ * | SparkLayerNormGrad      | dy, x, gamma, mean, invStd               | —       | dx, dgamma, dbeta                          |
+ * | SparkGelu               | x                                        | —       | y = x·Φ(x) (exact, erf)                    |
+ * | SparkGeluGrad           | dy, x                                    | —       | dx                                         |
+ *
+ * varUnbiased = biased var · n/max(n−1, 1), n = number of (visible) positions. Masked LayerNorm is LayerNorm then
+ * `maskMul` (it is per-position). `maskMul` (× mask, no gradient to the mask) and eval-mode BatchNorm (a plain
+ * affine with the running statistics) need no kernels. The running-statistics update of training BatchNorm is done
+ * by the caller (src/models/ops.ts `batchNorm`) from `mean` and `varUnbiased`.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export const BN_TRAIN = 'SparkBatchNormTrain';
+export const BN_TRAIN_GRAD = 'SparkBatchNormTrainGrad';
+export const LAYER_NORM = 'SparkLayerNorm';
+export const LAYER_NORM_GRAD = 'SparkLayerNormGrad';
+export const GELU = 'SparkGelu';
+export const GELU_GRAD = 'SparkGeluGrad';
+export const FUSED_KERNELS = [BN_TRAIN, BN_TRAIN_GRAD, LAYER_NORM, LAYER_NORM_GRAD, GELU, GELU_GRAD] as const;
+
+type CustomGradFn = Parameters<typeof tf.customGrad>[0];
+type Inputs = Record<string, tf.Tensor>;
+
+/** Whether the active backend has its own kernel `name` (then the op dispatches to it). */
+export function backendHasKernel(name: string): boolean {
+  return tf.getKernel(name, tf.getBackend()) !== undefined;
+}
+
+/** Whether ops use the backend's kernels when it has them ('auto') or always the portable composite ('portable', tests). */
+let dispatch: 'auto' | 'portable' = 'auto';
+export function setFusedDispatch(mode: 'auto' | 'portable'): 'auto' | 'portable' {
+  const prev = dispatch;
+  dispatch = mode;
+  return prev;
+}
+function native(name: string): boolean {
+  return dispatch === 'auto' && backendHasKernel(name);
+}
+
+function run(name: string, inputs: Inputs, attrs: Record<string, number> = {}): tf.Tensor[] {
+  const out = tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap, attrs) as tf.Tensor | tf.Tensor[];
+  return Array.isArray(out) ? out : [out];
+}
+
+function maskInput(mask: tf.Tensor | null): Inputs {
+  return mask ? { mask } : {};
+}
+
+/** All axes but the last (the per-channel reduction axes). */
+function leadingAxes(x: tf.Tensor): number[] {
+  return Array.from({ length: x.rank - 1 }, (_, i) => i);
+}
+
+// ------------------------------------------------------------------------------------------------ portable composites
+
+/**
+ * Portable BatchNorm training forward: statistics over every position (mask null) or over mask = 1 positions only
+ * (μ = Σm·x/n, biased σ² = Σm·(x−μ)²/n), y = (x−μ)·(γ/√(σ²+eps)) + β, × mask. Same op order as the original
+ * composite in ops.ts, so values are bitwise those of the reference implementation's formula.
+ */
+export function bnTrainPortable(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.Tensor | null, eps: number): tf.Tensor[] {
+  return tf.tidy(() => {
+    const axes = leadingAxes(x);
+    let mean: tf.Tensor;
+    let variance: tf.Tensor;
+    let n: tf.Tensor | number;
+    let d: tf.Tensor;
+    if (mask) {
+      const cnt = tf.sum(mask);
+      n = cnt;
+      mean = tf.div(tf.sum(tf.mul(x, mask), axes), cnt);
+      d = tf.sub(x, mean);
+      variance = tf.div(tf.sum(tf.mul(tf.square(d), mask), axes), cnt);
+    } else {
+      n = x.size / x.shape[x.rank - 1]!;
+      mean = tf.mean(x, axes);
+      d = tf.sub(x, mean);
+      variance = tf.mean(tf.square(d), axes);
+    }
+    const invStd = tf.rsqrt(tf.add(variance, eps));
+    let y = tf.add(tf.mul(d, tf.mul(invStd, gamma)), beta);
+    if (mask) y = tf.mul(y, mask);
+    const corr = typeof n === 'number' ? n / Math.max(n - 1, 1) : tf.div(n, tf.maximum(tf.sub(n, 1), 1));
+    const varUnbiased = tf.mul(variance, corr);
+    return [y, mean, invStd, varUnbiased];
+  });
+}
+
+/** Portable BatchNorm training backward: dx = m·γ·invStd/n·(n·g − Σg − x̂·Σg·x̂), g = dy·m; dγ = Σg·x̂, dβ = Σg. */
+export function bnTrainGradPortable(dy: tf.Tensor, x: tf.Tensor, gamma: tf.Tensor, mean: tf.Tensor, invStd: tf.Tensor, mask: tf.Tensor | null): tf.Tensor[] {
+  return tf.tidy(() => {
+    const axes = leadingAxes(x);
+    const g = mask ? tf.mul(dy, mask) : dy;
+    const n: tf.Tensor | number = mask ? tf.sum(mask) : x.size / x.shape[x.rank - 1]!;
+    const xhat = tf.mul(tf.sub(x, mean), invStd);
+    const dbeta = tf.sum(g, axes);
+    const dgamma = tf.sum(tf.mul(g, xhat), axes);
+    const k = tf.div(tf.mul(gamma, invStd), n);
+    let dx = tf.mul(tf.sub(tf.sub(tf.mul(g, n), dbeta), tf.mul(xhat, dgamma)), k);
+    if (mask) dx = tf.mul(dx, mask);
+    return [dx, dgamma, dbeta];
+  });
+}
+
+/** Portable LayerNorm over the last axis (biased variance): y = (x−μ)·invStd·γ + β (the original op order). */
+export function layerNormPortable(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor[] {
+  return tf.tidy(() => {
+    const mean = tf.mean(x, -1, true);
+    const d = tf.sub(x, mean);
+    const variance = tf.mean(tf.square(d), -1, true);
+    const invStd = tf.rsqrt(tf.add(variance, eps));
+    const y = tf.add(tf.mul(tf.mul(d, invStd), gamma), beta);
+    return [y, mean, invStd];
+  });
+}
+
+/** Portable LayerNorm backward: dx = invStd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ; dγ = Σdy·x̂, dβ = Σdy. */
+export function layerNormGradPortable(dy: tf.Tensor, x: tf.Tensor, gamma: tf.Tensor, mean: tf.Tensor, invStd: tf.Tensor): tf.Tensor[] {
+  return tf.tidy(() => {
+    const axes = leadingAxes(x);
+    const xhat = tf.mul(tf.sub(x, mean), invStd);
+    const g = tf.mul(dy, gamma);
+    const a = tf.mean(g, -1, true);
+    const b = tf.mean(tf.mul(g, xhat), -1, true);
+    const dx = tf.mul(tf.sub(tf.sub(g, a), tf.mul(xhat, b)), invStd);
+    return [dx, tf.sum(tf.mul(dy, xhat), axes), tf.sum(dy, axes)];
+  });
+}
+
+/** Portable exact GELU 0.5·x·(1 + erf(x/√2)) (the original op order). */
+export function geluPortable(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
+}
+
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/** d GELU: dy·(Φ(x) + x·φ(x)), Φ(x) = 0.5·(1 + erf(x/√2)), φ(x) = exp(−x²/2)/√(2π). */
+export function geluGradPortable(dy: tf.Tensor, x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
+    const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), INV_SQRT_2PI);
+    return tf.mul(dy, tf.add(cdf, tf.mul(x, pdf)));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------- fused ops
+
+export interface BatchNormTrainResult<T extends tf.Tensor> {
+  y: T;
+  /** Batch mean [C] and unbiased batch variance [C] for the running statistics. Not tracked by any tidy scope
+   * (they outlive the op's own scope): the caller must dispose them. */
+  mean: tf.Tensor1D;
+  varUnbiased: tf.Tensor1D;
+}
+
+/**
+ * Training-mode (masked) BatchNorm as one op: y, plus the batch statistics for the running-stat update. Gradients
+ * flow to x, gamma and beta (none to the mask).
+ */
+export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.Tensor | null, eps: number): BatchNormTrainResult<T> {
+  let stats: tf.Tensor[] = [];
+  const f = tf.customGrad(((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
+    const out = native(BN_TRAIN)
+      ? run(BN_TRAIN, { x: xi, gamma: gi, beta: bi, ...maskInput(mask) }, { epsilon: eps })
+      : bnTrainPortable(xi, gi, bi, mask, eps);
+    const [y, mean, invStd, varU] = out as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+    stats = [tf.keep(mean), tf.keep(varU)];
+    save(mask ? [xi, gi, mean, invStd, mask] : [xi, gi, mean, invStd]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, gs, ms, is, mk] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor | undefined];
+        return native(BN_TRAIN_GRAD)
+          ? run(BN_TRAIN_GRAD, { dy, x: xs, gamma: gs, mean: ms, invStd: is, ...maskInput(mk ?? null) })
+          : bnTrainGradPortable(dy, xs, gs, ms, is, mk ?? null);
+      },
+    };
+  }) as unknown as CustomGradFn);
+  const y = f(x, gamma, beta) as T;
+  return { y, mean: stats[0] as tf.Tensor1D, varUnbiased: stats[1] as tf.Tensor1D };
+}
+
+/** LayerNorm over the last axis as one op (gradients to x, gamma, beta). */
+export function layerNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, eps: number): T {
+  const f = tf.customGrad(((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
+    const out = native(LAYER_NORM) ? run(LAYER_NORM, { x: xi, gamma: gi, beta: bi }, { epsilon: eps }) : layerNormPortable(xi, gi, bi, eps);
+    const [y, mean, invStd] = out as [tf.Tensor, tf.Tensor, tf.Tensor];
+    save([xi, gi, mean, invStd]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, gs, ms, is] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+        return native(LAYER_NORM_GRAD)
+          ? run(LAYER_NORM_GRAD, { dy, x: xs, gamma: gs, mean: ms, invStd: is })
+          : layerNormGradPortable(dy, xs, gs, ms, is);
+      },
+    };
+  }) as unknown as CustomGradFn);
+  return f(x, gamma, beta) as T;
+}
+
+/** Exact (erf) GELU as one op; saves only x. */
+export function geluFused<T extends tf.Tensor>(x: T): T {
+  const f = tf.customGrad(((xi: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([xi]);
+    return {
+      value: native(GELU) ? run(GELU, { x: xi })[0]! : geluPortable(xi),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const xs = saved[0]!;
+        return [native(GELU_GRAD) ? run(GELU_GRAD, { dy, x: xs })[0]! : geluGradPortable(dy, xs)];
+      },
+    };
+  }) as unknown as CustomGradFn);
+  return f(x) as T;
+}
+
+/** x × mask (mask broadcast over channels) with no gradient to the mask: saves only the mask. */
+export function maskMul<T extends tf.Tensor>(x: T, mask: tf.Tensor): T {
+  const f = tf.customGrad(((xi: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([mask]);
+    return {
+      value: tf.mul(xi, mask),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [tf.mul(dy, saved[0]!)],
+    };
+  }) as unknown as CustomGradFn);
+  return f(x) as T;
+}
