@@ -8,7 +8,8 @@
  * `tf.getKernel(NAME, tf.getBackend())`; when the active backend registers a kernel under NAME the forward runs
  * `tf.engine().runKernel(NAME, inputs, attrs)` and the backward runs `NAME + 'Grad'` the same way (a backend that
  * registers NAME must register NAME + 'Grad' too); otherwise the portable composite below runs (tf ops, every
- * backend). Tensors are NHWC, C = last axis; "mask" is float32 0/1 broadcastable to x with a last axis of 1
+ * backend). A gamma that is a tf.Variable is read again in the backward pass rather than saved (a step does not
+ * assign parameters between its forward and backward passes). Tensors are NHWC, C = last axis; "mask" is float32 0/1 broadcastable to x with a last axis of 1
  * ([N,H,W,1]) and is left out of `inputs` when there is no mask. Masks must be binary.
  *
  * | kernel                  | inputs                                   | attrs   | outputs                                   |
@@ -182,11 +183,14 @@ export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
       : bnTrainPortable(xi, gi, bi, mask, eps);
     const [y, mean, invStd, varU] = out as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
     stats = [tf.keep(mean), tf.keep(varU)];
-    save(mask ? [xi, gi, mean, invStd, mask] : [xi, gi, mean, invStd]);
+    const keepGamma = !(gamma instanceof tf.Variable);
+    save([xi, mean, invStd, ...(mask ? [mask] : []), ...(keepGamma ? [gi] : [])]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xs, gs, ms, is, mk] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor | undefined];
+        const [xs, ms, is] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        const mk = mask ? saved[3]! : undefined;
+        const gs = keepGamma ? saved[saved.length - 1]! : gamma;
         return native(BN_TRAIN_GRAD)
           ? run(BN_TRAIN_GRAD, { dy, x: xs, gamma: gs, mean: ms, invStd: is, ...maskInput(mk ?? null) })
           : bnTrainGradPortable(dy, xs, gs, ms, is, mk ?? null);
@@ -202,11 +206,13 @@ export function layerNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
   const f = tf.customGrad(((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
     const out = native(LAYER_NORM) ? run(LAYER_NORM, { x: xi, gamma: gi, beta: bi }, { epsilon: eps }) : layerNormPortable(xi, gi, bi, eps);
     const [y, mean, invStd] = out as [tf.Tensor, tf.Tensor, tf.Tensor];
-    save([xi, gi, mean, invStd]);
+    const keepGamma = !(gamma instanceof tf.Variable);
+    save(keepGamma ? [xi, mean, invStd, gi] : [xi, mean, invStd]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xs, gs, ms, is] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+        const [xs, ms, is] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        const gs = keepGamma ? saved[3]! : gamma;
         return native(LAYER_NORM_GRAD)
           ? run(LAYER_NORM_GRAD, { dy, x: xs, gamma: gs, mean: ms, invStd: is })
           : layerNormGradPortable(dy, xs, gs, ms, is);
