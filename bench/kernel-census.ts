@@ -4,7 +4,8 @@
  * and the whole step, with the kernels that dominate each.
  *
  *   npm run build && node dist/bench/kernel-census.js [--backend tensorflow|cpu|wasm|auto] [--models resnet_mini,convnext_mini]
- *       [--size 64] [--batch 2] [--width 64] [--top 15] [--json out.json]
+ *       [--size 64] [--batch 2] [--width 64] [--top 15] [--time N] [--json out.json]
+ * --time N also times N more steps (median wall time).
  *
  * One warm-up step runs first (so one-time kernels such as variable initialisation are not counted).
  */
@@ -27,7 +28,7 @@ const top = Number(arg('top', '15'));
 const out: Record<string, KernelCensus> = {};
 console.log(`backend ${tf.getBackend()} (${backend.name}), ${size} px, batch ${batch}, decoder width ${width}`);
 for (const m of models) {
-  const c = await countStepKernels(m, { size, batch, width });
+  const c = await countStepKernels(m, { size, batch, width, timeSteps: Number(arg('time', '0')) });
   out[m] = c;
   const fmt = (k: Record<string, number>) =>
     Object.entries(k)
@@ -39,6 +40,10 @@ for (const m of models) {
   console.log(`  forward+backward: ${fmt(c.forwardBackward.byKernel)}`);
   console.log(`  whole step:       ${fmt(c.step.byKernel)}`);
   console.log(`  forward only (training): ${c.forward.total}: ${fmt(c.forward.byKernel)}`);
+  if (c.stepMs.length) {
+    const s = [...c.stepMs].sort((a, b) => a - b);
+    console.log(`  step time: median ${s[s.length >> 1]!.toFixed(1)} ms over ${s.length} steps (min ${s[0]!.toFixed(1)})`);
+  }
 }
 const json = arg('json', '');
 if (json) writeFileSync(json, JSON.stringify({ backend: tf.getBackend(), size, batch, width, models: out }, null, 2));

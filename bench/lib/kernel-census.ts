@@ -18,6 +18,8 @@ export interface KernelCensus {
   forward: KernelCount;
   forwardBackward: KernelCount;
   step: KernelCount;
+  /** Wall times (ms) of `timeSteps` further steps (when asked). */
+  stepMs: number[];
 }
 
 type ProfileInfo = Awaited<ReturnType<typeof tf.profile>>;
@@ -36,7 +38,7 @@ function seededInput(shape: [number, number, number, number], seed: number): tf.
   return tf.tensor4d(d, shape);
 }
 
-export async function countStepKernels(encoder: string, opts: { size?: number; batch?: number; width?: number } = {}): Promise<KernelCensus> {
+export async function countStepKernels(encoder: string, opts: { size?: number; batch?: number; width?: number; timeSteps?: number } = {}): Promise<KernelCensus> {
   const size = opts.size ?? 64;
   const batch = opts.batch ?? 2;
   const model: ModelConfig = { encoder, decoder: { type: 'light', width: opts.width ?? 64 }, mask_ratio: 0.6, drop_path: null, densify_norm: 'auto' };
@@ -64,7 +66,13 @@ export async function countStepKernels(encoder: string, opts: { size?: number; b
         await trainStep(m, optimizer, [x], { seed: 0, it: 1, hyper });
       }),
     );
-    return { forward: fwd, forwardBackward: fb, step };
+    const stepMs: number[] = [];
+    for (let i = 0; i < (opts.timeSteps ?? 0); i++) {
+      const t0 = performance.now();
+      await trainStep(m, optimizer, [x], { seed: 0, it: 2 + i, hyper });
+      stepMs.push(performance.now() - t0);
+    }
+    return { forward: fwd, forwardBackward: fb, step, stepMs };
   } finally {
     optimizer.dispose();
     m.dispose();
