@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, parseBackendRequest } from '../src/backend/init.js';
-import { batchNormTrain, setFusedDispatch } from '../src/models/fused.js';
+import { batchNormTrain, setFusedDispatch, type RunningStats } from '../src/models/fused.js';
 
 const argv = process.argv;
 const arg = (k: string, d: string) => (argv.includes(`--${k}`) ? argv[argv.indexOf(`--${k}`) + 1]! : d);
@@ -20,6 +20,7 @@ for (const shape of shapes) {
   const dyw = tf.randomNormal(shape);
   const maskData = new Float32Array(b * h * w).map(() => (Math.random() < 0.4 ? 1 : 0));
   const mask = tf.tensor4d(maskData, [b, h, w, 1]);
+  const running: RunningStats = { mean: tf.variable(tf.zeros([c]), false), variance: tf.variable(tf.ones([c]), false), count: tf.variable(tf.scalar(0, 'int32'), false), momentum: 0.1 };
   const row: string[] = [];
   for (const [label, mk, disp] of [['dense fused', null, 'auto'], ['dense portable', null, 'portable'], ['masked fused', mask, 'auto'], ['masked portable', mask, 'portable']] as const) {
     setFusedDispatch(disp);
@@ -27,9 +28,7 @@ for (const shape of shapes) {
     for (let i = 0; i < n + 2; i++) {
       const t0 = performance.now();
       const gr = tf.grads((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor) => {
-        const r = batchNormTrain(xi, gi, bi, mk, 1e-5);
-        tf.dispose([r.mean, r.varUnbiased]);
-        return tf.sum(tf.mul(r.y, dyw));
+        return tf.sum(tf.mul(batchNormTrain(xi, gi, bi, mk, 1e-5, running), dyw));
       })([x, g, be]);
       gr[0]!.dataSync();
       tf.dispose(gr);
@@ -39,5 +38,5 @@ for (const shape of shapes) {
     row.push(`${label} ${times[0]!.toFixed(1)}/${times[times.length >> 1]!.toFixed(1)}`);
   }
   console.log(`${JSON.stringify(shape)} (${process.env['SPARK_MASKED_BN'] ?? 'composite'}) min/median ms: ${row.join(', ')}`);
-  tf.dispose([x, g, be, dyw, mask]);
+  tf.dispose([x, g, be, dyw, mask, running.mean, running.variance, running.count]);
 }

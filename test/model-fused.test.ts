@@ -9,8 +9,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
-import { batchNorm, gelu, layerNorm, runningStatsScope, type BatchNormVars } from '../src/models/ops.js';
-import { BN_TRAIN, backendHasKernel, batchNormTrain, geluFused, layerNormFused, maskMul, setFusedDispatch } from '../src/models/fused.js';
+import { batchNorm, gelu, layerNorm, type BatchNormVars } from '../src/models/ops.js';
+import { BN_TRAIN, backendHasKernel, batchNormTrain, geluFused, layerNormFused, maskMul, setFusedDispatch, type RunningStats } from '../src/models/fused.js';
 import { Rng } from '../src/util/rng.js';
 
 const info = await testBackend();
@@ -87,6 +87,18 @@ function freshBn(c: number, seed: number): BatchNormVars {
     numBatchesTracked: tf.variable(tf.scalar(3, 'int32'), false),
   };
 }
+/** Running statistics (mean 0.1·k, variance 1 + 0.1·k, count 3) for the ops that need them. */
+function freshRunning(c: number): RunningStats {
+  return {
+    mean: tf.tidy(() => tf.variable(tf.mul(tf.range(0, c), 0.1), false)),
+    variance: tf.tidy(() => tf.variable(tf.add(tf.mul(tf.range(0, c), 0.1), 1), false)),
+    count: tf.tidy(() => tf.variable(tf.scalar(3, 'int32'), false)),
+    momentum: 0.1,
+  };
+}
+function disposeRunning(r: RunningStats): void {
+  tf.dispose([r.mean, r.variance, r.count]);
+}
 function disposeBn(bn: BatchNormVars): void {
   tf.dispose([bn.weight, bn.bias, bn.runningMean, bn.runningVar, bn.numBatchesTracked]);
 }
@@ -112,11 +124,8 @@ for (const mode of MODES) {
           const b = randn([c], 30 + si, 0.3);
           const wt = randn(shape, 40 + si);
           const mask = masked ? randomMask([n, h, w], 50 + si) : null;
-          const fused = valueAndGrads((xi, gi, bi) => {
-            const r = batchNormTrain(xi, gi, bi, mask, 1e-5);
-            tf.dispose([r.mean, r.varUnbiased]);
-            return r.y;
-          }, x, g, b, wt);
+          const running = freshRunning(c);
+          const fused = valueAndGrads((xi, gi, bi) => batchNormTrain(xi, gi, bi, mask, 1e-5, running), x, g, b, wt);
           const ref = valueAndGrads((xi, gi, bi) => bnComposite(xi, gi, bi, mask), x, g, b, wt);
           const what = `BN ${JSON.stringify(shape)} ${masked ? 'masked' : 'dense'}`;
           assertClose(fused.y, ref.y, `${what} y`);
@@ -130,16 +139,13 @@ for (const mode of MODES) {
           if (!masked && si === 0) {
             const x2 = tf.reshape(x, [-1, c]);
             const w2 = tf.reshape(wt, [-1, c]);
-            const f2 = valueAndGrads((xi, gi, bi) => {
-              const r = batchNormTrain(xi, gi, bi, null, 1e-5);
-              tf.dispose([r.mean, r.varUnbiased]);
-              return r.y;
-            }, x2, g, b, w2);
+            const f2 = valueAndGrads((xi, gi, bi) => batchNormTrain(xi, gi, bi, null, 1e-5, running), x2, g, b, w2);
             const [y4, dx4] = [tf.reshape(f2.y, shape), tf.reshape(f2.grads[0]!, shape)];
             assertClose(y4, ref.y, 'BN 2-D y');
             assertClose(dx4, ref.grads[0]!, 'BN 2-D dx');
             tf.dispose([x2, w2, f2.y, ...f2.grads, y4, dx4]);
           }
+          disposeRunning(running);
           tf.dispose([x, g, b, wt, ...(mask ? [mask] : []), fused.y, ...fused.grads, ref.y, ...ref.grads]);
           assert.equal(tf.memory().numTensors, before, `${what}: no tensor left behind`);
         }
@@ -149,7 +155,7 @@ for (const mode of MODES) {
     }
   });
 
-  test(`batchNorm (${mode}): running statistics as PyTorch updates them (momentum 0.1, unbiased variance, num_batches_tracked), alone and batched in a runningStatsScope; eval mode`, () => {
+  test(`batchNorm (${mode}): running statistics as PyTorch updates them (momentum 0.1, unbiased variance, num_batches_tracked) over two steps; eval mode`, () => {
     const prev = setFusedDispatch(mode);
     try {
       const shape: [number, number, number, number] = [2, 5, 5, 4];
@@ -157,8 +163,6 @@ for (const mode of MODES) {
         const x = randn(shape, 60, 1.5, -0.3) as tf.Tensor4D;
         const mask = masked ? randomMask([2, 5, 5], 61) : null;
         const a = freshBn(4, 70);
-        const b1 = freshBn(4, 70);
-        const b2 = freshBn(4, 80);
         const rm0 = a.runningMean.dataSync().slice();
         const rv0 = a.runningVar.dataSync().slice();
         // expected: PyTorch's formula from the visible positions' statistics
@@ -178,17 +182,16 @@ for (const mode of MODES) {
         }
         assert.equal(a.numBatchesTracked.dataSync()[0], 4);
         assert.equal(a.numBatchesTracked.dtype, 'int32');
-        // batched: two BNs in one scope give the values of updating each right away
+        // a second step updates from the new values (and the count again)
+        const rm1 = a.runningMean.dataSync().slice();
         const before = tf.memory().numTensors;
-        const ys = runningStatsScope(() => [batchNorm(x, b1, mask, true), batchNorm(x, b2, mask, true)]);
-        assert.equal(tf.memory().numTensors, before + 2, 'the batched update leaves only the two outputs');
-        const c2 = freshBn(4, 80);
-        const yc = batchNorm(x, c2, mask, true);
-        assert.deepEqual(Array.from(b1.runningMean.dataSync()), Array.from(a.runningMean.dataSync()));
-        assert.deepEqual(Array.from(b1.runningVar.dataSync()), Array.from(a.runningVar.dataSync()));
-        assert.deepEqual(Array.from(b2.runningMean.dataSync()), Array.from(c2.runningMean.dataSync()));
-        assert.deepEqual(Array.from(b2.runningVar.dataSync()), Array.from(c2.runningVar.dataSync()));
-        assert.equal(b2.numBatchesTracked.dataSync()[0], 4);
+        const y2 = batchNorm(x, a, mask, true);
+        assert.equal(tf.memory().numTensors, before + 1, 'the update leaves only the output behind');
+        for (let i = 0; i < 4; i++) {
+          const expMean = 0.9 * rm1[i]! + 0.1 * mean[i]!;
+          assert.ok(Math.abs(a.runningMean.dataSync()[i]! - expMean) <= 1e-6 * Math.max(1, Math.abs(expMean)), `running_mean[${i}] after 2 steps`);
+        }
+        assert.equal(a.numBatchesTracked.dataSync()[0], 5);
         // eval: the running statistics, × mask
         const ye = batchNorm(x, a, mask, false);
         const ref = tf.tidy(() => {
@@ -196,8 +199,8 @@ for (const mode of MODES) {
           return mask ? tf.mul(r, mask) : r;
         });
         assertClose(ye, ref, `eval BN ${masked ? 'masked' : 'dense'}`);
-        tf.dispose([x, y, ...ys, yc, ye, ref, ...(mask ? [mask] : [])]);
-        for (const bn of [a, b1, b2, c2]) disposeBn(bn);
+        tf.dispose([x, y, y2, ye, ref, ...(mask ? [mask] : [])]);
+        disposeBn(a);
       }
     } finally {
       setFusedDispatch(prev);
@@ -264,13 +267,10 @@ test('a backend with its own fused kernels agrees with the portable composites (
     const run = (mode: 'auto' | 'portable') => {
       const prev = setFusedDispatch(mode);
       try {
-        let stats: tf.Tensor[] = [];
-        const r = valueAndGrads((xi, gi, bi) => {
-          const o = batchNormTrain(xi, gi, bi, mask, 1e-5);
-          tf.dispose(stats);
-          stats = [o.mean, o.varUnbiased];
-          return o.y;
-        }, x, g, b, wt);
+        const running = freshRunning(6);
+        const r = valueAndGrads((xi, gi, bi) => batchNormTrain(xi, gi, bi, mask, 1e-5, running), x, g, b, wt);
+        const stats = [running.mean.clone(), running.variance.clone(), running.count.clone()];
+        disposeRunning(running);
         return { ...r, stats };
       } finally {
         setFusedDispatch(prev);
@@ -281,8 +281,10 @@ test('a backend with its own fused kernels agrees with the portable composites (
     const what = mask ? 'masked' : 'dense';
     assertClose(nat.y, port.y, `${what} y`);
     for (const [i, nm] of ['dx', 'dgamma', 'dbeta'].entries()) assertClose(nat.grads[i]!, port.grads[i]!, `${what} ${nm}`);
-    assertClose(nat.stats[0]!, port.stats[0]!, `${what} batch mean`);
-    assertClose(nat.stats[1]!, port.stats[1]!, `${what} unbiased batch variance`);
+    assertClose(nat.stats[0]!, port.stats[0]!, `${what} running mean (two updates)`);
+    assertClose(nat.stats[1]!, port.stats[1]!, `${what} running variance (two updates)`);
+    assert.equal(nat.stats[2]!.dataSync()[0], 5);
+    assert.equal(port.stats[2]!.dataSync()[0], 5);
     tf.dispose([nat.y, ...nat.grads, ...nat.stats, port.y, ...port.grads, ...port.stats, ...(mask ? [mask] : [])]);
   }
   tf.dispose([x, g, b, wt]);

@@ -109,13 +109,13 @@ const allAxes = (rank: number): number[] => Array.from({ length: rank }, (_, i) 
 const leading = (rank: number): number[] => allAxes(rank - 1);
 
 /** Attributes of FusedBatchNormV3 (forward) / FusedBatchNormGradV3 (grad), training mode, NHWC. */
-function fbnAttrs(c: Chain, eps: number, grad = false): Attr[] {
+function fbnAttrs(c: Chain, eps: number, momentum: number | null): Attr[] {
   const b = c.b;
   return [
     c.T,
     { name: 'U', type: b.TF_ATTR_TYPE, value: b.TF_FLOAT },
     { name: 'epsilon', type: b.TF_ATTR_FLOAT, value: eps },
-    ...(grad ? [] : [{ name: 'exponential_avg_factor', type: b.TF_ATTR_FLOAT, value: 1 }]),
+    ...(momentum == null ? [] : [{ name: 'exponential_avg_factor', type: b.TF_ATTR_FLOAT, value: momentum }]),
     { name: 'data_format', type: b.TF_ATTR_STRING, value: 'NHWC' },
     { name: 'is_training', type: b.TF_ATTR_BOOL, value: true },
   ];
@@ -140,19 +140,22 @@ function besselOf(c: Chain, n: Meta): Meta {
 type KInputs = Record<string, tf.TensorInfo | undefined>;
 
 function bnTrainKernel({ inputs, attrs, backend }: { inputs: KInputs; attrs?: unknown; backend: unknown }): tf.Tensor[] {
-  const eps = (attrs as { epsilon: number }).epsilon;
+  const { epsilon: eps, momentum } = attrs as { epsilon: number; momentum: number };
   return withChain(backend, (c) => {
     const x = c.in(inputs['x']!);
     const gamma = c.in(inputs['gamma']!);
     const beta = c.in(inputs['beta']!);
+    const rm = c.in(inputs['runningMean']!);
+    const rv = c.in(inputs['runningVar']!);
     const axes = leading(x.shape.length);
     if (!inputs['mask']) {
-      const [y, , varU, mean, varB] = c.op('FusedBatchNormV3', [as4d(c, x), gamma, beta, c.emptyFloat(), c.emptyFloat()], fbnAttrs(c, eps), 6) as Meta[];
+      // outputs: y, running mean and variance updated with factor `momentum` (unbiased batch variance), batch mean, biased batch variance
+      const [y, newMean, newVar, mean, varB] = c.op('FusedBatchNormV3', [as4d(c, x), gamma, beta, rm, rv], fbnAttrs(c, eps, momentum), 6) as Meta[];
       const invStd = c.op1('Rsqrt', c.op1('AddV2', varB!, c.scalar(eps)));
-      return [c.out(reshapeTo(c, y!, x.shape)), c.out(mean!), c.out(invStd), c.out(varU!)];
+      return [c.out(reshapeTo(c, y!, x.shape)), c.out(mean!), c.out(invStd), c.out(newMean!), c.out(newVar!)];
     }
     const mask = c.in(inputs['mask']!);
-    if (gatherMode()) return bnTrainGather(c, x, gamma, beta, mask, eps);
+    if (gatherMode()) return bnTrainGather(c, x, gamma, beta, rm, rv, mask, eps, momentum);
     const cnt = c.reduce('Sum', mask, allAxes(mask.shape.length), false);
     const mean = c.op1('RealDiv', c.reduce('Sum', c.op1('Mul', x, mask), axes, false), cnt);
     const d = c.op1('Sub', x, mean);
@@ -160,7 +163,11 @@ function bnTrainKernel({ inputs, attrs, backend }: { inputs: KInputs; attrs?: un
     const invStd = c.op1('Rsqrt', c.op1('AddV2', varB, c.scalar(eps)));
     const y = c.op1('Mul', c.op1('AddV2', c.op1('Mul', d, c.op1('Mul', invStd, gamma)), beta), mask);
     const varU = c.op1('Mul', varB, besselOf(c, cnt));
-    return [c.out(y), c.out(mean), c.out(invStd), c.out(varU)];
+    const keep = c.scalar(1 - momentum);
+    const mom = c.scalar(momentum);
+    const newMean = c.op1('AddV2', c.op1('Mul', rm, keep), c.op1('Mul', mean, mom));
+    const newVar = c.op1('AddV2', c.op1('Mul', rv, keep), c.op1('Mul', varU, mom));
+    return [c.out(y), c.out(mean), c.out(invStd), c.out(newMean), c.out(newVar)];
   });
 }
 
@@ -181,14 +188,14 @@ function scatterNd(c: Chain, idx: Meta, v: Meta, shape: number[]): Meta {
   const b = c.b;
   return c.op('ScatterNd', [idx, v, c.ints(shape)], [c.T, { name: 'Tindices', type: b.TF_ATTR_TYPE, value: idx.dtype }])[0]!;
 }
-function bnTrainGather(c: Chain, x: Meta, gamma: Meta, beta: Meta, mask: Meta, eps: number): tf.Tensor[] {
+function bnTrainGather(c: Chain, x: Meta, gamma: Meta, beta: Meta, rm: Meta, rv: Meta, mask: Meta, eps: number, momentum: number): tf.Tensor[] {
   const idx = visibleIndices(c, mask);
   const rows = gatherNd(c, x, idx); // [n, C]
-  const [yv, , varU, mean, varB] = c.op('FusedBatchNormV3', [as4d(c, rows), gamma, beta, c.emptyFloat(), c.emptyFloat()], fbnAttrs(c, eps), 6) as Meta[];
+  const [yv, newMean, newVar, mean, varB] = c.op('FusedBatchNormV3', [as4d(c, rows), gamma, beta, rm, rv], fbnAttrs(c, eps, momentum), 6) as Meta[];
   const C = x.shape[x.shape.length - 1]!;
   const y = scatterNd(c, idx, reshapeTo(c, yv!, [rows.shape[0]!, C]), x.shape);
   const invStd = c.op1('Rsqrt', c.op1('AddV2', varB!, c.scalar(eps)));
-  return [c.out(y), c.out(mean!), c.out(invStd), c.out(varU!)];
+  return [c.out(y), c.out(mean!), c.out(invStd), c.out(newMean!), c.out(newVar!)];
 }
 
 /**
@@ -213,12 +220,12 @@ function bnTrainGradKernel({ inputs, backend }: { inputs: KInputs; backend: unkn
       // FusedBatchNormGradV3 (CPU) recomputes 1/√(σ² + eps) from σ²: hand it σ² + eps = 1/invStd² (with eps 0)
       const varPlusEps = c.op1('Reciprocal', c.op1('Square', invStd));
       if (!maskT) {
-        const [dx, dg, db] = c.op('FusedBatchNormGradV3', [as4d(c, dy), as4d(c, x), gamma, mean, varPlusEps, c.emptyFloat()], fbnAttrs(c, 0, true), 5) as Meta[];
+        const [dx, dg, db] = c.op('FusedBatchNormGradV3', [as4d(c, dy), as4d(c, x), gamma, mean, varPlusEps, c.emptyFloat()], fbnAttrs(c, 0, null), 5) as Meta[];
         return [c.out(reshapeTo(c, dx!, x.shape)), c.out(dg!), c.out(db!)];
       }
       const idx = visibleIndices(c, c.in(maskT));
       const C = x.shape[x.shape.length - 1]!;
-      const [dxv, dg, db] = c.op('FusedBatchNormGradV3', [as4d(c, gatherNd(c, dy, idx)), as4d(c, gatherNd(c, x, idx)), gamma, mean, varPlusEps, c.emptyFloat()], fbnAttrs(c, 0, true), 5) as Meta[];
+      const [dxv, dg, db] = c.op('FusedBatchNormGradV3', [as4d(c, gatherNd(c, dy, idx)), as4d(c, gatherNd(c, x, idx)), gamma, mean, varPlusEps, c.emptyFloat()], fbnAttrs(c, 0, null), 5) as Meta[];
       const n = idx.shape[0]!;
       return [c.out(scatterNd(c, idx, reshapeTo(c, dxv!, [n, C]), x.shape)), c.out(dg!), c.out(db!)];
     }

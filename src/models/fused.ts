@@ -14,17 +14,20 @@
  *
  * | kernel                  | inputs                                   | attrs   | outputs                                   |
  * |-------------------------|------------------------------------------|---------|-------------------------------------------|
- * | SparkBatchNormTrain     | x [...,C], gamma [C], beta [C], mask?    | epsilon | y (x's shape; 0 where mask = 0), mean [C], invStd [C] = 1/√(biased var + eps), varUnbiased [C] (statistics over mask = 1 positions only) |
+ * | SparkBatchNormTrain     | x [...,C], gamma [C], beta [C], runningMean [C], runningVar [C], mask? | epsilon, momentum | y (x's shape; 0 where mask = 0), mean [C], invStd [C] = 1/√(biased var + eps), newRunningMean [C], newRunningVar [C] (statistics over mask = 1 positions only) |
  * | SparkBatchNormTrainGrad | dy, x, gamma, mean, invStd, mask?        | —       | dx (0 where mask = 0), dgamma [C], dbeta [C] |
  * | SparkLayerNorm          | x [...,C], gamma [C], beta [C]           | epsilon | y, mean [...,1], invStd [...,1]           |
  * | SparkLayerNormGrad      | dy, x, gamma, mean, invStd               | —       | dx, dgamma, dbeta                          |
  * | SparkGelu               | x                                        | —       | y = x·Φ(x) (exact, erf)                    |
  * | SparkGeluGrad           | dy, x                                    | —       | dx                                         |
  *
- * varUnbiased = biased var · n/max(n−1, 1), n = number of (visible) positions. Masked LayerNorm is LayerNorm then
- * `maskMul` (it is per-position). `maskMul` (× mask, no gradient to the mask) and eval-mode BatchNorm (a plain
- * affine with the running statistics) need no kernels. The running-statistics update of training BatchNorm is done
- * by the caller (src/models/ops.ts `batchNorm`) from `mean` and `varUnbiased`.
+ * The running statistics are updated as PyTorch does: newRunningMean = runningMean·(1 − momentum) + mean·momentum,
+ * newRunningVar = runningVar·(1 − momentum) + varUnbiased·momentum, varUnbiased = biased var · n/max(n−1, 1), n =
+ * number of (visible) positions (TensorFlow's FusedBatchNormV3 with exponential_avg_factor = momentum computes the
+ * same). The inputs runningMean / runningVar are not modified (tensors are immutable); `batchNormTrain` assigns the
+ * new values to the variables and adds 1 to num_batches_tracked, all inside the op (no tape, no saved tensors).
+ * Masked LayerNorm is LayerNorm then `maskMul` (it is per-position). `maskMul` (× mask, no gradient to the mask) and
+ * eval-mode BatchNorm (a plain affine with the running statistics) need no kernels.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -76,7 +79,16 @@ function leadingAxes(x: tf.Tensor): number[] {
  * (μ = Σm·x/n, biased σ² = Σm·(x−μ)²/n), y = (x−μ)·(γ/√(σ²+eps)) + β, × mask. Same op order as the original
  * composite in ops.ts, so values are bitwise those of the reference implementation's formula.
  */
-export function bnTrainPortable(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.Tensor | null, eps: number): tf.Tensor[] {
+export function bnTrainPortable(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  runningMean: tf.Tensor,
+  runningVar: tf.Tensor,
+  mask: tf.Tensor | null,
+  eps: number,
+  momentum: number,
+): tf.Tensor[] {
   return tf.tidy(() => {
     const axes = leadingAxes(x);
     let mean: tf.Tensor;
@@ -100,7 +112,9 @@ export function bnTrainPortable(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor,
     if (mask) y = tf.mul(y, mask);
     const corr = typeof n === 'number' ? n / Math.max(n - 1, 1) : tf.div(n, tf.maximum(tf.sub(n, 1), 1));
     const varUnbiased = tf.mul(variance, corr);
-    return [y, mean, invStd, varUnbiased];
+    const newMean = tf.add(tf.mul(runningMean, 1 - momentum), tf.mul(mean, momentum));
+    const newVar = tf.add(tf.mul(runningVar, 1 - momentum), tf.mul(varUnbiased, momentum));
+    return [y, mean, invStd, newMean, newVar];
   });
 }
 
@@ -163,26 +177,32 @@ export function geluGradPortable(dy: tf.Tensor, x: tf.Tensor): tf.Tensor {
 
 // ---------------------------------------------------------------------------------------------------------- fused ops
 
-export interface BatchNormTrainResult<T extends tf.Tensor> {
-  y: T;
-  /** Batch mean [C] and unbiased batch variance [C] for the running statistics. Not tracked by any tidy scope
-   * (they outlive the op's own scope): the caller must dispose them. */
-  mean: tf.Tensor1D;
-  varUnbiased: tf.Tensor1D;
+/** The running statistics of a BatchNorm (tf.Variables, updated in place by training-mode `batchNormTrain`). */
+export interface RunningStats {
+  mean: tf.Variable;
+  variance: tf.Variable;
+  /** int32 scalar num_batches_tracked. */
+  count: tf.Variable;
+  momentum: number;
 }
 
 /**
- * Training-mode (masked) BatchNorm as one op: y, plus the batch statistics for the running-stat update. Gradients
- * flow to x, gamma and beta (none to the mask).
+ * Training-mode (masked) BatchNorm as one op: normalises with the batch statistics (over mask = 1 positions when a
+ * mask is given; y = 0 elsewhere) and updates `running` (mean, variance, count) as PyTorch does. Gradients flow to
+ * x, gamma and beta (none to the mask or the running statistics).
  */
-export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.Tensor | null, eps: number): BatchNormTrainResult<T> {
-  let stats: tf.Tensor[] = [];
+export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.Tensor | null, eps: number, running: RunningStats): T {
   const f = tf.customGrad(((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
+    const rm = running.mean;
+    const rv = running.variance;
     const out = native(BN_TRAIN)
-      ? run(BN_TRAIN, { x: xi, gamma: gi, beta: bi, ...maskInput(mask) }, { epsilon: eps })
-      : bnTrainPortable(xi, gi, bi, mask, eps);
-    const [y, mean, invStd, varU] = out as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
-    stats = [tf.keep(mean), tf.keep(varU)];
+      ? run(BN_TRAIN, { x: xi, gamma: gi, beta: bi, runningMean: rm, runningVar: rv, ...maskInput(mask) }, { epsilon: eps, momentum: running.momentum })
+      : bnTrainPortable(xi, gi, bi, rm, rv, mask, eps, running.momentum);
+    const [y, mean, invStd, newMean, newVar] = out as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+    // the forward runs with the tape off: the update records nothing and saves nothing
+    running.mean.assign(newMean);
+    running.variance.assign(newVar);
+    running.count.assign(tf.add(running.count, tf.scalar(1, 'int32')));
     const keepGamma = !(gamma instanceof tf.Variable);
     save([xi, mean, invStd, ...(mask ? [mask] : []), ...(keepGamma ? [gi] : [])]);
     return {
@@ -197,8 +217,7 @@ export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
       },
     };
   }) as unknown as CustomGradFn);
-  const y = f(x, gamma, beta) as T;
-  return { y, mean: stats[0] as tf.Tensor1D, varUnbiased: stats[1] as tf.Tensor1D };
+  return f(x, gamma, beta) as T;
 }
 
 /** LayerNorm over the last axis as one op (gradients to x, gamma, beta). */

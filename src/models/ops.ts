@@ -208,80 +208,18 @@ export interface BatchNormVars {
  * (Sparse) BatchNorm2d over NHWC (spec §2.2, §10.4). With a mask: statistics over visible positions only
  * (μ = Σm·x/n, biased σ² = Σm·(x−μ)²/n), output m·(γ(x−μ)/√(σ²+eps)+β), so masked positions are exactly 0 (the
  * values of x at masked positions do not matter). Without a mask: ordinary BatchNorm2d. Training mode normalises
- * with the batch statistics (one fused op, src/models/fused.ts) and updates the running statistics with momentum
- * 0.1 (the variance update uses the unbiased estimate) and `num_batches_tracked` — right away, or at the end of the
- * enclosing `runningStatsScope`; eval mode uses the running statistics.
+ * with the batch statistics and updates the running statistics with momentum 0.1 (the variance update uses the
+ * unbiased estimate) and `num_batches_tracked`, all in one fused op (src/models/fused.ts); eval mode uses the
+ * running statistics.
  */
 export function batchNorm(x: tf.Tensor4D, bn: BatchNormVars, mask: tf.Tensor4D | null, training: boolean, eps = BN_EPS): tf.Tensor4D {
   if (training) {
-    const { y, mean, varUnbiased } = batchNormTrain(x, bn.weight, bn.bias, mask, eps);
-    const pending = pendingStats[pendingStats.length - 1];
-    if (pending) pending.push({ bn, mean, varUnbiased });
-    else updateRunningStats([{ bn, mean, varUnbiased }]);
-    return y;
+    return batchNormTrain(x, bn.weight, bn.bias, mask, eps, { mean: bn.runningMean, variance: bn.runningVar, count: bn.numBatchesTracked, momentum: BN_MOMENTUM });
   }
   const scale = tf.mul(tf.rsqrt(tf.add(bn.runningVar, eps)), bn.weight);
   let y = tf.add(tf.mul(tf.sub(x, bn.runningMean), scale), bn.bias) as tf.Tensor4D;
   if (mask) y = maskMul(y, mask);
   return y;
-}
-
-interface StatsUpdate {
-  bn: BatchNormVars;
-  mean: tf.Tensor1D;
-  varUnbiased: tf.Tensor1D;
-}
-const pendingStats: StatsUpdate[][] = [];
-
-/**
- * Run `fn` (a forward pass) and apply the running-statistics updates of every training BatchNorm in it together at
- * the end: a handful of kernels for the whole network instead of ~8 per BatchNorm. The values are those of
- * updating each BatchNorm right away (each BatchNorm appears once per forward).
- */
-export function runningStatsScope<T>(fn: () => T): T {
-  const list: StatsUpdate[] = [];
-  pendingStats.push(list);
-  let ok = false;
-  try {
-    const r = fn();
-    ok = true;
-    return r;
-  } finally {
-    pendingStats.pop();
-    if (ok) updateRunningStats(list);
-    else for (const u of list) tf.dispose([u.mean, u.varUnbiased]);
-  }
-}
-
-/**
- * PyTorch's update: running = (1 − m)·running + m·batch (the variance with the unbiased batch variance), and
- * num_batches_tracked + 1. Several BatchNorms are updated with one concat / elementwise / split chain. Disposes the
- * batch statistics.
- */
-function updateRunningStats(list: StatsUpdate[]): void {
-  if (list.length === 0) return;
-  const m = BN_MOMENTUM;
-  const sizes: number[] = [];
-  for (const u of list) sizes.push(u.mean.size);
-  for (const u of list) sizes.push(u.varUnbiased.size);
-  const fresh = tf.tidy(() => {
-    const running = tf.concat([...list.map((u) => u.bn.runningMean), ...list.map((u) => u.bn.runningVar)]);
-    const batch = tf.concat([...list.map((u) => u.mean), ...list.map((u) => u.varUnbiased)]);
-    const next = tf.add(tf.mul(running, 1 - m), tf.mul(batch, m));
-    const one = tf.scalar(1, 'int32');
-    const counts = list.length === 1 ? tf.add(list[0]!.bn.numBatchesTracked, one) : tf.add(tf.stack(list.map((u) => u.bn.numBatchesTracked)), one);
-    return {
-      stats: tf.split(next, sizes),
-      counts: list.length === 1 ? [counts] : tf.unstack(counts),
-    };
-  });
-  for (const [i, u] of list.entries()) {
-    u.bn.runningMean.assign(fresh.stats[i] as tf.Tensor1D);
-    u.bn.runningVar.assign(fresh.stats[list.length + i] as tf.Tensor1D);
-    u.bn.numBatchesTracked.assign(fresh.counts[i]!);
-  }
-  tf.dispose([...fresh.stats, ...fresh.counts]);
-  for (const u of list) tf.dispose([u.mean, u.varUnbiased]);
 }
 
 /**

@@ -12,7 +12,7 @@ import { UsageError } from '../util/errors.js';
 import { Rng, roundHalfEven } from '../util/rng.js';
 import { defineConvNeXt } from './convnext.js';
 import { defineLightDecoder, type LightDecoder } from './decoder.js';
-import { batchNorm, conv2d, layerNorm, linear, MaskPyramid, runningStatsScope, upsampleMask, type BatchNormVars } from './ops.js';
+import { batchNorm, conv2d, layerNorm, linear, MaskPyramid, upsampleMask, type BatchNormVars } from './ops.js';
 import { ParamStore, torchDefaultBound, truncNormal02, type ParamScope, type TensorDef } from './params.js';
 import {
   DOWNSAMPLE_RATIO,
@@ -171,12 +171,11 @@ export function buildEncoder(spec: EncoderSpec, opts: BuildEncoderOptions): Enco
       head = { norm, w: s.param('head.weight', [c, numClasses], truncNormal02, 'linear'), b: s.vector('head.bias', numClasses, { kind: 'zeros' }) };
     }
   }
-  const encode = (x: tf.Tensor4D, mask: tf.Tensor4D | null, ctx: ForwardCtx): tf.Tensor4D[] =>
-    runningStatsScope(() => {
-      if (!mask) return core.forward(x, null, ctx);
-      const masks = new MaskPyramid(mask);
-      return core.forward(masks.apply(x), masks, ctx);
-    });
+  const encode = (x: tf.Tensor4D, mask: tf.Tensor4D | null, ctx: ForwardCtx): tf.Tensor4D[] => {
+    if (!mask) return core.forward(x, null, ctx);
+    const masks = new MaskPyramid(mask);
+    return core.forward(masks.apply(x), masks, ctx);
+  };
   return {
     info,
     name: r.name,
@@ -191,7 +190,7 @@ export function buildEncoder(spec: EncoderSpec, opts: BuildEncoderOptions): Enco
       if (!head) throw new Error('classify: this encoder was built without a head (numClasses = 0)');
       const h = head;
       return tf.tidy(() => {
-        const feats = runningStatsScope(() => core.forward(x, null, ctx));
+        const feats = core.forward(x, null, ctx);
         let pooled = tf.mean(feats[3]!, [1, 2]) as tf.Tensor2D;
         if (h.norm) pooled = layerNorm(pooled as unknown as tf.Tensor4D, h.norm.weight, h.norm.bias, null) as unknown as tf.Tensor2D;
         return linear(pooled, h.w as unknown as tf.Tensor2D, h.b) as tf.Tensor2D;
@@ -336,7 +335,7 @@ export function buildSparK(model: ModelConfig, inputSize: number, seed: number, 
     forward(x, mask, o) {
       checkInput(x, mask);
       return tf.tidy(() => {
-        const pred = runningStatsScope(() => predict(x, mask, o));
+        const pred = predict(x, mask, o);
         return { loss: sparkLoss(x, pred, mask), pred };
       });
     },
@@ -355,13 +354,11 @@ export function buildSparK(model: ModelConfig, inputSize: number, seed: number, 
     },
     encode(x, mask, o) {
       checkInput(x, mask);
-      return tf.tidy(() =>
-        runningStatsScope(() => {
-          if (!mask) return core.forward(x, null, o);
-          const masks = new MaskPyramid(mask);
-          return core.forward(masks.apply(x), masks, o);
-        }),
-      );
+      return tf.tidy(() => {
+        if (!mask) return core.forward(x, null, o);
+        const masks = new MaskPyramid(mask);
+        return core.forward(masks.apply(x), masks, o);
+      });
     },
     dispose: () => store.dispose(),
   };
