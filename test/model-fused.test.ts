@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
 import { batchNorm, gelu, layerNorm, type BatchNormVars } from '../src/models/ops.js';
-import { BN_TRAIN, backendHasKernel, batchNormTrain, geluFused, layerNormFused, maskMul, setFusedDispatch, type RunningStats } from '../src/models/fused.js';
+import { BN_TRAIN, backendHasKernel, batchNormTrain, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused, setFusedDispatch, type RunningStats } from '../src/models/fused.js';
 import { Rng } from '../src/util/rng.js';
 
 const info = await testBackend();
@@ -252,6 +252,41 @@ for (const mode of MODES) {
     }
   });
 }
+
+test('ReLU, ReLU6 and the dense layer: forward and gradients equal the composite (ReLU6: derivative 1 on 0 < x < 6)', () => {
+  const before = tf.memory().numTensors;
+  // values spread over (−12, 12), none exactly 0 or 6
+  const x = tf.tidy(() => {
+    const r = randn([3, 5, 5, 8], 110, 5);
+    return tf.where(tf.logicalOr(tf.equal(r, 0), tf.equal(r, 6)), tf.fill(r.shape, 0.5), r);
+  });
+  const wt = randn([3, 5, 5, 8], 111);
+  const check = (f: (t: tf.Tensor) => tf.Tensor, ref: (t: tf.Tensor) => tf.Tensor, what: string) => {
+    const [yf, yr] = [f(x), ref(x)];
+    const gf = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(f(xi), wt)))(x);
+    const gr = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(ref(xi), wt)))(x);
+    assert.deepEqual(Array.from(yf.dataSync()), Array.from(yr.dataSync()), `${what} y`);
+    assert.deepEqual(Array.from(gf.dataSync()), Array.from(gr.dataSync()), `${what} dx`);
+    tf.dispose([yf, yr, gf, gr]);
+  };
+  check(reluFused, tf.relu, 'ReLU');
+  check(relu6Fused, tf.relu6, 'ReLU6');
+  // the dense layer: y = x·w + b against tf.matMul + tf.add (all three gradients)
+  const w = randn([8, 6], 112) as tf.Tensor2D;
+  const b = randn([6], 113);
+  const w6 = randn([3, 5, 5, 6], 114);
+  const fused = valueAndGrads((xi, wi, bi) => linearFused(xi, wi as tf.Tensor2D, bi), x, w, b, w6);
+  const ref = valueAndGrads((xi, wi, bi) => tf.reshape(tf.add(tf.matMul(tf.reshape(xi, [-1, 8]), wi as tf.Tensor2D), bi), [3, 5, 5, 6]), x, w, b, w6);
+  assertClose(fused.y, ref.y, 'linear y');
+  for (const [i, nm] of ['dx', 'dw', 'db'].entries()) assertClose(fused.grads[i]!, ref.grads[i]!, `linear ${nm}`);
+  // with a tf.Variable weight (read again in the backward pass instead of saved)
+  const wv = tf.variable(w);
+  const gv = tf.variableGrads(() => tf.sum(tf.mul(linearFused(x, wv as unknown as tf.Tensor2D, null), w6)), [wv]);
+  const gvr = tf.grad((wi: tf.Tensor) => tf.sum(tf.mul(tf.reshape(tf.matMul(tf.reshape(x, [-1, 8]), wi as tf.Tensor2D), [3, 5, 5, 6]), w6)))(w);
+  assertClose(gv.grads[wv.name]!, gvr, 'linear dw (variable)');
+  tf.dispose([x, wt, w, b, w6, fused.y, ...fused.grads, ref.y, ...ref.grads, wv, gv.value, ...Object.values(gv.grads), gvr]);
+  assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+});
 
 test('a backend with its own fused kernels agrees with the portable composites (tensorflow: FusedBatchNormV3 etc.)', (t) => {
   if (!backendHasKernel(BN_TRAIN)) {

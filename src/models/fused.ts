@@ -267,3 +267,63 @@ export function maskMul<T extends tf.Tensor>(x: T, mask: tf.Tensor): T {
   }) as unknown as CustomGradFn);
   return f(x) as T;
 }
+
+/** ReLU as one op whose backward is dy·sign(y) (y = relu(x) ≥ 0, so sign(y) is the 0/1 derivative); saves only y. */
+export function reluFused<T extends tf.Tensor>(x: T): T {
+  const f = tf.customGrad(((xi: tf.Tensor, save: tf.GradSaveFunc) => {
+    const y = tf.relu(xi);
+    save([y]);
+    return { value: y, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [tf.mul(dy, tf.sign(saved[0]!))] };
+  }) as unknown as CustomGradFn);
+  return f(x) as T;
+}
+
+/**
+ * ReLU6 as one op; saves only y. Its derivative is 1 where 0 < y < 6, i.e. 0 < x < 6 (PyTorch's hardtanh
+ * backward; tfjs's own Relu6 gradient also passes x = 6 exactly): dy·sign(y)·sign(6 − y).
+ */
+export function relu6Fused<T extends tf.Tensor>(x: T): T {
+  const f = tf.customGrad(((xi: tf.Tensor, save: tf.GradSaveFunc) => {
+    const y = tf.relu6(xi);
+    save([y]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const ys = saved[0]!;
+        return [tf.mul(tf.mul(dy, tf.sign(ys)), tf.sign(tf.sub(6, ys)))];
+      },
+    };
+  }) as unknown as CustomGradFn);
+  return f(x) as T;
+}
+
+/**
+ * Dense layer over the last axis, x[..., I] · w[I, O] + b[O], as one op. Saves only x (and w when it is not a
+ * tf.Variable); backward: dx = dy·wᵀ, dw = xᵀ·dy, db = Σdy.
+ */
+export function linearFused(x: tf.Tensor, w: tf.Tensor2D, b: tf.Tensor | null): tf.Tensor {
+  const [inDim, outDim] = w.shape;
+  const outShape = [...x.shape.slice(0, -1), outDim];
+  const keepW = !(w instanceof tf.Variable);
+  const body = (xi: tf.Tensor, wi: tf.Tensor2D, bi: tf.Tensor | null, save: tf.GradSaveFunc) => {
+    let y: tf.Tensor = tf.matMul(tf.reshape(xi, [-1, inDim]) as tf.Tensor2D, wi);
+    if (bi) y = tf.add(y, bi);
+    save(keepW ? [xi, wi] : [xi]);
+    return {
+      value: tf.reshape(y, outShape),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const ws = (keepW ? saved[1]! : w) as tf.Tensor2D;
+        const dy2 = tf.reshape(dy, [-1, outDim]) as tf.Tensor2D;
+        const dx = tf.reshape(tf.matMul(dy2, ws, false, true), saved[0]!.shape);
+        const dw = tf.matMul(tf.reshape(saved[0]!, [-1, inDim]) as tf.Tensor2D, dy2, true, false);
+        return bi ? [dx, dw, tf.sum(dy2, 0)] : [dx, dw];
+      },
+    };
+  };
+  if (b) {
+    const f = tf.customGrad(((xi: tf.Tensor, wi: tf.Tensor2D, bi: tf.Tensor, save: tf.GradSaveFunc) => body(xi, wi, bi, save)) as unknown as CustomGradFn);
+    return f(x, w, b);
+  }
+  const f = tf.customGrad(((xi: tf.Tensor, wi: tf.Tensor2D, save: tf.GradSaveFunc) => body(xi, wi, null, save)) as unknown as CustomGradFn);
+  return f(x, w);
+}

@@ -10,7 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
 import { isSparkKernel } from '../backend/wasm-kernels.js';
-import { batchNormTrain, geluFused, layerNormFused, maskMul } from './fused.js';
+import { batchNormTrain, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused } from './fused.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -237,9 +237,14 @@ export function gelu<T extends tf.Tensor>(x: T): T {
   return geluFused(x);
 }
 
-/** ReLU6 (decoder activation). */
+/** ReLU6 (decoder activation), one fused op (gradient 1 on 0 < x < 6, as PyTorch's). */
 export function relu6<T extends tf.Tensor>(x: T): T {
-  return tf.relu6(x) as T;
+  return relu6Fused(x);
+}
+
+/** ReLU, one fused op (its backward needs only y). */
+export function relu<T extends tf.Tensor>(x: T): T {
+  return reluFused(x);
 }
 
 /**
@@ -258,15 +263,9 @@ export function dropPath<T extends tf.Tensor>(x: T, rate: number, training: bool
   return tf.mul(tf.div(x, keep), tf.tensor(bits, shape)) as T;
 }
 
-/** Dense layer over the last axis: x[..., I] · w[I, O] + b[O]. */
+/** Dense layer over the last axis: x[..., I] · w[I, O] + b[O] (one fused op). */
 export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor | null): tf.Tensor {
-  const shape = x.shape;
-  const inDim = shape[shape.length - 1]!;
-  const outDim = w.shape[1];
-  const flat = tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
-  let y: tf.Tensor = tf.matMul(flat, w);
-  if (b) y = tf.add(y, b);
-  return tf.reshape(y, [...shape.slice(0, -1), outDim]);
+  return linearFused(x, w, b ?? null);
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
-import { batchNorm, conv2d, dropPath, sparseMaxPool, type BatchNormVars, type MaskPyramid } from './ops.js';
+import { batchNorm, conv2d, dropPath, relu, sparseMaxPool, type BatchNormVars, type MaskPyramid } from './ops.js';
 import { kaimingNormalFanOut, type ParamScope } from './params.js';
 import type { ResolvedResNet } from './registry.js';
 
@@ -86,17 +86,17 @@ export function defineResNet(s: ParamScope, r: ResolvedResNet, dropPathRate: num
     stageChannels: [4 * w0, 8 * w0, 16 * w0, 32 * w0],
     forward(x, masks, ctx) {
       const tr = ctx.training;
-      let h = tf.relu(convBn(x, stemConv, stemBn, 2, 3, masks, tr)) as tf.Tensor4D;
+      let h = relu(convBn(x, stemConv, stemBn, 2, 3, masks, tr));
       h = sparseMaxPool(h, masks, 3, 2, 1);
       const outs: tf.Tensor4D[] = [];
       for (const blocks of stages) {
         for (const blk of blocks) {
-          let y = tf.relu(convBn(h, blk.conv1, blk.bn1, 1, 0, masks, tr)) as tf.Tensor4D;
-          y = tf.relu(convBn(y, blk.conv2, blk.bn2, blk.stride, 1, masks, tr)) as tf.Tensor4D;
+          let y = relu(convBn(h, blk.conv1, blk.bn1, 1, 0, masks, tr)) as tf.Tensor4D;
+          y = relu(convBn(y, blk.conv2, blk.bn2, blk.stride, 1, masks, tr)) as tf.Tensor4D;
           y = convBn(y, blk.conv3, blk.bn3, 1, 0, masks, tr);
           y = dropPath(y, blk.dropPath, tr, ctx.rng);
           const sc = blk.downsample ? convBn(h, blk.downsample.conv, blk.downsample.bn, blk.stride, 0, masks, tr) : h;
-          h = tf.relu(tf.add(y, sc)) as tf.Tensor4D;
+          h = relu(tf.add(y, sc)) as tf.Tensor4D;
         }
         outs.push(h);
       }
