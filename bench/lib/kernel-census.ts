@@ -20,6 +20,8 @@ export interface KernelCensus {
   step: KernelCount;
   /** Wall times (ms) of `timeSteps` further steps (when asked). */
   stepMs: number[];
+  /** Live tensors after the profiled step and after each timed step (flat when steps release what they make). */
+  tensorsAfterStep: number[];
 }
 
 type ProfileInfo = Awaited<ReturnType<typeof tf.profile>>;
@@ -52,7 +54,9 @@ export async function countStepKernels(encoder: string, opts: { size?: number; b
     const mask = m.makeMask(batch, Rng.from(0, 'mask', 1, 0));
     const fwd = tally(
       await tf.profile(() => {
-        tf.tidy(() => m.forward(x, mask, { training: true, rng: Rng.from(0, 'droppath', 1, 0) }).loss);
+        tf.tidy(() => {
+          m.forward(x, mask, { training: true, rng: Rng.from(0, 'droppath', 1, 0) });
+        });
       }),
     );
     const fb = tally(await tf.profile(() => {
@@ -67,12 +71,14 @@ export async function countStepKernels(encoder: string, opts: { size?: number; b
       }),
     );
     const stepMs: number[] = [];
+    const tensorsAfterStep = [tf.memory().numTensors];
     for (let i = 0; i < (opts.timeSteps ?? 0); i++) {
       const t0 = performance.now();
       await trainStep(m, optimizer, [x], { seed: 0, it: 2 + i, hyper });
       stepMs.push(performance.now() - t0);
+      tensorsAfterStep.push(tf.memory().numTensors);
     }
-    return { forward: fwd, forwardBackward: fb, step, stepMs };
+    return { forward: fwd, forwardBackward: fb, step, stepMs, tensorsAfterStep };
   } finally {
     optimizer.dispose();
     m.dispose();
