@@ -1,6 +1,6 @@
 /**
- * The fused kernels of src/models/fused.ts (names and signatures in its header) for the native 'tensorflow'
- * backend (tfjs-node on libtensorflow). Each kernel is a short chain of TensorFlow eager ops executed through the
+ * The fused kernels of src/models/fused.ts (signatures in its header, names in ./fused-kernel-names.ts) for the
+ * native 'tensorflow' backend (tfjs-node on libtensorflow). Each kernel is a short chain of TensorFlow eager ops executed through the
  * tfjs-node binding (`binding.executeOp` with TensorFlow tensor handles), so the whole chain is one tfjs kernel
  * call: intermediates never become tfjs tensors, and only the kernel's outputs are handed to the engine.
  *
@@ -14,7 +14,7 @@
  * kernels are not registered when tfjs-node-gpu uses a GPU (the portable composites run there).
  */
 import * as tf from '@tensorflow/tfjs';
-import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from '../models/fused.js';
+import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from './fused-kernel-names.js';
 
 interface Meta {
   id: number;

@@ -30,14 +30,9 @@
  * eval-mode BatchNorm (a plain affine with the running statistics) need no kernels.
  */
 import * as tf from '@tensorflow/tfjs';
+import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from '../backend/fused-kernel-names.js';
 
-export const BN_TRAIN = 'SparkBatchNormTrain';
-export const BN_TRAIN_GRAD = 'SparkBatchNormTrainGrad';
-export const LAYER_NORM = 'SparkLayerNorm';
-export const LAYER_NORM_GRAD = 'SparkLayerNormGrad';
-export const GELU = 'SparkGelu';
-export const GELU_GRAD = 'SparkGeluGrad';
-export const FUSED_KERNELS = [BN_TRAIN, BN_TRAIN_GRAD, LAYER_NORM, LAYER_NORM_GRAD, GELU, GELU_GRAD] as const;
+export { BN_TRAIN, BN_TRAIN_GRAD, FUSED_KERNELS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from '../backend/fused-kernel-names.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 type Inputs = Record<string, tf.Tensor>;
