@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
 import { batchNorm, gelu, layerNorm, type BatchNormVars } from '../src/models/ops.js';
-import { BN_TRAIN, backendHasKernel, batchNormTrain, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused, setFusedDispatch, type RunningStats } from '../src/models/fused.js';
+import { BN_TRAIN, backendHasKernel, batchNormTrain, biasAdd, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused, setFusedDispatch, type RunningStats } from '../src/models/fused.js';
 import { Rng } from '../src/util/rng.js';
 
 const info = await testBackend();
@@ -253,7 +253,7 @@ for (const mode of MODES) {
   });
 }
 
-test('ReLU, ReLU6 and the dense layer: forward and gradients equal the composite (ReLU6: derivative 1 on 0 < x < 6)', () => {
+test('ReLU, ReLU6, the bias add and the dense layer: forward and gradients equal the composite (ReLU6: derivative 1 on 0 < x < 6)', () => {
   const before = tf.memory().numTensors;
   // values spread over (−12, 12), none exactly 0 or 6
   const x = tf.tidy(() => {
@@ -271,6 +271,13 @@ test('ReLU, ReLU6 and the dense layer: forward and gradients equal the composite
   };
   check(reluFused, tf.relu, 'ReLU');
   check(relu6Fused, tf.relu6, 'ReLU6');
+  // bias add: gradients to x and to the bias, exactly tf.add's
+  const bias = randn([8], 115);
+  const ba = valueAndGrads((xi, bi) => biasAdd(xi, bi), x, bias, bias, wt);
+  const br = valueAndGrads((xi, bi) => tf.add(xi, bi), x, bias, bias, wt);
+  assert.deepEqual(Array.from(ba.y.dataSync()), Array.from(br.y.dataSync()), 'bias add y');
+  for (const i of [0, 1]) assert.deepEqual(Array.from(ba.grads[i]!.dataSync()), Array.from(br.grads[i]!.dataSync()), `bias add grad ${i}`);
+  tf.dispose([bias, ba.y, ...ba.grads, br.y, ...br.grads]);
   // the dense layer: y = x·w + b against tf.matMul + tf.add (all three gradients)
   const w = randn([8, 6], 112) as tf.Tensor2D;
   const b = randn([6], 113);

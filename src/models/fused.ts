@@ -322,3 +322,15 @@ export function linearFused(x: tf.Tensor, w: tf.Tensor2D, b: tf.Tensor | null): 
   const f = tf.customGrad(((xi: tf.Tensor, wi: tf.Tensor2D, save: tf.GradSaveFunc) => body(xi, wi, null, save)) as unknown as CustomGradFn);
   return f(x, w);
 }
+
+/**
+ * x + b with b [C] broadcast over the last axis, as one op that saves nothing: dx = dy (passed through), db = Σdy
+ * over the leading axes.
+ */
+export function biasAdd<T extends tf.Tensor>(x: T, b: tf.Tensor): T {
+  const f = tf.customGrad(((xi: tf.Tensor, bi: tf.Tensor) => ({
+    value: tf.add(xi, bi),
+    gradFunc: (dy: tf.Tensor) => [dy, tf.sum(dy, leadingAxes(dy))],
+  })) as unknown as CustomGradFn);
+  return f(x, b) as T;
+}

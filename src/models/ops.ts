@@ -10,7 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
 import { isSparkKernel } from '../backend/wasm-kernels.js';
-import { batchNormTrain, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused } from './fused.js';
+import { batchNormTrain, biasAdd, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused } from './fused.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -138,7 +138,7 @@ export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: numb
   } else {
     y = convValid(padHW(x, pad), w, stride);
   }
-  return bias ? tf.add(y, bias) : y;
+  return bias ? biasAdd(y, bias) : y;
 }
 
 /** Stride-1 depthwise 'valid' conv (input already padded) with fast gradients on non-native backends. */
@@ -174,7 +174,7 @@ export function depthwiseConv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, 
   if (stride === 1 && w.shape[3] === 1) y = depthwiseValid(padHW(x, pad), w);
   else if (stride === 1 && k % 2 === 1 && pad === (k - 1) / 2) y = tf.depthwiseConv2d(x, w, 1, 'same');
   else y = tf.depthwiseConv2d(padHW(x, pad), w, stride, 'valid');
-  return bias ? tf.add(y, bias) : y;
+  return bias ? biasAdd(y, bias) : y;
 }
 
 /** SparseConv2d: dense conv, then × mask at the output resolution (spec §2.1). */
@@ -295,5 +295,5 @@ export function convTranspose2x(x: tf.Tensor4D, w: tf.Tensor4D, bias?: tf.Tensor
     }) as unknown as CustomGradFn);
     y = f(x, w) as tf.Tensor4D;
   }
-  return bias ? (tf.add(y, bias) as tf.Tensor4D) : y;
+  return bias ? biasAdd(y, bias) : y;
 }
