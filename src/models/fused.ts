@@ -72,7 +72,7 @@ function leadingAxes(x: tf.Tensor): number[] {
 /**
  * Portable BatchNorm training forward: statistics over every position (mask null) or over mask = 1 positions only
  * (μ = Σm·x/n, biased σ² = Σm·(x−μ)²/n), y = (x−μ)·(γ/√(σ²+eps)) + β, × mask. Same op order as the original
- * composite in ops.ts, so values are bitwise those of the reference implementation's formula.
+ * composite it replaces in ops.ts.
  */
 export function bnTrainPortable(
   x: tf.Tensor,
