@@ -228,8 +228,7 @@ export function batchNorm(x: tf.Tensor4D, bn: BatchNormVars, mask: tf.Tensor4D |
  * at masked positions, whatever x holds there).
  */
 export function layerNorm(x: tf.Tensor4D, weight: tf.Tensor, bias: tf.Tensor, mask: tf.Tensor4D | null, eps = LN_EPS): tf.Tensor4D {
-  const y = layerNormFused(x, weight, bias, eps);
-  return mask ? maskMul(y, mask) : y;
+  return layerNormFused(x, weight, bias, eps, mask);
 }
 
 /** Exact (erf) GELU: 0.5·x·(1 + erf(x/√2)) (nn.GELU default; tfjs has none), one fused op. */
