@@ -130,6 +130,22 @@ for (const mode of MODES) {
           const what = `BN ${JSON.stringify(shape)} ${masked ? 'masked' : 'dense'}`;
           assertClose(fused.y, ref.y, `${what} y`);
           for (const [i, nm] of ['dx', 'dgamma', 'dbeta'].entries()) assertClose(fused.grads[i]!, ref.grads[i]!, `${what} ${nm}`);
+          // with a fused activation: act(BN(x)) against act(composite)
+          for (const act of ['relu', 'relu6'] as const) {
+            const ra = freshRunning(c);
+            const fa = valueAndGrads((xi, gi, bi) => batchNormTrain(xi, gi, bi, mask, 1e-5, ra, act), x, g, b, wt);
+            const refAct = (t: tf.Tensor) => (act === 'relu' ? tf.relu(t) : tf.relu6(t));
+            const rr = valueAndGrads((xi, gi, bi) => refAct(tf.mul(bnComposite(xi, gi, bi, mask), 3)), x, g, b, wt);
+            // (×3 spreads the outputs past 6 for ReLU6; undone below by scaling the fused input's γ, β)
+            tf.dispose([fa.y, ...fa.grads]);
+            const g3 = tf.mul(g, 3);
+            const b3 = tf.mul(b, 3);
+            const fb = valueAndGrads((xi, gi, bi) => batchNormTrain(xi, gi, bi, mask, 1e-5, ra, act), x, g3, b3, wt);
+            assertClose(fb.y, rr.y, `${what} ${act} y`);
+            assertClose(fb.grads[0]!, rr.grads[0]!, `${what} ${act} dx`);
+            disposeRunning(ra);
+            tf.dispose([rr.y, ...rr.grads, g3, b3, fb.y, ...fb.grads]);
+          }
           if (mask) {
             // zeros at masked positions, in the output and in dx
             const atMasked = tf.tidy(() => tf.max(tf.abs(tf.mul(tf.add(tf.abs(fused.y), tf.abs(fused.grads[0]!)), tf.sub(1, mask)))).dataSync()[0]);

@@ -182,12 +182,35 @@ export interface RunningStats {
   momentum: number;
 }
 
+/** An activation fused into the op before it (its output is the only tensor kept; the pre-activation is freed). */
+export type FusedActivation = 'relu' | 'relu6' | null;
+
+function applyActivation(y: tf.Tensor, act: FusedActivation): tf.Tensor {
+  return act === 'relu' ? tf.relu(y) : act === 'relu6' ? tf.relu6(y) : y;
+}
+
+/** dy through the activation, from its output a: relu' = sign(a); relu6' = 1 on 0 < a < 6 (PyTorch's hardtanh). */
+function activationGrad(dy: tf.Tensor, a: tf.Tensor, act: FusedActivation): tf.Tensor {
+  if (act === 'relu') return tf.mul(dy, tf.sign(a));
+  if (act === 'relu6') return tf.mul(tf.mul(dy, tf.sign(a)), tf.sign(tf.sub(6, a)));
+  return dy;
+}
+
 /**
  * Training-mode (masked) BatchNorm as one op: normalises with the batch statistics (over mask = 1 positions when a
  * mask is given; y = 0 elsewhere) and updates `running` (mean, variance, count) as PyTorch does. Gradients flow to
- * x, gamma and beta (none to the mask or the running statistics).
+ * x, gamma and beta (none to the mask or the running statistics). With `act`, the op is act(BN(x)): the normalised
+ * tensor lives only inside the op and the backward starts from dy·act'(output).
  */
-export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, mask: tf.Tensor | null, eps: number, running: RunningStats): T {
+export function batchNormTrain<T extends tf.Tensor>(
+  x: T,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  mask: tf.Tensor | null,
+  eps: number,
+  running: RunningStats,
+  act: FusedActivation = null,
+): T {
   const f = tf.customGrad(((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
     const rm = running.mean;
     const rv = running.variance;
@@ -200,12 +223,14 @@ export function batchNormTrain<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
     running.variance.assign(newVar);
     running.count.assign(tf.add(running.count, tf.scalar(1, 'int32')));
     const keepGamma = !(gamma instanceof tf.Variable);
-    save([xi, mean, invStd, ...(mask ? [mask] : []), ...(keepGamma ? [gi] : [])]);
+    const a = applyActivation(y, act);
+    save([xi, mean, invStd, ...(mask ? [mask] : []), ...(act ? [a] : []), ...(keepGamma ? [gi] : [])]);
     return {
-      value: y,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      value: a,
+      gradFunc: (dyOut: tf.Tensor, saved: tf.Tensor[]) => {
         const [xs, ms, is] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
         const mk = mask ? saved[3]! : undefined;
+        const dy = act ? activationGrad(dyOut, saved[mask ? 4 : 3]!, act) : dyOut;
         const gs = keepGamma ? saved[saved.length - 1]! : gamma;
         return native(BN_TRAIN_GRAD)
           ? run(BN_TRAIN_GRAD, { dy, x: xs, gamma: gs, mean: ms, invStd: is, ...maskInput(mk ?? null) })
@@ -275,7 +300,7 @@ export function reluFused<T extends tf.Tensor>(x: T): T {
   const f = tf.customGrad(((xi: tf.Tensor, save: tf.GradSaveFunc) => {
     const y = tf.relu(xi);
     save([y]);
-    return { value: y, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [tf.mul(dy, tf.sign(saved[0]!))] };
+    return { value: y, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [activationGrad(dy, saved[0]!, 'relu')] };
   }) as unknown as CustomGradFn);
   return f(x) as T;
 }
@@ -290,10 +315,7 @@ export function relu6Fused<T extends tf.Tensor>(x: T): T {
     save([y]);
     return {
       value: y,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const ys = saved[0]!;
-        return [tf.mul(tf.mul(dy, tf.sign(ys)), tf.sign(tf.sub(6, ys)))];
-      },
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [activationGrad(dy, saved[0]!, 'relu6')],
     };
   }) as unknown as CustomGradFn);
   return f(x) as T;

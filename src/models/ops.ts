@@ -10,7 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
 import { isSparkKernel } from '../backend/wasm-kernels.js';
-import { batchNormTrain, biasAdd, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused } from './fused.js';
+import { batchNormTrain, biasAdd, type FusedActivation, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused } from './fused.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -210,16 +210,25 @@ export interface BatchNormVars {
  * values of x at masked positions do not matter). Without a mask: ordinary BatchNorm2d. Training mode normalises
  * with the batch statistics and updates the running statistics with momentum 0.1 (the variance update uses the
  * unbiased estimate) and `num_batches_tracked`, all in one fused op (src/models/fused.ts); eval mode uses the
- * running statistics.
+ * running statistics. `act` applies ReLU / ReLU6 to the output (in training, inside the same op).
  */
-export function batchNorm(x: tf.Tensor4D, bn: BatchNormVars, mask: tf.Tensor4D | null, training: boolean, eps = BN_EPS): tf.Tensor4D {
+export function batchNorm(
+  x: tf.Tensor4D,
+  bn: BatchNormVars,
+  mask: tf.Tensor4D | null,
+  training: boolean,
+  opts: { eps?: number; act?: FusedActivation } = {},
+): tf.Tensor4D {
+  const eps = opts.eps ?? BN_EPS;
+  const act = opts.act ?? null;
   if (training) {
-    return batchNormTrain(x, bn.weight, bn.bias, mask, eps, { mean: bn.runningMean, variance: bn.runningVar, count: bn.numBatchesTracked, momentum: BN_MOMENTUM });
+    const running = { mean: bn.runningMean, variance: bn.runningVar, count: bn.numBatchesTracked, momentum: BN_MOMENTUM };
+    return batchNormTrain(x, bn.weight, bn.bias, mask, eps, running, act);
   }
   const scale = tf.mul(tf.rsqrt(tf.add(bn.runningVar, eps)), bn.weight);
   let y = tf.add(tf.mul(tf.sub(x, bn.runningMean), scale), bn.bias) as tf.Tensor4D;
   if (mask) y = maskMul(y, mask);
-  return y;
+  return act === 'relu' ? relu(y) : act === 'relu6' ? relu6(y) : y;
 }
 
 /**

@@ -33,12 +33,21 @@ interface Bottleneck {
 }
 
 /**
- * Conv (no bias), × mask at the output resolution, (sparse) BN. The sparse BN ignores x at masked positions and
+ * Conv (no bias), × mask at the output resolution, (sparse) BN, optionally ReLU (fused into the BN). The sparse BN ignores x at masked positions and
  * outputs 0 there (its gradient is 0 there too), so the × mask of the reference's SparseConv is folded into it.
  */
-function convBn(x: tf.Tensor4D, w: tf.Variable, bn: BatchNormVars, stride: number, pad: number, masks: MaskPyramid | null, training: boolean): tf.Tensor4D {
+function convBn(
+  x: tf.Tensor4D,
+  w: tf.Variable,
+  bn: BatchNormVars,
+  stride: number,
+  pad: number,
+  masks: MaskPyramid | null,
+  training: boolean,
+  act: 'relu' | null = null,
+): tf.Tensor4D {
   const y = conv2d(x, w as unknown as tf.Tensor4D, stride, pad);
-  return batchNorm(y, bn, masks ? masks.at(y.shape[1]) : null, training);
+  return batchNorm(y, bn, masks ? masks.at(y.shape[1]) : null, training, { act });
 }
 
 /** Per-block drop-path rates: rate·idx/(total−1), over all blocks globally (timm 0.5.4). */
@@ -86,13 +95,13 @@ export function defineResNet(s: ParamScope, r: ResolvedResNet, dropPathRate: num
     stageChannels: [4 * w0, 8 * w0, 16 * w0, 32 * w0],
     forward(x, masks, ctx) {
       const tr = ctx.training;
-      let h = relu(convBn(x, stemConv, stemBn, 2, 3, masks, tr));
+      let h = convBn(x, stemConv, stemBn, 2, 3, masks, tr, 'relu');
       h = sparseMaxPool(h, masks, 3, 2, 1);
       const outs: tf.Tensor4D[] = [];
       for (const blocks of stages) {
         for (const blk of blocks) {
-          let y = relu(convBn(h, blk.conv1, blk.bn1, 1, 0, masks, tr)) as tf.Tensor4D;
-          y = relu(convBn(y, blk.conv2, blk.bn2, blk.stride, 1, masks, tr)) as tf.Tensor4D;
+          let y = convBn(h, blk.conv1, blk.bn1, 1, 0, masks, tr, 'relu');
+          y = convBn(y, blk.conv2, blk.bn2, blk.stride, 1, masks, tr, 'relu');
           y = convBn(y, blk.conv3, blk.bn3, 1, 0, masks, tr);
           y = dropPath(y, blk.dropPath, tr, ctx.rng);
           const sc = blk.downsample ? convBn(h, blk.downsample.conv, blk.downsample.bn, blk.stride, 0, masks, tr) : h;
