@@ -171,7 +171,7 @@ function bnTrainKernel({ inputs, attrs, backend }: { inputs: KInputs; attrs?: un
   });
 }
 
-/** Masked BN by gathering the visible positions: Where(mask) → GatherNd → FusedBatchNormV3 → ScatterNd. */
+/** int32 indices [n, rank−1] of the visible positions of a [..., 1] mask (Where over the mask as bool). */
 function visibleIndices(c: Chain, mask: Meta): Meta {
   const b = c.b;
   const m3 = reshapeTo(c, mask, mask.shape.slice(0, -1));
@@ -188,6 +188,7 @@ function scatterNd(c: Chain, idx: Meta, v: Meta, shape: number[]): Meta {
   const b = c.b;
   return c.op('ScatterNd', [idx, v, c.ints(shape)], [c.T, { name: 'Tindices', type: b.TF_ATTR_TYPE, value: idx.dtype }])[0]!;
 }
+/** Masked BN by gathering the visible positions: Where(mask) → GatherNd → FusedBatchNormV3 → ScatterNd. */
 function bnTrainGather(c: Chain, x: Meta, gamma: Meta, beta: Meta, rm: Meta, rv: Meta, mask: Meta, eps: number, momentum: number): tf.Tensor[] {
   const idx = visibleIndices(c, mask);
   const rows = gatherNd(c, x, idx); // [n, C]
