@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { testBackend } from './helpers/backend.js';
 import { batchNorm, gelu, layerNorm, type BatchNormVars } from '../src/models/ops.js';
-import { BN_TRAIN, backendHasKernel, batchNormTrain, biasAdd, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused, setFusedDispatch, type RunningStats } from '../src/models/fused.js';
+import { BN_TRAIN, addSame, backendHasKernel, batchNormTrain, biasAdd, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused, setFusedDispatch, type RunningStats } from '../src/models/fused.js';
 import { Rng } from '../src/util/rng.js';
 
 const info = await testBackend();
@@ -269,7 +269,7 @@ for (const mode of MODES) {
   });
 }
 
-test('ReLU, ReLU6, the bias add and the dense layer: forward and gradients equal the composite (ReLU6: derivative 1 on 0 < x < 6)', () => {
+test('ReLU, ReLU6, the bias and residual adds and the dense layer: forward and gradients equal the composite (ReLU6: derivative 1 on 0 < x < 6)', () => {
   const before = tf.memory().numTensors;
   // values spread over (−12, 12), none exactly 0 or 6
   const x = tf.tidy(() => {
@@ -294,6 +294,17 @@ test('ReLU, ReLU6, the bias add and the dense layer: forward and gradients equal
   assert.deepEqual(Array.from(ba.y.dataSync()), Array.from(br.y.dataSync()), 'bias add y');
   for (const i of [0, 1]) assert.deepEqual(Array.from(ba.grads[i]!.dataSync()), Array.from(br.grads[i]!.dataSync()), `bias add grad ${i}`);
   tf.dispose([bias, ba.y, ...ba.grads, br.y, ...br.grads]);
+  // residual add: an identity shortcut whose input also feeds the other branch (gradients accumulate on it)
+  const residual = (add: (p: tf.Tensor, q: tf.Tensor) => tf.Tensor) => (xi: tf.Tensor) => {
+    const h = tf.mul(xi, 1.5);
+    const out = add(tf.relu(tf.mul(h, -0.7)), h);
+    return tf.add(tf.sum(tf.mul(out, wt)), tf.sum(tf.square(h)));
+  };
+  const rf = tf.grad(residual(addSame))(x);
+  const rr = tf.grad(residual(tf.add))(x);
+  assert.deepEqual(Array.from(rf.dataSync()), Array.from(rr.dataSync()), 'residual add dx');
+  tf.dispose([rf, rr]);
+  assert.throws(() => addSame(x, bias), /shapes differ/);
   // the dense layer: y = x·w + b against tf.matMul + tf.add (all three gradients)
   const w = randn([8, 6], 112) as tf.Tensor2D;
   const b = randn([6], 113);

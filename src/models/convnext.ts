@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { conv2d, depthwiseConv2d, dropPath, gelu, layerNorm, linear, sparseConv2d, type MaskPyramid } from './ops.js';
-import { maskMul } from './fused.js';
+import { addSame, maskMul } from './fused.js';
 import { truncNormal02, type ParamScope } from './params.js';
 import type { ResolvedConvNeXt } from './registry.js';
 import type { EncoderCore } from './resnet.js';
@@ -98,7 +98,7 @@ export function defineConvNeXt(s: ParamScope, c: ResolvedConvNeXt, dropPathRate:
           z = linear(z, blk.pw2 as unknown as tf.Tensor2D, blk.pw2Bias);
           z = tf.mul(z, blk.gamma);
           if (m) z = maskMul(z, m);
-          h = tf.add(h, dropPath(z as tf.Tensor4D, blk.dropPath, tr, ctx.rng)) as tf.Tensor4D;
+          h = addSame(h, dropPath(z as tf.Tensor4D, blk.dropPath, tr, ctx.rng));
         }
         outs.push(h);
       }

@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { batchNorm, conv2d, convTranspose2x, type BatchNormVars } from './ops.js';
+import { addSame } from './fused.js';
 import { kaimingNormalFanOut, truncNormal02, type ParamScope } from './params.js';
 import { decoderChannels } from './registry.js';
 
@@ -55,7 +56,7 @@ export function defineLightDecoder(s: ParamScope, width: number, upSampleRatio =
       let x: tf.Tensor4D | null = null;
       for (let i = 0; i < blocks.length; i++) {
         const b = blocks[i]!;
-        if (i < toDec.length) x = x ? (tf.add(x, toDec[i]!) as tf.Tensor4D) : toDec[i]!;
+        if (i < toDec.length) x = x ? addSame(x, toDec[i]!) : toDec[i]!;
         if (!x) throw new Error('LightDecoder: no input features');
         x = convTranspose2x(x, b.up as unknown as tf.Tensor4D, b.upBias);
         x = batchNorm(conv2d(x, b.conv0 as unknown as tf.Tensor4D, 1, 1), b.bn1, null, training, { act: 'relu6' });

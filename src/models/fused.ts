@@ -363,3 +363,19 @@ export function biasAdd<T extends tf.Tensor>(x: T, b: tf.Tensor): T {
   })) as unknown as CustomGradFn);
   return f(x, b) as T;
 }
+
+/**
+ * a + b for tensors of the same shape (residual connections) as one op that saves nothing (tfjs's Add keeps both
+ * inputs alive until its backward only to know their shapes): da = dy, db = a copy of the reference to dy.
+ */
+export function addSame<T extends tf.Tensor>(a: T, b: tf.Tensor): T {
+  if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
+    throw new Error(`addSame: shapes differ: ${JSON.stringify(a.shape)} vs ${JSON.stringify(b.shape)}`);
+  }
+  const f = tf.customGrad(((ai: tf.Tensor, bi: tf.Tensor) => ({
+    value: tf.add(ai, bi),
+    // two gradient entries must not be one tensor object (the engine disposes an accumulated gradient it replaces)
+    gradFunc: (dy: tf.Tensor) => [dy, dy.clone()],
+  })) as unknown as CustomGradFn);
+  return f(a, b) as T;
+}

@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
 import { batchNorm, conv2d, dropPath, relu, sparseMaxPool, type BatchNormVars, type MaskPyramid } from './ops.js';
+import { addSame } from './fused.js';
 import { kaimingNormalFanOut, type ParamScope } from './params.js';
 import type { ResolvedResNet } from './registry.js';
 
@@ -105,7 +106,7 @@ export function defineResNet(s: ParamScope, r: ResolvedResNet, dropPathRate: num
           y = convBn(y, blk.conv3, blk.bn3, 1, 0, masks, tr);
           y = dropPath(y, blk.dropPath, tr, ctx.rng);
           const sc = blk.downsample ? convBn(h, blk.downsample.conv, blk.downsample.bn, blk.stride, 0, masks, tr) : h;
-          h = relu(tf.add(y, sc)) as tf.Tensor4D;
+          h = relu(addSame(y, sc));
         }
         outs.push(h);
       }
