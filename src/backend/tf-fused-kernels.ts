@@ -202,7 +202,8 @@ function bnTrainGather(c: Chain, x: Meta, gamma: Meta, beta: Meta, rm: Meta, rv:
 /**
  * Masked BatchNorm by gathering the visible rows (default) or as the elementwise chain (SPARK_MASKED_BN=composite).
  * Gathering measured faster at 224-px ResNet-50 shapes with 40 % visible (bench/bn-micro.ts, min of 10, forward +
- * backward: [4,112,112,64] 29 vs 60 ms, [4,56,56,256] 39 vs 59 ms, [4,28,28,512] 12 vs 25 ms).
+ * backward, quiet machine: [4,112,112,64] 39 vs 63 ms, [4,56,56,256] 29 vs 66 ms, [4,28,28,512] 14 vs 25 ms,
+ * [4,7,7,2048] 4.7 vs 7.6 ms; unmasked FusedBatchNormV3 on the same shapes: 19–34 ms, 4–14 ms).
  */
 function gatherMode(): boolean {
   return process.env['SPARK_MASKED_BN'] !== 'composite';
