@@ -1,22 +1,24 @@
 /**
  * SparK pre-training step throughput (issue 4 item 6): for each backend and model, the wall time of one full
  * training step — random mask (ratio from the config, 0.6 for the presets), forward + backward with
- * tf.variableGrads, LAMB update — through the trainer's own `trainStep` (src/train/step.ts) and `Lamb`
+ * tf.variableGrads, LAMB update — through the trainer's own `trainStepAsync` (src/train/step.ts) and `Lamb`
  * (src/train/optimizers.ts), plus the same step of the dense twin (no sparse emulation) and with an all-visible mask;
- * see bench/lib/spark-step.ts for exactly what each mode computes. Optionally the same step in PyTorch
- * (bench/torch_spark.py) for a tfjs/torch ratio.
+ * see bench/lib/spark-step.ts for exactly what each mode computes. Per case and mode it also reports the kernel
+ * calls of one step and of its optimizer update (`tf.profile`) and the peak RSS. Optionally the same step in
+ * PyTorch (bench/torch_spark.py) for a tfjs/torch ratio.
  *
  *   npm run build && node dist/bench/step-throughput.js [--backends tensorflow,wasm,cpu]
- *       [--models resnet50,convnext_small,quickstart] [--batch 8] [--size 224] [--iters 5] [--warmup 2]
+ *       [--models resnet50,convnext_small,quickstart] [--batch 8] [--size 224] [--decoder-width 768] [--iters 5] [--warmup 2]
  *       [--modes sparse,dense,visible] [--threads 2] [--torch] [--torch-formats nchw,channels_last]
  *       [--python python3] [--max-case-seconds 900] [--force] [--interleave] [--json out.json]
  * --interleave alternates the modes step by step (all models alive together) so that they see the same background
- * load: use it on a shared machine when the sparse/dense ratio matters.
+ * load: use it on a shared machine when the sparse/dense ratio matters. Without it each mode runs in its own child
+ * process, so that its peak RSS is its own; with it the peak RSS is that of all modes together.
  *   node dist/bench/step-throughput.js --report a.json[,b.json]   (re-print / merge the tables of --json outputs)
  *   --backends '' --torch runs only the PyTorch side.
  *
  * `quickstart` is experiments/quickstart.yaml's model at its own input size and batch size; the other names are
- * encoder presets (src/models/registry.ts) with the reference decoder (width 768), mask ratio 0.6, their default
+ * encoder presets (src/models/registry.ts) with the reference decoder (width 768, or --decoder-width), mask ratio 0.6, their default
  * drop path, at --size and --batch. Each (backend, model) runs in a child process, so one running out of memory does
  * not end the benchmark and every case starts from a fresh heap. A case whose estimated time exceeds
  * --max-case-seconds on a slow backend (cpu, wasm) is skipped with the reason (--force runs it anyway).
@@ -54,7 +56,7 @@ function repoRoot(): string {
 
 // ------------------------------------------------------------------------------------------------------------ the cases
 
-async function makeCase(name: string, size: number, batch: number, root: string): Promise<BenchCase> {
+async function makeCase(name: string, size: number, batch: number, decoderWidth: number, root: string): Promise<BenchCase> {
   if (name === 'quickstart') {
     const { config } = await loadExperiment(path.join(root, 'experiments', 'quickstart.yaml'));
     const info = describeEncoder(config.model.encoder);
@@ -66,7 +68,7 @@ async function makeCase(name: string, size: number, batch: number, root: string)
       beta2: config.train.optimizer.betas?.[1] ?? info.defaultBeta2,
     };
   }
-  const model: ModelConfig = { encoder: name, decoder: { type: 'light', width: 768 }, mask_ratio: 0.6, drop_path: null, densify_norm: 'auto' };
+  const model: ModelConfig = { encoder: name, decoder: { type: 'light', width: decoderWidth }, mask_ratio: 0.6, drop_path: null, densify_norm: 'auto' };
   const info = describeEncoder(name); // throws UsageError for an unknown preset
   return { label: name, model, inputSize: size, batch, beta2: info.defaultBeta2 };
 }
@@ -110,6 +112,8 @@ interface CaseResult {
   gflopPerStep: number;
   params: number;
   modes: ModeResult[];
+  /** The modes ran together in one process (--interleave): their peak RSS is shared. */
+  interleaved?: boolean;
   skipped?: string;
   error?: string;
   loadavgBefore: number[];
@@ -124,6 +128,7 @@ async function child(job: ChildJob): Promise<void> {
   const c = job.case;
   const res: CaseResult = {
     label: c.label,
+    ...(job.interleave ? { interleaved: true } : {}),
     backend: info.name,
     backendInfo: { provider: info.provider, ...(info.tfVersion ? { tfVersion: info.tfVersion } : {}), threads: info.threads, reason: info.reason },
     batch: c.batch,
@@ -139,7 +144,7 @@ async function child(job: ChildJob): Promise<void> {
   log(`backend ${info.name} (${info.reason}); batch ${c.batch} at ${c.inputSize}px; ${res.gflopPerStep.toFixed(1)} GFLOP/step`);
   if (job.interleave) {
     try {
-      res.modes.push(...timeInterleaved(c, job.modes, { warmup: job.warmup, iters: job.iters, log }));
+      res.modes.push(...(await timeInterleaved(c, job.modes, { warmup: job.warmup, iters: job.iters, log })));
     } catch (e) {
       res.error = `interleaved: ${String((e as Error)?.message ?? e).split('\n')[0]}`;
       log(`FAILED ${res.error}`);
@@ -147,7 +152,7 @@ async function child(job: ChildJob): Promise<void> {
   }
   for (const mode of job.interleave ? [] : job.modes) {
     try {
-      res.modes.push(timeMode(c, mode, { warmup: job.warmup, iters: job.iters, log }));
+      res.modes.push(await timeMode(c, mode, { warmup: job.warmup, iters: job.iters, log }));
     } catch (e) {
       res.error = `${mode}: ${String((e as Error)?.message ?? e).split('\n')[0]}`;
       log(`FAILED ${res.error}`);
@@ -178,6 +183,24 @@ function runChild(job: ChildJob): Promise<CaseResult> {
       });
     });
   });
+}
+
+/** One child process per mode (each mode's peak RSS is its own), merged into one case result. */
+async function runModes(job: ChildJob): Promise<CaseResult> {
+  let merged: CaseResult | null = null;
+  for (const mode of job.modes) {
+    const r = await runChild({ ...job, modes: [mode] });
+    if (!merged) {
+      merged = r;
+    } else {
+      merged.modes.push(...r.modes);
+      if (r.error) merged.error = merged.error ? `${merged.error}; ${r.error}` : r.error;
+      merged.loadavgAfter = r.loadavgAfter;
+      merged.seconds += r.seconds;
+    }
+    if (r.error && !r.modes.length && /unusable/.test(r.error)) break; // the backend cannot load: no point going on
+  }
+  return merged!;
 }
 
 // ------------------------------------------------------------------------------------------------------------- torch
@@ -239,19 +262,23 @@ const range = (med: number, lo: number, hi: number) => `${ms(med)} [${ms(lo)}–
 
 function report(results: CaseResult[], torch: TorchResult | null): string {
   const out: string[] = [];
-  const rows: string[][] = [['model', 'backend', 'mode', 'batch×px', 'ms/step median [min–max]', 'img/s', 'GFLOP/s', 'tensors warm→end', 'peak RSS MiB', 'load 1m']];
+  const rows: string[][] = [['model', 'backend', 'mode', 'batch×px', 'ms/step median [min–max]', 'img/s', 'GFLOP/s', 'kernels/step (optimizer)', 'tensors warm→end', 'peak RSS MiB', 'load 1m']];
   for (const r of results) {
     if (r.skipped || (r.error && !r.modes.length)) {
-      rows.push([r.label, r.backend, '—', `${r.batch}×${r.size}`, r.skipped ? `skipped: ${r.skipped}` : `error: ${r.error}`, '', '', '', '', '']);
+      rows.push([r.label, r.backend, '—', `${r.batch}×${r.size}`, r.skipped ? `skipped: ${r.skipped}` : `error: ${r.error}`, '', '', '', '', '', '']);
       continue;
     }
     for (const m of r.modes) {
       const t = m.numTensors;
-      rows.push([r.label, r.backend, m.mode, `${r.batch}×${r.size}`, range(m.medianMs, m.minMs, m.maxMs), m.imgPerSec.toFixed(2), m.gflops.toFixed(1),
-        `${t.afterWarmup}→${t.afterTimed}${t.afterDispose !== t.beforeBuild ? ` (+${t.afterDispose - t.beforeBuild} after dispose)` : ''}`, m.rssMiB.toFixed(0),
+      // older --json files (before the kernel count) have only the sampled RSS
+      const kernels = m.kernelsPerStep ? `${m.kernelsPerStep} (${m.optimizerKernelsPerStep})` : '—';
+      const peak = m.peakRssMiB ?? m.rssMiB;
+      rows.push([r.label, r.backend, m.mode, `${r.batch}×${r.size}`, range(m.medianMs, m.minMs, m.maxMs), m.imgPerSec.toFixed(2), m.gflops.toFixed(1), kernels,
+        `${t.afterWarmup}→${t.afterTimed}${t.afterDispose !== t.beforeBuild ? ` (+${t.afterDispose - t.beforeBuild} after dispose)` : ''}`,
+        `${peak.toFixed(0)}${r.interleaved ? ' (all modes)' : ''}`,
         m.loadavg ? `${m.loadavg[0].toFixed(1)}→${m.loadavg[1].toFixed(1)}` : '']);
     }
-    if (r.error) rows.push([r.label, r.backend, '—', '', `error: ${r.error}`, '', '', '', '', '']);
+    if (r.error) rows.push([r.label, r.backend, '—', '', `error: ${r.error}`, '', '', '', '', '', '']);
   }
   out.push(table(rows));
 
@@ -317,6 +344,8 @@ async function main(): Promise<void> {
   const modelNames = list(arg('models', 'resnet50,convnext_small,quickstart'));
   const batch = Number(arg('batch', '8'));
   const size = Number(arg('size', '224'));
+  const decoderWidth = Number(arg('decoder-width', '768'));
+  if (!Number.isInteger(decoderWidth) || decoderWidth <= 0) throw new Error(`--decoder-width: a positive integer, got '${arg('decoder-width', '')}'`);
   const iters = Number(arg('iters', '5'));
   const warmup = Number(arg('warmup', '2'));
   const threads = Number(arg('threads', String(os.availableParallelism())));
@@ -326,7 +355,7 @@ async function main(): Promise<void> {
   const jsonOut = arg('json', '');
   const wantTorch = flag('torch');
   const interleave = flag('interleave');
-  const cases = await Promise.all(modelNames.map((n) => makeCase(n, size, batch, root)));
+  const cases = await Promise.all(modelNames.map((n) => makeCase(n, size, batch, decoderWidth, root)));
 
   const started = new Date();
   const header = [
@@ -353,7 +382,7 @@ async function main(): Promise<void> {
         results.push({ label: c.label, backend, batch: c.batch, size: c.inputSize, gflopPerStep: stepFlops(c) / 1e9, params: 0, modes: [], skipped: reason, loadavgBefore: os.loadavg(), loadavgAfter: [], seconds: 0 });
         continue;
       }
-      const r = await runChild({ backend, threads, case: c, modes, warmup, iters, interleave });
+      const r = interleave ? await runChild({ backend, threads, case: c, modes, warmup, iters, interleave }) : await runModes({ backend, threads, case: c, modes, warmup, iters, interleave });
       if (r.error && !r.modes.length && /unusable/.test(r.error)) r.skipped = `backend unavailable: ${r.error}`;
       results.push(r);
       // a backend that cannot load is skipped for the remaining models

@@ -65,7 +65,7 @@ test('spark finetune aborted in-process after step 5, then resumed: same losses,
   assert.equal(tf.memory().numTensors, before, 'no tensors left behind');
   assert.equal(first.status, 'KILLED');
   assert.equal(first.steps, 5);
-  assert.match(first.resumeCommand ?? '', /^spark finetune --resume /);
+  assert.match(first.resumeCommand ?? '', /^npx spark finetune --resume /);
   assert.ok(events.some((e) => e.type === 'checkpoint' && e.step === 5), 'the interrupt wrote a checkpoint');
   const end = events.at(-1)!;
   assert.ok(end.type === 'run-end' && end.status === 'KILLED' && /--resume/.test(end.resumeCommand ?? ''));
@@ -112,7 +112,8 @@ for (const mode of ['SIGKILL', 'SIGTERM'] as const) {
     const r = await done;
     if (mode === 'SIGTERM') {
       assert.equal(r.code, 143, `exit code (stderr: ${r.stderr.slice(-500)})`);
-      assert.match(r.stderr, /resume with: spark finetune --resume \S+/);
+      // printed once, with the run's end (the console view on stdout)
+      assert.equal((r.stdout + r.stderr).match(/resume with: npx spark finetune --resume \S+/g)?.length, 1, r.stdout + r.stderr);
     } else {
       assert.equal(r.signal, 'SIGKILL');
     }

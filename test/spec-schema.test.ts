@@ -58,7 +58,7 @@ const SAMPLE: ExperimentConfig = {
   },
   runtime: { backend: 'auto', seed: 0, threads: null },
   output: { dir: 'runs', checkpoint_every: 1000, log_every: 10, reconstruct_every: 10, reconstruct_images: 8 },
-  tracking: { enabled: true, uri: null, experiment: 'spark', run_name: null, tags: {} },
+  tracking: { enabled: true, uri: null, experiment: 'spark', run_name: null, tags: {}, close_timeout: 5 },
   sweep: null,
   finetune: null,
 };

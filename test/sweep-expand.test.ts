@@ -144,7 +144,7 @@ test('one invalid trial fails the whole expansion, naming the trial and the over
     (e: unknown) => {
       assert.ok(e instanceof SpecError);
       assert.equal(e.exitCode, 2);
-      assert.equal(e.format(), 'trial 3 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1');
+      assert.equal(e.format(), 'trial 4/4 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1');
       return true;
     },
   );
@@ -152,7 +152,7 @@ test('one invalid trial fails the whole expansion, naming the trial and the over
   const bad = { ...base(), sweep: { list: [{}, { 'model.encoder': { family: 'convnext', depths: [1, 1, 2], dims: [32, 64, 128, 256] } }] } };
   assert.throws(
     () => expandSweep(bad, [], { file: 'x.yaml' }),
-    (e: unknown) => e instanceof SpecError && e.format().startsWith('trial 1 (encoder=convnext(depths=[1,1,2],dims=[32,64,128,256])): --set model.encoder='),
+    (e: unknown) => e instanceof SpecError && e.format().startsWith('trial 2/2 (encoder=convnext(depths=[1,1,2],dims=[32,64,128,256])): --set model.encoder='),
   );
 });
 

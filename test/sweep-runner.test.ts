@@ -30,8 +30,9 @@ function loadedFor(dir: string, sweep: object, extra: Record<string, unknown> = 
 
 interface FakeTracker extends SweepTracker {
   parents: Array<{ runName: string; params: Record<string, string>; tags: Record<string, string> }>;
-  finished: Array<{ runId: string; status: string; params: Record<string, string>; metrics: Record<string, number>; artifacts: string[] }>;
+  finished: Array<{ runId: string; status: string; params: Record<string, string>; metrics: Record<string, number>; tags: Record<string, string>; step?: number; artifacts: string[] }>;
   reopened: string[];
+  updates: Array<{ runId: string; metrics: Record<string, number>; tags: Record<string, string>; step: number }>;
 }
 
 function fakeTracker(): FakeTracker {
@@ -39,6 +40,7 @@ function fakeTracker(): FakeTracker {
     parents: [],
     finished: [],
     reopened: [],
+    updates: [],
     async createParent(o) {
       t.parents.push(o);
       return `parent-${t.parents.length}`;
@@ -47,8 +49,11 @@ function fakeTracker(): FakeTracker {
       t.reopened.push(id);
     },
     async finishParent(runId, o) {
-      t.finished.push({ runId, status: o.status, params: o.params, metrics: o.metrics, artifacts: o.artifacts });
+      t.finished.push({ runId, status: o.status, params: o.params, metrics: o.metrics, tags: o.tags, step: o.step, artifacts: o.artifacts });
       return [];
+    },
+    async updateParent(runId, o) {
+      t.updates.push({ runId, ...o });
     },
     async getRun() {
       return null;
@@ -96,23 +101,42 @@ test('trials run one after another; sweep.json, summary and the parent run recor
   const spec1 = readFileSync(path.join(r.sweepDir, s.trials[1]!.specFile), 'utf8');
   assert.match(spec1, /mask_ratio: 0.4/);
   assert.ok(spec1.includes(`uri: ${path.join(dir, 'mlruns')}`));
-  // parent: spark.sweep tag, base-config params; at the end best trial + summary artifacts
+  // parent: spark.sweep tag, base-config params without the swept key (logged as the sweep definition instead)
   assert.equal(tracker.parents.length, 1);
+  const pp = tracker.parents[0]!.params;
   assert.equal(tracker.parents[0]!.tags['spark.sweep'], '1');
-  assert.equal(tracker.parents[0]!.params['model.mask_ratio'], '0.6'); // the base config's value
-  assert.equal(tracker.parents[0]!.params['sweep.trials'], '3');
+  assert.equal(pp['model.mask_ratio'], undefined, 'the swept key is not a single value on the parent');
+  assert.equal(pp['sweep.model.mask_ratio'], '[0.75, 0.4, 0.6]');
+  assert.equal(pp['model.encoder'], 'resnet50'); // the base config's other values stay
+  assert.equal(pp['sweep.trials'], '3');
+  // the best trial so far after every trial, as metrics and tags (never params: MLflow params are immutable)
+  assert.deepEqual(
+    tracker.updates.map((u) => [u.runId, u.step, u.tags['best.loss.trial'], u.metrics['best.loss']]),
+    [
+      ['parent-1', 1, '0', 0.75],
+      ['parent-1', 2, '1', 0.4],
+      ['parent-1', 3, '1', 0.4],
+    ],
+  );
+  // at the end: best trial + summary artifacts
   assert.equal(tracker.finished.length, 1);
   const fin = tracker.finished[0]!;
   assert.equal(fin.status, 'FINISHED');
-  assert.equal(fin.params['best.loss.trial'], '1');
+  assert.deepEqual(fin.params, {});
+  assert.equal(fin.tags['best.loss.trial'], '1');
+  assert.equal(fin.tags['best.loss.run_id'], 'child-1');
+  assert.equal(fin.tags['best.loss.name'], 'mask_ratio=0.4');
   assert.equal(fin.metrics['best.loss'], 0.4);
+  assert.equal(fin.step, 3);
   assert.deepEqual(fin.artifacts.map((a) => path.basename(a)), ['summary.md', 'summary.csv']);
   const csv = readFileSync(path.join(r.sweepDir, 'summary.csv'), 'utf8').trim().split('\n');
   assert.equal(csv[0], 'trial,name,model.mask_ratio,status,final loss,steps,run dir');
   assert.equal(csv[2], '1,mask_ratio=0.4,0.4,FINISHED,0.4,2,trials/001/run');
   const md = readFileSync(path.join(r.sweepDir, 'summary.md'), 'utf8');
-  assert.match(md, /Best loss \(min\): trial 1 \(mask_ratio=0.4\) = 0.4/);
-  assert.match(md, /\| 2 \| mask_ratio=0.6 \| 0.6 \| FINISHED \| 0.6 \| 2 \| trials\/002\/run \|/);
+  // summary.md is for people: trials counted from 1
+  assert.match(md, /Best loss \(min\): trial 2\/3 \(mask_ratio=0.4\) = 0.4/);
+  assert.match(md, /\| # \| name \|/);
+  assert.match(md, /\| 3 \| mask_ratio=0.6 \| 0.6 \| FINISHED \| 0.6 \| 2 \| trials\/002\/run \|/);
 });
 
 test('an invalid trial fails the sweep before anything runs or is written', async () => {
@@ -122,7 +146,7 @@ test('an invalid trial fails the sweep before anything runs or is written', asyn
   const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.6, 0.75, 1.2] } });
   await assert.rejects(
     runSweep({ loaded }, { runTrial: runner, tracker, console: null, log: silent }),
-    (e: unknown) => e instanceof SpecError && e.format() === 'trial 3 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1',
+    (e: unknown) => e instanceof SpecError && e.format() === 'trial 4/4 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1',
   );
   assert.equal(calls.length, 0);
   assert.equal(tracker.parents.length, 0);
@@ -144,7 +168,8 @@ test('a failing trial is recorded FAILED and the sweep goes on; --fail-fast stop
   assert.equal(s.trials[1]!.error, 'boom in trial 1');
   assert.equal(s.trials[2]!.error, 'nan loss');
   assert.equal(tracker.finished[0]!.status, 'FAILED');
-  assert.equal(tracker.finished[0]!.params['best.loss.trial'], '0');
+  assert.equal(tracker.finished[0]!.tags['best.loss.trial'], '0');
+  assert.equal(tracker.finished[0]!.metrics['sweep.failed'], 2);
 
   const b = fakeRunner(failOn1);
   const r2 = await runSweep({ loaded, failFast: true }, { runTrial: b.runner, tracker: fakeTracker(), console: null, log: silent });
@@ -204,7 +229,8 @@ test('parallel: several trials at once through the same bookkeeping', async () =
     calls.push(req.trial.index);
     running++;
     peak = Math.max(peak, running);
-    await new Promise((r) => setTimeout(r, 30));
+    // wait (up to 5 s) for a second trial to start: deterministic on a loaded machine, still 1 if trials ran serially
+    for (let waited = 0; peak < 2 && waited < 5000; waited += 10) await new Promise((r) => setTimeout(r, 10));
     running--;
     return { status: 'FINISHED', step: 2, finalLoss: req.trial.index, mlflowRunId: null };
   };
@@ -214,6 +240,16 @@ test('parallel: several trials at once through the same bookkeeping', async () =
   const s = await readSweep(r.sweepDir);
   assert.ok(s.trials.every((t) => t.status === 'FINISHED'));
   assert.equal(s.best['loss']!.trial, 0);
+});
+
+test("a trial's unsent tracking calls are reported once, with the trial's label and the sync command", async () => {
+  const dir = tmp();
+  const loaded = loadedFor(dir, { grid: { 'model.mask_ratio': [0.4, 0.5] } });
+  const reminder = 'MLflow: 3 tracking call(s) could not be sent and wait in x; send them with: npx spark sync --run x';
+  const lines: string[] = [];
+  const { runner } = fakeRunner((req) => (req.trial.index === 1 ? { trackingReminder: reminder } : {}));
+  await runSweep({ loaded }, { runTrial: runner, tracker: null, console: null, log: (l) => lines.push(l) });
+  assert.deepEqual(lines.filter((l) => l.includes('could not be sent')), [`sweep: trial 2/2: ${reminder}`]);
 });
 
 test('sweep.json lock serialises concurrent read-modify-write', async () => {

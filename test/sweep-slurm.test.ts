@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, existsSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -14,6 +14,7 @@ import {
   parseScontrol,
   parseSqueueJson,
   querySlurmArray,
+  resumeSlurm,
   slurmJobName,
 } from '../src/sweep/slurm.js';
 import { shellQuote, type LoadedSpec } from '../src/sweep/runner.js';
@@ -129,14 +130,14 @@ test('reading the array state back: squeue --json, scontrol -o, sacct', () => {
   assert.deepEqual(expandTaskRange('0-6:3,8'), [0, 3, 6, 8]);
 });
 
-function loadedFor(dir: string, name: string): LoadedSpec {
+function loadedFor(dir: string, name: string, o: { steps?: number; checkpointEvery?: number } = {}): LoadedSpec {
   const raw = {
     name,
     model: { encoder: 'resnet_mini', decoder: { type: 'light', width: 32 } },
     data: { source: 'synthetic', input_size: 64, synthetic_size: 8, workers: 0 },
-    train: { steps: 2, batch_size: 2, warmup_steps: 1 },
+    train: { steps: o.steps ?? 2, batch_size: 2, warmup_steps: 1 },
     runtime: { backend: 'cpu', threads: 1 },
-    output: { dir: path.join(dir, 'runs'), checkpoint_every: 0, log_every: 1, reconstruct_every: 0 },
+    output: { dir: path.join(dir, 'runs'), checkpoint_every: o.checkpointEvery ?? 0, log_every: 1, reconstruct_every: 0 },
     tracking: { uri: path.join(dir, 'mlruns'), experiment: 'slurm-sweep' },
     sweep: { grid: { 'model.mask_ratio': [0.5, 0.75] } },
   };
@@ -158,7 +159,7 @@ test('launch without --submit: sweep folder, parent run in the file store, execu
   const parent = await openStore(path.join(dir, 'mlruns')).getRun(s.tracking.parentRunId!);
   assert.equal(parent.data.tags['spark.sweep'], '1');
   assert.equal(parent.info.status, 'RUNNING');
-  const rep = await sweepStatus(r.dir, { querySlurm: async () => ({ tasks: new Map(), notes: [] }) });
+  const rep = await sweepStatus(r.dir, { querySlurm: async () => ({ tasks: new Map(), notes: [], answered: false }) });
   assert.deepEqual(rep.rows.map((x) => [x.index, x.status, x.slurm]), [
     [0, 'PENDING', '-'],
     [1, 'PENDING', '-'],
@@ -166,17 +167,43 @@ test('launch without --submit: sweep folder, parent run in the file store, execu
   assert.match(formatStatus(rep), /not submitted/);
 });
 
+/** True when this test file started the single-node Slurm (then it stops it when done). */
+let startedSlurm = false;
+
 /** Start the single-node Slurm (scripts/slurm-up.sh); a reason string when it cannot be used. */
 function slurmUp(): string | null {
   if (process.getuid?.() !== 0) return 'not root (slurmd must run as root)';
   if (process.env['SPARK_SKIP_SLURM'] === '1') return 'SPARK_SKIP_SLURM=1';
   const up = spawnSync('bash', [path.join(packageRoot(), 'scripts', 'slurm-up.sh')], { encoding: 'utf8', timeout: 240_000 });
+  // slurm-up.sh says "started" for each daemon it started (and "already running" for one it found)
+  if (/\b(munged|slurmctld:|slurmd:) started\b/.test(up.stdout)) startedSlurm = true;
   if (up.status !== 0) return `scripts/slurm-up.sh failed: ${(up.stderr || up.stdout).trim().split('\n').pop()}`;
   process.env['SLURM_CONF'] = path.join(process.env['SPARK_SLURM_DIR'] ?? '/var/tmp/spark-slurm', 'etc', 'slurm.conf');
   return null;
 }
 
-test('real Slurm: a two-trial sweep submitted with sbatch runs to completion with both children in the store', { timeout: 600_000 }, async (t) => {
+after(() => {
+  if (!startedSlurm) return;
+  const down = spawnSync('bash', [path.join(packageRoot(), 'scripts', 'slurm-down.sh')], { encoding: 'utf8', timeout: 120_000 });
+  if (down.status !== 0) process.stderr.write(`scripts/slurm-down.sh failed: ${down.stderr || down.stdout}\n`);
+});
+
+const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
+
+/** Wait until `done()` holds or Slurm has no queued/running task of `jobId` left (a few polls in a row). */
+async function waitFor(jobId: string, done: () => Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  let idle = 0;
+  while (Date.now() < deadline) {
+    if (await done()) return;
+    const q = await querySlurmArray(jobId);
+    idle = [...q.tasks.values()].some((x) => /PENDING|RUNNING|CONFIGURING|COMPLETING/.test(x.state)) ? 0 : idle + 1;
+    if (idle > 5) return;
+    await sleep(1000);
+  }
+}
+
+test('real Slurm: scancel stops a running trial and a pending one; status records both KILLED; launch --resume resubmits and finishes them', { timeout: 600_000 }, async (t) => {
   const why = slurmUp();
   if (why) {
     t.diagnostic(`skipped: ${why}`);
@@ -185,40 +212,62 @@ test('real Slurm: a two-trial sweep submitted with sbatch runs to completion wit
   }
   // a folder with a space and a quote: exercises #SBATCH --chdir="..." and the script's quoting for real
   const dir = path.join(tmp(), "it's a dir");
-  const r = await launchSlurm({ loaded: loadedFor(dir, 'slurm-e2e'), options: { time: '00:10:00', cpusPerTask: 1 }, submit: true });
+  const loaded = loadedFor(dir, 'slurm-e2e', { steps: 6, checkpointEvery: 2 });
+  const r = await launchSlurm({ loaded, options: { time: '00:10:00', cpusPerTask: 1, arrayParallel: 1 }, submit: true });
   assert.match(r.jobId ?? '', /^\d+$/);
   const launched = await readSweep(r.dir);
-  assert.equal(launched.launcher.type === 'slurm' ? launched.launcher.jobId : null, r.jobId);
-  const deadline = Date.now() + 540_000;
-  let s = launched;
-  let gone = 0;
-  while (Date.now() < deadline) {
-    s = await readSweep(r.dir);
-    if (s.status === 'FINISHED' || s.status === 'FAILED') break;
-    // stop waiting when Slurm has no pending/running task left (a task that died without recording anything)
-    const q = await querySlurmArray(r.jobId!);
-    const active = [...q.tasks.values()].some((x) => /PENDING|RUNNING|CONFIGURING|COMPLETING/.test(x.state));
-    gone = active ? 0 : gone + 1;
-    if (gone > 5) break;
-    await new Promise((res) => setTimeout(res, 2000));
+  assert.ok(launched.launcher.type === 'slurm');
+  if (launched.launcher.type === 'slurm') {
+    assert.equal(launched.launcher.jobId, r.jobId);
+    assert.equal(launched.launcher.cluster?.name, 'spark', 'the cluster is recorded with the job id');
+    assert.equal(launched.launcher.cluster?.slurmConf, process.env['SLURM_CONF']);
   }
-  const outs = s.trials.map((x) => {
-    const f = path.join(r.dir, 'slurm', `trial-${x.index}.out`);
-    return existsSync(f) ? readFileSync(f, 'utf8').split('\n').slice(-8).join('\n') : '(no output file)';
-  });
-  assert.equal(s.status, 'FINISHED', `sweep ended ${s.status}; task output:\n${outs.join('\n---\n')}`);
-  assert.deepEqual(s.trials.map((x) => x.status), ['FINISHED', 'FINISHED']);
+  const out = (i: number) => {
+    const f = path.join(r.dir, 'slurm', `trial-${i}.out`);
+    return existsSync(f) ? readFileSync(f, 'utf8') : '(no output file)';
+  };
+  // 1. trial 1/2 runs (the array runs one task at a time) and writes a checkpoint; trial 2/2 is pending: cancel both
+  await waitFor(r.jobId!, async () => existsSync(path.join(r.dir, 'trials', '000', 'run', 'checkpoint')), 300_000);
+  assert.ok(existsSync(path.join(r.dir, 'trials', '000', 'run', 'checkpoint')), `trial 1 never wrote a checkpoint:\n${out(0)}`);
+  assert.equal(spawnSync('scancel', [r.jobId!], { encoding: 'utf8' }).status, 0);
+  await waitFor(r.jobId!, async () => false, 60_000);
+  let rep = await sweepStatus(r.dir);
+  let s = rep.sweep;
+  assert.deepEqual(s.trials.map((x) => x.status), ['KILLED', 'KILLED'], formatStatus(rep));
+  assert.match(s.trials[1]!.error ?? '', new RegExp(`Slurm task ${r.jobId}_1 ended CANCELLED before the trial started`));
+  assert.equal(s.status, 'KILLED', 'a sweep with nothing left to run is not "running"');
   const { openStore } = await import('../src/track/index.js');
   const store = openStore(path.join(dir, 'mlruns'));
-  const parent = await store.getRun(s.tracking.parentRunId!);
+  let parent = await store.getRun(s.tracking.parentRunId!);
+  assert.equal(parent.info.status, 'KILLED');
+  assert.equal(parent.data.tags['slurm.job_id'], r.jobId);
+  // 2. resume: the unfinished trials go to a new array job; status follows it to the end
+  const res = await resumeSlurm({ dir: r.dir });
+  assert.match(res.jobId ?? '', /^\d+$/);
+  assert.notEqual(res.jobId, r.jobId);
+  assert.deepEqual(res.tasks, [0, 1]);
+  await waitFor(res.jobId!, async () => ['FINISHED', 'FAILED'].includes((await readSweep(r.dir)).status), 400_000);
+  // the last task records the sweep's end in sweep.json, then closes the parent run and exits: wait for it to exit
+  await waitFor(res.jobId!, async () => false, 60_000);
+  s = await readSweep(r.dir);
+  assert.equal(s.status, 'FINISHED', `sweep ended ${s.status}; task output:\n${out(0).split('\n').slice(-8).join('\n')}\n---\n${out(1).split('\n').slice(-8).join('\n')}`);
+  assert.deepEqual(s.trials.map((x) => x.status), ['FINISHED', 'FINISHED']);
+  assert.deepEqual(s.trials.map((x) => x.step), [6, 6]);
+  assert.ok(s.trials[0]!.attempts >= 2, 'trial 1 was resumed');
+  assert.match(out(0), /resumed/i, 'the resumed attempt appends to the first one\'s output and says it resumed');
   const children = await store.searchRuns([parent.info.experimentId], `tags.mlflow.parentRunId = '${parent.info.runId}'`);
   assert.deepEqual(children.runs.map((c) => c.data.tags['sweep.trial']).sort(), ['0', '1']);
   assert.ok(children.runs.every((c) => c.info.status === 'FINISHED'));
-  // the last array task closed the sweep: summary + best trial on the parent
+  // the last array task closed the sweep: summary + best trial on the parent (a tag: params never change)
+  parent = await store.getRun(s.tracking.parentRunId!);
   assert.equal(parent.info.status, 'FINISHED');
-  assert.ok(parent.data.params['best.loss.trial'] === '0' || parent.data.params['best.loss.trial'] === '1');
+  assert.equal(parent.data.tags['slurm.job_id'], res.jobId);
+  assert.ok(parent.data.tags['best.loss.trial'] === '0' || parent.data.tags['best.loss.trial'] === '1');
+  assert.equal(parent.data.params['model.mask_ratio'], undefined);
+  assert.equal(parent.data.params['sweep.model.mask_ratio'], '[0.5, 0.75]');
   assert.ok(existsSync(path.join(r.dir, 'summary.md')));
-  const rep = await sweepStatus(r.dir);
+  rep = await sweepStatus(r.dir);
   assert.deepEqual(rep.rows.map((x) => x.mlflow), ['FINISHED', 'FINISHED']);
   assert.ok(rep.rows.every((x) => x.slurm.startsWith('COMPLETED')), formatStatus(rep));
+  assert.match(formatStatus(rep), new RegExp(`job ${res.jobId} on cluster spark .*\\(earlier: ${r.jobId}\\)`));
 });

@@ -8,14 +8,13 @@ import sharp from 'sharp';
 import { runCompare } from '../src/cli/commands/compare.js';
 import { niceTicks, buildCurvesSvg } from '../src/track/plot.js';
 import { UsageError } from '../src/util/errors.js';
-import { copyGoldenStore, goldenDir, startMlflowServer, GOLDEN_PARENT, GOLDEN_RUNS } from './helpers/mlflow-server.js';
+import { copyGoldenStore, startMlflowServer, GOLDEN_PARENT, GOLDEN_RUNS } from './helpers/mlflow-server.js';
 
-const skip = goldenDir() ? false : 'golden fixtures ../shared/fixtures/mlflow not found';
 let root = '';
 const out = mkdtempSync(path.join(os.tmpdir(), 'spark-compare-'));
 
 before(async () => {
-  if (!skip) root = await copyGoldenStore(true);
+  root = await copyGoldenStore(true);
 });
 after(() => {
   if (root) rmSync(path.dirname(root), { recursive: true, force: true });
@@ -35,7 +34,7 @@ function parseCsv(text: string): Array<Record<string, string>> {
   return rows.map((r) => Object.fromEntries(r.split(',').map((v, i) => [cols[i]!, v])));
 }
 
-test('csv: children grouped under their parent, varying params first, latest metrics, status, duration', { skip }, async () => {
+test('csv: children grouped under their parent, varying params first, latest metrics, status, duration', async () => {
   const rows = parseCsv(await compare(['--uri', root, '-e', 'sweep-demo', '--format', 'csv']));
   assert.deepEqual(Object.keys(rows[0]!), ['run_id', 'parent_run_id', 'run', 'params.mask_ratio', 'metrics.best_loss', 'metrics.train/loss', 'metrics.val_acc', 'status', 'duration']);
   assert.deepEqual(rows.map((r) => r['run']), ['sweep-parent', 'mr=0.75', 'mr=0.6', 'mr=0.4']);
@@ -51,7 +50,7 @@ test('csv: children grouped under their parent, varying params first, latest met
   assert.equal(rows[0]!['metrics.best_loss'], '0.73');
 });
 
-test('order-by and filter; a parent left out by the filter is still shown (marked) above its children', { skip }, async () => {
+test('order-by and filter; a parent left out by the filter is still shown (marked) above its children', async () => {
   const rows = parseCsv(await compare(['--uri', root, '-e', 'sweep-demo', '--format', 'csv', '--order-by', 'metrics.`train/loss` ASC', '--columns', 'run,params.mask_ratio']));
   assert.deepEqual(rows.map((r) => r['run']), ['sweep-parent', 'mr=0.4', 'mr=0.6', 'mr=0.75']);
   const json = JSON.parse(await compare(['--uri', root, '-e', 'sweep-demo', '--format', 'json', '--filter', "params.mask_ratio LIKE '0.%' and metrics.`train/loss` < 1"])) as {
@@ -70,12 +69,18 @@ test('order-by and filter; a parent left out by the filter is still shown (marke
   assert.match(table, /1 run\(s\) in experiment 'sweep-demo'/);
 });
 
-test('table and markdown formats', { skip }, async () => {
+test('table and markdown formats', async () => {
+  // val_acc is nan in every run: the table leaves it out and says so; --columns +metrics.val_acc brings it back
   const table = await compare(['--uri', root, '-e', 'sweep-demo']);
   const lines = table.split('\n');
-  assert.match(lines[0]!, /^run\s+params\.mask_ratio\s+metrics\.best_loss\s+metrics\.train\/loss\s+metrics\.val_acc\s+status\s+duration$/);
+  assert.match(lines[0]!, /^run\s+params\.mask_ratio\s+metrics\.best_loss\s+metrics\.train\/loss\s+status\s+duration$/);
   assert.match(lines[1]!, /^─+( +─+)+$/);
-  assert.match(table, /└ mr=0\.75\s+0\.75\s+1\.1333\s+nan\s+FINISHED\s+0\.0s/);
+  assert.match(table, /└ mr=0\.75\s+0\.75\s+1\.1333\s+FINISHED\s+0\.0s/);
+  assert.match(table, /^not shown, the same in every run: metrics\.val_acc$/m);
+  const plus = await compare(['--uri', root, '-e', 'sweep-demo', '--columns', '+metrics.val_acc']);
+  assert.match(plus.split('\n')[0]!, /^run\s+params\.mask_ratio\s+metrics\.best_loss\s+metrics\.train\/loss\s+metrics\.val_acc\s+status\s+duration$/);
+  assert.match(plus, /└ mr=0\.75\s+0\.75\s+1\.1333\s+nan\s+FINISHED\s+0\.0s/);
+  assert.doesNotMatch(plus, /not shown/);
   const md = (await compare(['--uri', root, '-e', 'sweep-demo', '--format', 'markdown'])).trimEnd().split('\n');
   assert.equal(md.length, 2 + 4);
   assert.equal(md[0], '| run | params.mask_ratio | metrics.best_loss | metrics.train/loss | metrics.val_acc | status | duration |');
@@ -84,7 +89,7 @@ test('table and markdown formats', { skip }, async () => {
   assert.ok(md.every((l) => l.startsWith('|') && l.endsWith('|')), 'every line is a table row');
 });
 
-test('against a server: the filter and order_by are passed to runs/search', { skip }, async () => {
+test('against a server: the filter and order_by are passed to runs/search', async () => {
   const srv = await startMlflowServer({ storeRoot: root });
   try {
     const rows = parseCsv(await compare(['--uri', srv.url, '-e', 'sweep-demo', '--format', 'csv', '--filter', "params.mask_ratio != '0.6'", '--order-by', 'params.mask_ratio DESC']));
@@ -99,7 +104,7 @@ test('against a server: the filter and order_by are passed to runs/search', { sk
   }
 });
 
-test('usage errors are UsageError (exit 2) with one clear line', { skip }, async () => {
+test('usage errors are UsageError (exit 2) with one clear line', async () => {
   const bad: Array<[string[], RegExp]> = [
     [['--uri', root], /needs --experiment/],
     [['--uri', root, '-e', 'sweep-demo', '--format', 'xml'], /unknown --format 'xml'/],
@@ -115,7 +120,7 @@ test('usage errors are UsageError (exit 2) with one clear line', { skip }, async
   }
 });
 
-test('--plot writes the curves of a metric: SVG with one polyline per run and a legend; PNG via sharp', { skip }, async () => {
+test('--plot writes the curves of a metric: SVG with one polyline per run and a legend; PNG via sharp', async () => {
   const svgFile = path.join(out, 'curves.svg');
   await compare(['--uri', root, '-e', 'sweep-demo', '--plot', 'metrics.train/loss', '--out', svgFile]);
   const svg = readFileSync(svgFile, 'utf8');

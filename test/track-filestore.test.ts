@@ -14,9 +14,7 @@ import { formatNumber, validateKey } from '../src/track/keys.js';
 import { TrackingError } from '../src/util/errors.js';
 import { goldenDir, GOLDEN_EXPERIMENT, GOLDEN_PARENT, GOLDEN_RUNS } from './helpers/mlflow-server.js';
 
-const g = goldenDir();
-const skip = g ? false : 'golden fixtures ../shared/fixtures/mlflow not found';
-const goldenRoot = g ? path.join(g, 'mlruns-written-by-mlflow-2.12.2') : '';
+const goldenRoot = path.join(goldenDir(), 'mlruns-written-by-mlflow-2.12.2');
 
 function tmpStore(): { root: string; store: FileStore; done: () => void } {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'spark-fs-'));
@@ -30,7 +28,7 @@ function metaTypes(file: string): Record<string, string> {
   return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v]));
 }
 
-test('experiment and run meta.yaml match the golden store key by key and type by type', { skip }, async () => {
+test('experiment and run meta.yaml match the golden store key by key and type by type', async () => {
   const { root, store, done } = tmpStore();
   try {
     const expId = await store.getOrCreateExperiment('sweep-demo');
@@ -82,7 +80,7 @@ test('experiment and run meta.yaml match the golden store key by key and type by
   }
 });
 
-test('params, tags and metric files have the golden formats (nested keys, no trailing newline, ts value step)', { skip }, async () => {
+test('params, tags and metric files have the golden formats (nested keys, no trailing newline, ts value step)', async () => {
   const { root, store, done } = tmpStore();
   try {
     const expId = await store.getOrCreateExperiment('e');
@@ -175,7 +173,7 @@ test('bad keys are rejected before anything is written; params are immutable as 
   }
 });
 
-test('the reader reads the golden store written by MLflow 2.12.2', { skip }, async () => {
+test('the reader reads the golden store written by MLflow 2.12.2', async () => {
   const snap = await readStore(goldenRoot);
   assert.deepEqual(snap.experiments.map((e) => e.name).sort(), ['Default', 'sweep-demo']);
   const exp = snap.experiments.find((e) => e.name === 'sweep-demo')!;

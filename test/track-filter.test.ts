@@ -1,6 +1,6 @@
 /**
  * The search-filter evaluator against the transcript recorded with real MLflow 2.12.2
- * (../shared/fixtures/mlflow/filter_semantics_2.12.2.txt): every line of the transcript is parsed and run, both on
+ * (test/fixtures/mlflow/filter_semantics_2.12.2.txt): every line of the transcript is parsed and run, both on
  * the local file store and through the REST client against the test server (which passes the filter on).
  */
 import { test } from 'node:test';
@@ -75,7 +75,6 @@ function transcriptIdMap(cases: Array<FilterCase | OrderCase>): Record<string, s
 }
 
 const g = goldenDir();
-const skip = g ? false : 'golden fixtures ../shared/fixtures/mlflow not found';
 
 async function runCases(t: { diagnostic: (s: string) => void }, store: TrackingStore, cases: Array<FilterCase | OrderCase>): Promise<number> {
   let n = 0;
@@ -106,8 +105,8 @@ async function runCases(t: { diagnostic: (s: string) => void }, store: TrackingS
   return n;
 }
 
-test('every case of the MLflow 2.12.2 filter transcript, on the file store', { skip }, async (t) => {
-  const text = readFileSync(path.join(g!, 'filter_semantics_2.12.2.txt'), 'utf8');
+test('every case of the MLflow 2.12.2 filter transcript, on the file store', async (t) => {
+  const text = readFileSync(path.join(g, 'filter_semantics_2.12.2.txt'), 'utf8');
   const cases = parseTranscript(text);
   assert.equal(cases.length, text.split('\n').filter((l) => l.trim()).length);
   assert.ok(cases.length >= 20, 'cases.length >= 20');
@@ -122,8 +121,8 @@ test('every case of the MLflow 2.12.2 filter transcript, on the file store', { s
   }
 });
 
-test('every case of the transcript through the REST client and the test server', { skip }, async (t) => {
-  const text = readFileSync(path.join(g!, 'filter_semantics_2.12.2.txt'), 'utf8');
+test('every case of the transcript through the REST client and the test server', async (t) => {
+  const text = readFileSync(path.join(g, 'filter_semantics_2.12.2.txt'), 'utf8');
   const cases = parseTranscript(text);
   const root = await copyGoldenStore(true, transcriptIdMap(cases));
   const srv = await startMlflowServer({ storeRoot: root });
@@ -137,8 +136,8 @@ test('every case of the transcript through the REST client and the test server',
   }
 });
 
-test('the golden store as shipped (three runs) gives the transcript results minus mr=0.75', { skip }, async () => {
-  const store = new FileStore(path.join(g!, 'mlruns-written-by-mlflow-2.12.2'));
+test('the golden store as shipped (three runs) gives the transcript results minus mr=0.75', async () => {
+  const store = new FileStore(path.join(g, 'mlruns-written-by-mlflow-2.12.2'));
   const names = async (f: string) => (await searchAllRuns(store, [GOLDEN_EXPERIMENT], f)).map((r) => r.info.runName).sort();
   assert.deepEqual(await names("params.mask_ratio != '0.6'"), ['mr=0.4']);
   assert.deepEqual(await names("params.sweep != 'x'"), ['sweep-parent']);

@@ -381,7 +381,7 @@ test('spark run with the server down at start: the run trains to the end; sync l
     await srv.stop();
     const out = tmpDir('spark-offline-run-');
     const c = await tinyConfig({ outDir: out, name: 'offline', steps: 4, checkpointEvery: 0 });
-    c.config.tracking = { enabled: true, uri: srv.url, experiment: 'offline-run', run_name: null, tags: {} };
+    c.config.tracking = { enabled: true, uri: srv.url, experiment: 'offline-run', run_name: null, tags: {}, close_timeout: 5 };
     const events: RunEvent[] = [];
     const res = await runExperiment({ ...c, subscribers: [{ onEvent: (e: RunEvent) => void events.push(e) }] });
     assert.equal(res.status, 'FINISHED');
@@ -392,6 +392,8 @@ test('spark run with the server down at start: the run trains to the end; sync l
     assert.match((offline[0] as { message: string }).message, /unreachable when the run started .*spark sync --run /);
     assert.equal(events.filter((e) => e.type === 'step').length, 4);
     assert.equal(runInfo(res.runDir)['mlflowRunId'], undefined);
+    // the run says, at its end, that calls wait and how to send them
+    assert.match(res.trackingReminder ?? '', /^MLflow: \d+ tracking call\(s\) could not be sent and wait in .*mlflow-offline\.jsonl; send them with: npx spark sync --run /);
 
     await srv.start();
     const r = await sync(['--run', res.runDir]);

@@ -11,7 +11,7 @@ import { createRunTracker, readTrackingState } from '../src/track/index.js';
 import { JOURNAL_FILE, readJournal } from '../src/track/journal.js';
 import { searchAllRuns, type Metric } from '../src/track/types.js';
 import { UsageError } from '../src/util/errors.js';
-import { copyGoldenStore, goldenDir, startMlflowServer, trackedConfig, GOLDEN_PARENT } from './helpers/mlflow-server.js';
+import { copyGoldenStore, startMlflowServer, trackedConfig, GOLDEN_PARENT } from './helpers/mlflow-server.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'spark-sync-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -102,7 +102,7 @@ test('sync to a server: runs, params, metric histories, tags (parent links remap
   }
 });
 
-test('sync of the golden store written by MLflow 2.12.2 to a server, twice', { skip: goldenDir() ? false : 'golden fixtures not found' }, async () => {
+test('sync of the golden store written by MLflow 2.12.2 to a server, twice', async () => {
   const root = await copyGoldenStore(false);
   const srv = await startMlflowServer();
   try {

@@ -59,6 +59,6 @@ test('spark run --help, and --dry-run prints the plan and writes nothing (child 
   const sw = spawnSync(cmd!, [...pre, 'run', spec, '--dry-run', '--sweep', 'model.mask_ratio=0.5,0.75'], { encoding: 'utf8' });
   assert.equal(sw.status, 0, sw.stderr);
   assert.match(sw.stdout, /sweep: 2 trials/);
-  assert.match(sw.stdout, /\[1\] mask_ratio=0.75/);
+  assert.match(sw.stdout, /\[trial 2\/2\] mask_ratio=0.75/); // counted from 1 for people
   assert.equal(existsSync(out), false, 'nothing written');
 });

@@ -33,7 +33,7 @@ test('in-process abort after step 3, then resume: same losses and weights as an 
   });
   assert.equal(first.status, 'KILLED');
   assert.equal(first.step, 3);
-  assert.match(first.resumeCommand ?? '', /^spark run --resume /);
+  assert.match(first.resumeCommand ?? '', /^npx spark run --resume /);
   const end = events.at(-1)!;
   assert.equal(end.type, 'run-end');
   assert.equal(end.type === 'run-end' && end.status, 'KILLED');

@@ -27,7 +27,8 @@ for (const mode of ['SIGTERM', 'SIGKILL'] as const) {
     const r = await done;
     if (mode === 'SIGTERM') {
       assert.equal(r.code, 143, `exit code (stderr: ${r.stderr.slice(-500)})`);
-      assert.match(r.stderr, /resume with: spark run --resume \S+/);
+      // printed once, with the run's end (the console view on stdout)
+      assert.equal((r.stdout + r.stderr).match(/resume with: npx spark run --resume \S+/g)?.length, 1, r.stdout + r.stderr);
       assert.match(r.stdout + r.stderr, /KILLED/);
     } else {
       assert.equal(r.signal, 'SIGKILL');

@@ -61,9 +61,9 @@ test('SweepView: one row per trial with the varying params, status, loss, steps 
   assert.match(lines[0]!, /spark sweep 3 trials\s+1 finished · 1 failed · 1 pending/);
   assert.match(lines[1]!, /#\s+train\.optimizer\.base_lr\s+status\s+loss\s+steps/);
   assert.doesNotMatch(f, /batch_size/, 'constant parameters are not columns');
-  assert.match(lines[2]!, /✔ 0\s+0\.001\s+finished\s+0\.4321\s+10\/10\s+█{16}/);
-  assert.match(lines[3]!, /✘ 1\s+0\.002\s+failed\s+—\s+3\/10\s+█{4}[▏▎▍▌▋▊▉]░{11}\s+loss is NaN/);
-  assert.match(lines[4]!, /· 2\s+0\.004\s+pending\s+—\s+0\/10\s+░{16}$/);
+  assert.match(lines[2]!, /✔ 1\s+0\.001\s+finished\s+0\.4321\s+10\/10\s+█{16}/);
+  assert.match(lines[3]!, /✘ 2\s+0\.002\s+failed\s+—\s+3\/10\s+█{4}[▏▎▍▌▋▊▉]░{11}\s+loss is NaN/);
+  assert.match(lines[4]!, /· 3\s+0\.004\s+pending\s+—\s+0\/10\s+░{16}$/);
 });
 
 test('Ink sweep console: rows follow trial events and setStatus, the running trial is shown, close() unmounts', async () => {
@@ -96,10 +96,10 @@ test('Ink sweep console: rows follow trial events and setStatus, the running tri
   await new Promise((r) => setTimeout(r, 150)); // let the trailing throttled frame fire
   const f = last();
   assert.match(f, /spark sweep 3 trials\s+1 finished · 1 running · 1 pending/);
-  assert.match(f, /✔ 0\s+0\.001\s+finished\s+0\.4321\s+4\/4/);
-  assert.match(f, /▶ 1\s+0\.002\s+running\s+\d\.\d{4}\s+3\/8/);
-  assert.match(f, /· 2\s+0\.004\s+pending/);
-  assert.match(f, /trial 1\n/);
+  assert.match(f, /✔ 1\s+0\.001\s+finished\s+0\.4321\s+4\/4/); // trials counted from 1
+  assert.match(f, /▶ 2\s+0\.002\s+running\s+\d\.\d{4}\s+3\/8/);
+  assert.match(f, /· 3\s+0\.004\s+pending/);
+  assert.match(f, /trial 2\/3\n/);
   assert.match(f, /spark demo-exp\/t1\s+run run-1/, 'the running trial detail is the run view');
   assert.match(f, /3\/8 37\.5%/);
   // Ctrl-C: the sweep's graceful stop
@@ -112,8 +112,8 @@ test('Ink sweep console: rows follow trial events and setStatus, the running tri
   sc.setStatus(2, 'skipped', { message: 'sweep interrupted' });
   await sc.close();
   const fin = last();
-  assert.match(fin, /■ 1\s+0\.002\s+killed\s+0\.9000\s+3\/8/);
-  assert.match(fin, /– 2\s+0\.004\s+skipped\s+—.*sweep interrupted/);
+  assert.match(fin, /■ 2\s+0\.002\s+killed\s+0\.9000\s+3\/8/);
+  assert.match(fin, /– 3\s+0\.004\s+skipped\s+—.*sweep interrupted/);
   assert.doesNotMatch(fin, /stopping the sweep/, 'final frame has no pending-stop notice');
 });
 
@@ -128,18 +128,19 @@ test('plain sweep console: prefixed run lines, one line per status change, a sum
   sc.setStatus(2, 'skipped', { loss: 0.3, message: 'finished earlier' });
   await sc.close();
   const L = out.lines;
-  assert.equal(L[0], '[sweep] trial 0/3 lr=0.001 (train.optimizer.base_lr=0.001) running');
-  assert.ok(L.slice(1, -8).every((l) => l.startsWith('[trial 0/3] ')), out.text);
-  assert.ok(L.includes('[trial 0/3] [run-end] FINISHED at step 2 (epoch 1), final loss 0.5000'));
+  // trials are counted from 1 for people: [trial 1/3] .. [trial 3/3]
+  assert.equal(L[0], '[sweep] trial 1/3 lr=0.001 (train.optimizer.base_lr=0.001) running');
+  assert.ok(L.slice(1, -8).every((l) => l.startsWith('[trial 1/3] ')), out.text);
+  assert.ok(L.includes('[trial 1/3] [run-end] FINISHED at step 2 (epoch 1), final loss 0.5000'));
   assert.deepEqual(L.slice(-8), [
-    '[sweep] trial 0/3 lr=0.001 (train.optimizer.base_lr=0.001) finished loss 0.5000',
-    '[sweep] trial 1/3 lr=0.002 (train.optimizer.base_lr=0.002) failed: out of memory',
-    '[sweep] trial 2/3 lr=0.004 (train.optimizer.base_lr=0.004) skipped loss 0.3000: finished earlier',
+    '[sweep] trial 1/3 lr=0.001 (train.optimizer.base_lr=0.001) finished loss 0.5000',
+    '[sweep] trial 2/3 lr=0.002 (train.optimizer.base_lr=0.002) failed: out of memory',
+    '[sweep] trial 3/3 lr=0.004 (train.optimizer.base_lr=0.004) skipped loss 0.3000: finished earlier',
     '[sweep] summary',
     '  #  train.optimizer.base_lr  status    loss    steps',
-    '  0  0.001                    finished  0.5000  2/2',
-    '  1  0.002                    failed    —',
-    '  2  0.004                    skipped   0.3000',
+    '  1  0.001                    finished  0.5000  2/2',
+    '  2  0.002                    failed    —',
+    '  3  0.004                    skipped   0.3000',
   ]);
   assert.equal(out.text.includes('\u001b'), false);
 });

@@ -100,9 +100,9 @@ test('run view of a resumed run: header and checkpoint line say where it resumed
 test('run view of a sweep trial: the header names the trial instead of the trial folder', () => {
   const ev = demoRunEvents({ totalEpochs: 1, stepsPerEpoch: 4 });
   const start = ev[0] as Extract<RunEvent, { type: 'run-start' }>;
-  ev[0] = { ...start, runId: 'run', sweep: { sweepDir: '/tmp/sw', trial: 2, trialName: 'mask_ratio=0.75', params: { 'model.mask_ratio': 0.75 } } };
+  ev[0] = { ...start, runId: 'run', sweep: { sweepDir: '/tmp/sw', trial: 2, trialName: 'mask_ratio=0.75', params: { 'model.mask_ratio': 0.75 }, trials: 3 } };
   const f = stripAnsi(render(<RunView s={snapshotAfter(ev.slice(0, 2))} />).lastFrame() ?? '');
-  assert.match(f, /trial 2 mask_ratio=0\.75/);
+  assert.match(f, /trial 3\/3 mask_ratio=0\.75/, 'the last of 3 trials (index 2) is trial 3/3 for people');
   assert.doesNotMatch(f, /run run/);
 });
 

@@ -1,12 +1,12 @@
 /**
  * Shared pieces of the step-throughput benchmark (bench/step-throughput.ts): the benchmark cases (encoder, input
  * size, batch), a FLOP count of the whole SparK network, the "dense twin" of a SparK model, and the timing of one
- * case on the current backend through the trainer's own `trainStep` and `Lamb`.
+ * case on the current backend through the trainer's own `trainStepAsync` and `Lamb`, with its kernel count.
  *
- * Modes of one case (all run through src/train/step.ts `trainStep` + src/train/optimizers.ts `Lamb`, exactly as
- * `spark run` does: variableGrads → gradient map → LAMB with clip 5, wd 0.04, lr 1e-4):
+ * Modes of one case (all run through src/train/step.ts `trainStepAsync` + src/train/optimizers.ts `Lamb`, exactly as
+ * `spark run` does: variableGrads → gradient map → LAMB with clip 5, wd 0.04, lr 1e-4 → one read of loss and norm):
  *  - `sparse`:  the SparK step: a fresh random mask per image and step (ratio from the config, e.g. 0.6).
- *  - `visible`: the same SparK model and graph with an all-ones mask passed in (`trainStep(..., { masks })`). Every
+ *  - `visible`: the same SparK model and graph with an all-ones mask passed in (`trainStepAsync(..., { masks })`). Every
  *               masking op still runs (× ones, BN statistics over all positions through the masked formula), so
  *               this differs from `sparse` only through data-dependent kernel speed. The loss averages over masked
  *               patches only, so it is exactly 0 and so are the gradients (the backward pass still runs in full).
@@ -21,8 +21,8 @@ import type { ModelConfig } from '../../src/spec/types.js';
 import { Rng } from '../../src/util/rng.js';
 import { buildSparK, randomMask, type SparKModel } from '../../src/models/spark.js';
 import { describeEncoder, resolveEncoder, decoderChannels, resolveDensifyNorm, DOWNSAMPLE_RATIO } from '../../src/models/registry.js';
-import { trainStep } from '../../src/train/step.js';
-import { buildParamGroups, Lamb } from '../../src/train/optimizers.js';
+import { stepRngs, trainStepAsync, type TrainableModel } from '../../src/train/step.js';
+import { buildParamGroups, Lamb, type SparkOptimizer, type StepHyper } from '../../src/train/optimizers.js';
 import { syntheticImage } from '../../src/data/synthetic.js';
 import { normalizeRgb } from '../../src/data/normalize.js';
 
@@ -136,7 +136,17 @@ export interface ModeResult {
   losses: number[];
   numTensors: { beforeBuild: number; afterBuild: number; afterWarmup: number; afterTimed: number; afterDispose: number };
   numBytesAfterWarmup: number;
+  /** RSS sampled after each step (max), MiB. */
   rssMiB: number;
+  /** Peak RSS of the process (getrusage maxrss) when this mode's timed steps ended, MiB: with one mode per process
+   * (step-throughput without --interleave) the mode's own peak; interleaved, the peak of all modes together. */
+  peakRssMiB: number;
+  /** Kernel calls (`tf.profile`) of one whole step (forward, backward, optimizer, the read's stack). */
+  kernelsPerStep: number;
+  /** Kernel calls of the optimizer update alone (on the same step's gradients). */
+  optimizerKernelsPerStep: number;
+  /** Kernel calls of one step by kernel name, most frequent first. */
+  kernelsByName: Record<string, number>;
   /** 1-minute load average before and after this mode's steps (other processes compete for the cores). */
   loadavg: [number, number];
 }
@@ -147,11 +157,55 @@ export function median(a: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/** Peak resident set size of this process so far, MiB. */
+export function peakRssMiB(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+/**
+ * Kernel calls of one training step (untimed, run after the timed ones) and of its optimizer update alone, by
+ * `tf.profile` (every kernel the engine runs, nested ones included).
+ */
+export async function countStepKernels(
+  model: TrainableModel,
+  optimizer: SparkOptimizer,
+  x: tf.Tensor4D,
+  opts: { seed: number; it: number; hyper: StepHyper; masks?: tf.Tensor4D[] },
+): Promise<{ total: number; optimizer: number; byName: Record<string, number> }> {
+  const prof = await tf.profile(async () => {
+    await trainStepAsync(model, optimizer, [x], opts);
+  });
+  // (tf.profile reuses one profile object: take what is needed before the next profile)
+  const total = prof.kernels.length;
+  const counts = new Map<string, number>();
+  for (const k of prof.kernels) counts.set(k.name, (counts.get(k.name) ?? 0) + 1);
+  const byName = Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]));
+  // the optimizer alone, on gradients of the same kind (as trainStepAsync calls it: with an on-device applyIf)
+  const names = [...model.params.keys()];
+  const varList = [...model.params.values()];
+  const { value, grads } = tf.tidy(() => {
+    const r = stepRngs(opts.seed, opts.it, 0);
+    const mask = opts.masks?.[0] ?? model.makeMask(x.shape[0], r.mask);
+    return tf.variableGrads(() => model.forward(x, mask, { training: true, rng: r.dropPath }).loss, varList);
+  });
+  const gradMap = new Map<string, tf.Tensor>();
+  names.forEach((n, i) => {
+    const g = grads[varList[i]!.name];
+    if (g) gradMap.set(n, g);
+  });
+  const yes = tf.scalar(true, 'bool');
+  const optProf = await tf.profile(() => {
+    optimizer.update(gradMap, opts.hyper, { applyIf: yes }).gradNorm.dispose();
+  });
+  tf.dispose([value, yes, ...gradMap.values()]);
+  return { total, optimizer: optProf.kernels.length, byName };
+}
+
 /**
  * Time `warmup + iters` training steps of one mode on the current backend; model and optimizer are built here and
  * disposed at the end. `log` receives one line per step.
  */
-export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters: number; seed?: number; log?: (s: string) => void }): ModeResult {
+export async function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters: number; seed?: number; log?: (s: string) => void }): Promise<ModeResult> {
   const seed = opts.seed ?? 0;
   const load0 = os.loadavg()[0]!;
   const log = opts.log ?? (() => undefined);
@@ -170,6 +224,8 @@ export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters
   let numBytesAfterWarmup = 0;
   let rss = process.memoryUsage().rss;
   let afterTimed = afterBuild;
+  let peak = 0;
+  let kernels = { total: 0, optimizer: 0, byName: {} as Record<string, number> };
   try {
     for (let i = 0; i < opts.warmup + opts.iters; i++) {
       if (i === opts.warmup) {
@@ -180,8 +236,8 @@ export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters
       let masks: tf.Tensor4D[] | undefined;
       if (ones) masks = [ones];
       else if (mode === 'dense') masks = [randomMask(c.batch, fmap, lenKeep, Rng.from(seed, 'mask', i, 0))];
-      // sparse: trainStep draws the mask itself from Rng.from(seed, 'mask', it, micro), as in training
-      const r = trainStep(model, optimizer, [x], { seed, it: i, hyper, ...(masks ? { masks } : {}) });
+      // sparse: trainStepAsync draws the mask itself from Rng.from(seed, 'mask', it, micro), as in training
+      const r = await trainStepAsync(model, optimizer, [x], { seed, it: i, hyper, ...(masks ? { masks } : {}) });
       if (mode === 'dense') tf.dispose(masks!);
       const dt = performance.now() - t0;
       rss = Math.max(rss, process.memoryUsage().rss);
@@ -190,6 +246,11 @@ export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters
       log(`  ${mode} ${i < opts.warmup ? 'warmup' : 'step'} ${i < opts.warmup ? i + 1 : i - opts.warmup + 1}: ${dt.toFixed(0)} ms, loss ${r.loss.toFixed(4)}, tensors ${tf.memory().numTensors}`);
     }
     afterTimed = tf.memory().numTensors;
+    peak = peakRssMiB();
+    const it = opts.warmup + opts.iters;
+    const masks = ones ? [ones] : mode === 'dense' ? [randomMask(c.batch, fmap, lenKeep, Rng.from(seed, 'mask', it, 0))] : undefined;
+    kernels = await countStepKernels(model, optimizer, x, { seed, it, hyper, ...(masks ? { masks } : {}) });
+    if (mode === 'dense') tf.dispose(masks!);
   } finally {
     optimizer.dispose();
     model.dispose();
@@ -211,6 +272,10 @@ export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters
     numTensors: { beforeBuild, afterBuild, afterWarmup, afterTimed, afterDispose },
     numBytesAfterWarmup,
     rssMiB: rss / 2 ** 20,
+    peakRssMiB: peak,
+    kernelsPerStep: kernels.total,
+    optimizerKernelsPerStep: kernels.optimizer,
+    kernelsByName: kernels.byName,
     loadavg: [load0, os.loadavg()[0]!],
   };
 }
@@ -221,7 +286,7 @@ export function timeMode(c: BenchCase, mode: Mode, opts: { warmup: number; iters
  * timing the modes one after the other. All models and optimizers are alive together (more memory: weights and
  * optimizer state of each; activations are freed after every step). Tensor counts are of the whole process.
  */
-export function timeInterleaved(c: BenchCase, modes: Mode[], opts: { warmup: number; iters: number; seed?: number; log?: (s: string) => void }): ModeResult[] {
+export async function timeInterleaved(c: BenchCase, modes: Mode[], opts: { warmup: number; iters: number; seed?: number; log?: (s: string) => void }): Promise<ModeResult[]> {
   const seed = opts.seed ?? 0;
   const log = opts.log ?? (() => undefined);
   const load0 = os.loadavg()[0]!;
@@ -233,12 +298,13 @@ export function timeInterleaved(c: BenchCase, modes: Mode[], opts: { warmup: num
   const runs = modes.map((mode) => {
     const model: SparKModel = buildSparK(c.model, c.inputSize, seed, { dense: mode === 'dense' });
     const optimizer = new Lamb(buildParamGroups(model.params), { betas: [0.9, c.beta2], eps: 1e-6, maxGradNorm: 5 });
-    return { mode, model, optimizer, warmupMs: [] as number[], timesMs: [] as number[], losses: [] as number[], rss: 0 };
+    return { mode, model, optimizer, warmupMs: [] as number[], timesMs: [] as number[], losses: [] as number[], rss: 0, kernels: { total: 0, optimizer: 0, byName: {} as Record<string, number> } };
   });
   const afterBuild = tf.memory().numTensors;
   let afterWarmup = afterBuild;
   let numBytesAfterWarmup = tf.memory().numBytes;
   let afterTimed = afterBuild;
+  let peak = 0;
   const hyper = { lr: 1e-4, wd: 0.04 };
   try {
     for (let i = 0; i < opts.warmup + opts.iters; i++) {
@@ -251,7 +317,7 @@ export function timeInterleaved(c: BenchCase, modes: Mode[], opts: { warmup: num
         let masks: tf.Tensor4D[] | undefined;
         if (r.mode === 'visible') masks = [ones];
         else if (r.mode === 'dense') masks = [randomMask(c.batch, fmap, lenKeep, Rng.from(seed, 'mask', i, 0))];
-        const res = trainStep(r.model, r.optimizer, [x], { seed, it: i, hyper, ...(masks ? { masks } : {}) });
+        const res = await trainStepAsync(r.model, r.optimizer, [x], { seed, it: i, hyper, ...(masks ? { masks } : {}) });
         if (r.mode === 'dense') tf.dispose(masks!);
         const dt = performance.now() - t0;
         r.rss = Math.max(r.rss, process.memoryUsage().rss);
@@ -261,6 +327,13 @@ export function timeInterleaved(c: BenchCase, modes: Mode[], opts: { warmup: num
       }
     }
     afterTimed = tf.memory().numTensors;
+    peak = peakRssMiB();
+    const it = opts.warmup + opts.iters;
+    for (const r of runs) {
+      const masks = r.mode === 'visible' ? [ones] : r.mode === 'dense' ? [randomMask(c.batch, fmap, lenKeep, Rng.from(seed, 'mask', it, 0))] : undefined;
+      r.kernels = await countStepKernels(r.model, r.optimizer, x, { seed, it, hyper, ...(masks ? { masks } : {}) });
+      if (r.mode === 'dense') tf.dispose(masks!);
+    }
   } finally {
     for (const r of runs) {
       r.optimizer.dispose();
@@ -286,6 +359,10 @@ export function timeInterleaved(c: BenchCase, modes: Mode[], opts: { warmup: num
       numTensors: { beforeBuild, afterBuild, afterWarmup, afterTimed, afterDispose },
       numBytesAfterWarmup,
       rssMiB: r.rss / 2 ** 20,
+      peakRssMiB: peak,
+      kernelsPerStep: r.kernels.total,
+      optimizerKernelsPerStep: r.kernels.optimizer,
+      kernelsByName: r.kernels.byName,
       loadavg: [load0, load1] as [number, number],
     };
   });

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { withQuietStderr } from './quiet-load.js';
 
 const require = createRequire(import.meta.url);
 
@@ -116,7 +117,8 @@ export function loadNative(c: NativeCandidate): NativeLoad {
   process.argv = argv.slice(0, 2);
   let mod: { backend(): { binding?: { TF_Version?: string }; isUsingGpuDevice?: boolean } };
   try {
-    mod = require(c.pkg) as typeof mod;
+    // libtensorflow's absl start-up lines ignore TF_CPP_MIN_LOG_LEVEL: kept off the terminal (quiet-load.ts)
+    mod = withQuietStderr(() => require(c.pkg) as typeof mod);
   } finally {
     process.argv = argv;
   }

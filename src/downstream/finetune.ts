@@ -43,6 +43,7 @@ import {
 } from './session.js';
 import { finetuneSection, recipeFor, resolveAutoAugment, resolveInitPath } from './finetune-config.js';
 import { layerDecay } from './layer-decay.js';
+import { commandHint } from '../util/hint.js';
 
 export interface FinetuneOptions extends Omit<DownstreamOptions, 'config'> {
   /** The resolved configuration; optional when resuming (read from the run folder's config.yaml). */
@@ -124,7 +125,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
     resumeFolder = await RunFolder.open(opts.resumeDir);
     const info = resumeFolder.readRunInfo();
     const ftInfo = info?.['finetune'] as FinetuneRunInfo | undefined;
-    if (info?.['task'] !== 'finetune' || !ftInfo) throw new UsageError(`${opts.resumeDir}: not a fine-tuning run folder (run.json has no fine-tuning record); pre-training runs resume with \`spark run --resume\``);
+    if (info?.['task'] !== 'finetune' || !ftInfo) throw new UsageError(`${opts.resumeDir}: not a fine-tuning run folder (run.json has no fine-tuning record); a pre-training run resumes with \`${commandHint(['run', '--resume', { path: opts.resumeDir }])}\``);
     config = opts.config ?? (await loadExperiment(resumeFolder.path('config.yaml'))).config;
     resolvedYaml = readFileSync(resumeFolder.path('config.yaml'), 'utf8');
     specPath = info.specPath ?? null;

@@ -12,8 +12,10 @@ import { readSweep } from '../sweep/state.js';
 import type { TrialRecord } from '../sweep/types.js';
 import { openStore } from '../track/index.js';
 import { UsageError } from '../util/errors.js';
+import { trialLabel } from '../ui/trial-label.js';
 import type { DownstreamOptions, DownstreamResult } from './session.js';
 import { runProbe } from './probe.js';
+import { commandHint } from '../util/hint.js';
 
 export interface SweepProbeRow {
   trial: TrialRecord;
@@ -27,6 +29,8 @@ export interface SweepProbeRow {
 export interface SweepProbeResult {
   sweepDir: string;
   sweepName: string;
+  /** The MLflow experiment of the sweep's runs. */
+  experiment: string;
   varying: string[];
   rows: SweepProbeRow[];
   /** The random-init baseline of the probe spec's encoder (with `compareRandom`). */
@@ -74,24 +78,26 @@ export async function probeSweep(
         logged = true;
       } catch (e) {
         logged = false;
-        warnings.push(`trial ${trial.index} (${trial.name}): could not log probe_top1 to MLflow run ${trial.mlflowRunId} at ${store.uri}: ${(e as Error).message}`);
+        warnings.push(`${trialLabel(trial.index, sweep.trials.length)} (${trial.name}): could not log probe_top1 to MLflow run ${trial.mlflowRunId} at ${store.uri}: ${(e as Error).message}`);
       }
     }
     rows.push({ trial, result, skipped: null, loggedToTrial: logged });
   }
   if (!rows.some((r) => r.result)) throw new UsageError(`${opts.sweepDir}: no finished trial with a checkpoint to probe`);
   const random = compareRandom ? await runProbe({ ...base, init: null, nameSuffix: '-random' }) : null;
-  return { sweepDir: dir, sweepName: sweep.name, varying: sweep.varying, rows, random, warnings };
+  return { sweepDir: dir, sweepName: sweep.name, experiment: sweep.tracking.experiment, varying: sweep.varying, rows, random, warnings };
 }
 
 /** The table `spark probe --sweep` prints: trials by probe top-1 (best first), then the random baseline. */
 export function formatSweepProbe(r: SweepProbeResult): string {
   const probed = r.rows.filter((x) => x.result).sort((a, b) => b.result!.top1 - a.result!.top1);
   const skipped = r.rows.filter((x) => !x.result);
-  const head = ['trial', ...r.varying, 'pretrain loss', 'probe top-1', 'top-5', 'train top-1'];
+  const n = r.rows.length;
+  // trials counted from 1 for people (`#` 1 = trials/000)
+  const head = ['#', ...r.varying, 'pretrain loss', 'probe top-1', 'top-5', 'train top-1'];
   const fmt = (v: number | null | undefined, d = 2, unit = '%') => (v == null ? '—' : `${v.toFixed(d)}${unit}`);
   const body = probed.map((x) => [
-    `${x.trial.index}`,
+    String(x.trial.index + 1),
     ...r.varying.map((k) => x.trial.params[k] ?? '—'),
     fmt(x.trial.finalLoss, 4, ''),
     fmt(x.result!.top1),
@@ -103,8 +109,8 @@ export function formatSweepProbe(r: SweepProbeResult): string {
   const line = (cells: string[]) => '  ' + cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   const first = probed[0]?.result;
   const out = [`linear probe of sweep ${r.sweepName} (${probed.length} of ${r.rows.length} trials)${first ? `, ${first.encoder}, ${first.numClasses} classes` : ''}`, line(head), ...body.map(line)];
-  for (const x of skipped) out.push(`  trial ${x.trial.index} (${x.trial.name}) not probed: ${x.skipped}`);
-  if (probed.some((x) => x.loggedToTrial)) out.push(`probe_top1 / probe_top5 logged to each trial's MLflow run: spark compare --experiment <sweep experiment> --order-by "metrics.probe_top1 DESC"`);
+  for (const x of skipped) out.push(`  ${trialLabel(x.trial.index, n)} (${x.trial.name}) not probed: ${x.skipped}`);
+  if (probed.some((x) => x.loggedToTrial)) out.push(`probe_top1 / probe_top5 logged to each trial's MLflow run: ${commandHint(['compare', '--experiment', r.experiment, '--order-by', 'metrics.probe_top1 DESC'])}`);
   for (const w of r.warnings) out.push(`warning: ${w}`);
   return out.join('\n');
 }

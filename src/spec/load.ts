@@ -28,15 +28,21 @@ export function configToYaml(config: ExperimentConfig): string {
   return stringify(config, { lineWidth: 0, aliasDuplicateObjects: false });
 }
 
-/** Synchronous core of loadExperiment (throws SpecError). */
-export function loadExperimentSync(file: string, opts: LoadOptions = {}): LoadedExperiment {
+/** A spec file with its `extends:` chain merged and the `--set` overrides applied, with the layers that locate errors. */
+export function composeSpec(file: string, set: string[] = []): { layers: Layer[]; raw: Record<string, unknown> } {
   const layers: Layer[] = loadLayers(file);
   let raw = mergeLayers(layers);
-  for (const assignment of opts.set ?? []) {
+  for (const assignment of set) {
     const a = parseAssignment(assignment);
     raw = applyOverride(raw, assignment);
     layers.push({ kind: 'set', assignment, path: a.path, label: '--set' });
   }
+  return { layers, raw };
+}
+
+/** Synchronous core of loadExperiment (throws SpecError). */
+export function loadExperimentSync(file: string, opts: LoadOptions = {}): LoadedExperiment {
+  const { layers, raw } = composeSpec(file, opts.set);
   const config = resolveWithLayers(raw, layers, file);
   return { config, specPath: path.resolve(file), resolvedYaml: configToYaml(config), raw };
 }

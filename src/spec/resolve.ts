@@ -353,6 +353,22 @@ export function resolveWithLayers(raw: object, layers: Layer[], fallbackFile: st
 }
 
 /**
+ * Check a partial config (a base file that full specs extend) as far as it can be checked alone: every schema rule
+ * (keys, types, ranges, enums) except required fields, which a spec extending it may add; the cross-field checks
+ * need the full spec and are left to the specs that extend it. Throws the first located SpecError.
+ */
+export function checkPartialWithLayers(raw: object, layers: Layer[], fallbackFile: string): void {
+  if (!isPlainObject(raw)) throw new SpecError('a config must be a mapping', fallbackFile);
+  const data = structuredClone(raw) as Obj;
+  const validate = experimentValidator();
+  if (validate(data)) return;
+  // type errors are folded while the `required` errors of other branches are still there to outrank them
+  const errors = mergeTypeErrors(validate.errors ?? []).filter((e) => e.keyword !== 'required');
+  const issues = errors.map((e) => issueFromAjv(e, data)).filter((x): x is Issue => x !== null);
+  if (issues.length) throw issueToError(firstIssue(issues, layers), layers, fallbackFile);
+}
+
+/**
  * Validate + defaults for a raw config (e.g. a sweep trial). Positions come from `origin.file` when it can be read;
  * values written by `origin.overrides` are reported as `--set a.b=c: message`.
  */

@@ -96,6 +96,8 @@ export interface TrackingConfig {
   experiment: string;
   run_name: string | null;
   tags: Record<string, string>;
+  /** Seconds a run's end (and a start the server does not answer) waits for tracking; the rest stays journaled. */
+  close_timeout: number;
 }
 
 /** Defined by the sweep module (schemas/sweep.schema.json). */

@@ -14,6 +14,7 @@ import type { ExperimentConfig } from '../spec/types.js';
 import { SpecError, UsageError } from '../util/errors.js';
 import { applyOverride as specApplyOverride, resolveConfig as specResolveConfig } from '../spec/index.js';
 import type { MetricMode, MetricSpec, Overrides, Trial } from './types.js';
+import { trialLabel } from '../ui/trial-label.js';
 
 export interface SpecFns {
   resolveConfig: (raw: object, origin: { file: string; overrides?: string[] }) => ExperimentConfig;
@@ -332,7 +333,7 @@ function messageOf(e: unknown): string {
 /**
  * Expand a raw (merged, pre-default) config into validated trials. Every trial is resolved before this returns;
  * the first invalid one throws a SpecError naming the trial and its overrides, e.g.
- * `trial 3 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1`.
+ * `trial 4/4 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1` (trials counted from 1, as people do).
  */
 export function expandSweep(raw: object, cli: string[] = [], opts: ExpandOptions = {}): Trial[] {
   const fns = opts.fns ?? defaultFns;
@@ -374,9 +375,9 @@ export function expandSweep(raw: object, cli: string[] = [], opts: ExpandOptions
       for (const p of varying) if (p in overrides) params[p] = formatValue(overrides[p]);
       trials.push({ index, name, overrides, params, config });
     } catch (e) {
-      const who = `trial ${index} (${label})`;
+      const who = `${trialLabel(index, all.length)} (${label})`;
       if (e instanceof SpecError && e.line === undefined && /^--(set|sweep) /.test(e.file)) {
-        // an override's own error: `trial 3 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1`
+        // an override's own error: `trial 4/4 (mask_ratio=1.2): --set model.mask_ratio=1.2: must be < 1`
         throw new SpecError(e.format(), who);
       }
       const msg = blameOverride(messageOf(e), overrides, assignments);

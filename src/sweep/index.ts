@@ -24,6 +24,9 @@ export {
   createSweep,
   executeTrial,
   finalizeSweep,
+  recordProgress,
+  parentBest,
+  createSweepParent,
   inProcessRunner,
   childProcessRunner,
   jsonEventWriter,
@@ -42,6 +45,18 @@ export {
 export { isSweepDir, readSweep, updateSweep, SWEEP_FILE } from './state.js';
 export { bestTrials, summaryCsv, summaryMarkdown } from './summary.js';
 export { storeTracker, openSweepTracker, resolveTrackingUri, configParams, type SweepTracker } from './tracker.js';
-export { launchSlurm, buildSbatchScript, submitSbatch, querySlurmArray, checkSlurmOptions, type SlurmOptions } from './slurm.js';
+export {
+  launchSlurm,
+  resumeSlurm,
+  buildSbatchScript,
+  submitSbatch,
+  querySlurmArray,
+  checkSlurmOptions,
+  currentCluster,
+  type SlurmOptions,
+  type ResumeResult,
+} from './slurm.js';
+export { judgeTrials, applyVerdicts, type TrialVerdict } from './reconcile.js';
+export { parentParams, sweepDefinitionParams } from './definition.js';
 export { sweepStatus, formatStatus } from './status.js';
 export { sweepFromRunArgs, hasSweepSection, type RunDelegation } from './cli.js';

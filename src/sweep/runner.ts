@@ -16,6 +16,9 @@ import { atomicWriteFile } from '../util/atomic.js';
 import { UsageError } from '../util/errors.js';
 import { expandSweep, parseSweepSection, varyingPaths, type SpecFns } from './expand.js';
 import { bestTrials, summaryCsv, summaryMarkdown } from './summary.js';
+import { parentParams } from './definition.js';
+import { sanitizeKey } from '../track/keys.js';
+import { trialLabel } from '../ui/trial-label.js';
 import { configParams, openSweepTracker, resolveTrackingUri, type SweepTracker } from './tracker.js';
 import {
   hasCheckpoint,
@@ -28,11 +31,14 @@ import {
   writeTrialSpec,
 } from './state.js';
 import type { SweepFile, Trial, TrialRecord, TrialStatus } from './types.js';
+import { commandHint, shellQuote } from '../util/hint.js';
 
 /** What a trial runner is asked to do. */
 export interface TrialRunRequest {
   sweepDir: string;
   trial: TrialRecord;
+  /** How many trials the sweep has (for the `trial 2/3` label). */
+  trials?: number;
   /** Absolute trial spec file. */
   specFile: string;
   /** Absolute run folder of the trial. */
@@ -54,6 +60,8 @@ export interface TrialRunResult {
   mlflowRunId: string | null;
   runDir?: string;
   error?: string;
+  /** Tracking calls the run could not send before it ended, and the command that sends them (runExperiment's). */
+  trackingReminder?: string;
 }
 
 export type TrialRunner = (req: TrialRunRequest) => Promise<TrialRunResult>;
@@ -130,6 +138,8 @@ export interface CreateSweepOptions {
   spec?: SpecFns;
   /** Tracker; undefined = open from the URI when tracking is enabled; null = none. */
   tracker?: SweepTracker | null;
+  /** Create the parent run now (default); false: the caller does (`createSweepParent`), e.g. after sbatch. */
+  parent?: boolean;
   now?: Date;
 }
 
@@ -147,7 +157,7 @@ export async function createSweep(o: CreateSweepOptions): Promise<{ dir: string;
   await fsp.mkdir(dir, { recursive: true });
   for (const t of trials) {
     if (uri) t.config.tracking.uri = uri;
-    await writeTrialSpec(dir, t, `spark sweep ${id} of ${loaded.specPath}`);
+    await writeTrialSpec(dir, t, `spark sweep ${id} of ${loaded.specPath}`, trials.length);
   }
   const now = (o.now ?? new Date()).toISOString();
   const sweep: SweepFile = {
@@ -177,31 +187,36 @@ export async function createSweep(o: CreateSweepOptions): Promise<{ dir: string;
   }
   // the parent run; a store that refuses it leaves no half-made sweep folder behind
   try {
-    if (uri && tracker) {
-      const params = configParams(base);
-      params['sweep.trials'] = String(trials.length);
-      params['sweep.varying'] = sweep.varying.join(',').slice(0, 6000) || '-';
-      sweep.tracking.parentRunId = await tracker.createParent({
-        experiment: base.tracking.experiment,
-        runName: `${base.tracking.run_name ?? base.name} sweep ${id}`,
-        params,
-        specPath: sweep.specPath,
-        tags: {
-          ...base.tracking.tags,
-          'spark.sweep': '1',
-          'sweep.id': id,
-          'sweep.dir': dir,
-          'sweep.trials': String(trials.length),
-          'spark.launcher': o.launcher.type,
-        },
-      });
-    }
+    if (tracker && o.parent !== false) sweep.tracking.parentRunId = await createSweepParent(dir, sweep, base, tracker);
   } catch (e) {
     await fsp.rm(dir, { recursive: true, force: true });
     throw e;
   }
   await writeSweep(dir, sweep);
   return { dir, sweep, tracker };
+}
+
+/**
+ * Create the sweep's parent MLflow run: the base config's params without the swept keys, the sweep definition
+ * (`sweep.<path>` = the values as a Python list), `sweep.trials`, and the `spark.sweep` / `sweep.*` tags.
+ */
+export async function createSweepParent(dir: string, sweep: SweepFile, base: ExperimentConfig, tracker: SweepTracker): Promise<string> {
+  const params = parentParams(configParams(base), sweep.trials.map((t) => t.overrides));
+  params['sweep.varying'] = sweep.varying.join(',').slice(0, 6000) || '-';
+  return tracker.createParent({
+    experiment: sweep.tracking.experiment,
+    runName: `${base.tracking.run_name ?? base.name} sweep ${sweep.id}`,
+    params,
+    specPath: sweep.specPath,
+    tags: {
+      ...base.tracking.tags,
+      'spark.sweep': '1',
+      'sweep.id': sweep.id,
+      'sweep.dir': dir,
+      'sweep.trials': String(sweep.trials.length),
+      'spark.launcher': sweep.launcher.type,
+    },
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -213,10 +228,10 @@ export function trialTags(sweep: SweepFile, t: TrialRecord, dir: string): Record
 }
 
 /** Adds the sweep membership to `run-start` events before they reach the console. */
-function withSweepInfo(sub: RunSubscriber | undefined, dir: string, t: TrialRecord): RunSubscriber | undefined {
+function withSweepInfo(sub: RunSubscriber | undefined, dir: string, t: TrialRecord, trials: number): RunSubscriber | undefined {
   if (!sub) return undefined;
   return {
-    onEvent: (e) => sub.onEvent(e.type === 'run-start' && !e.sweep ? { ...e, sweep: { sweepDir: dir, trial: t.index, trialName: t.name, params: t.params } } : e),
+    onEvent: (e) => sub.onEvent(e.type === 'run-start' && !e.sweep ? { ...e, sweep: { sweepDir: dir, trial: t.index, trialName: t.name, params: t.params, trials } } : e),
     close: sub.close ? () => sub.close!() : undefined,
   };
 }
@@ -229,11 +244,11 @@ export async function executeTrial(
   dir: string,
   index: number,
   runner: TrialRunner,
-  o: { subscriber?: RunSubscriber; signal?: AbortSignal; onStart?: (t: TrialRecord) => void } = {},
+  o: { subscriber?: RunSubscriber; signal?: AbortSignal; onStart?: (t: TrialRecord) => void; log?: (line: string) => void } = {},
 ): Promise<TrialRecord> {
   let sweep = await readSweep(dir);
   const t0 = sweep.trials[index];
-  if (!t0) throw new UsageError(`${dir}: the sweep has ${sweep.trials.length} trials, there is no trial ${index}`);
+  if (!t0) throw new UsageError(`${dir}: the sweep has ${sweep.trials.length} trials (indices 0-${sweep.trials.length - 1}), there is no trial index ${index}`);
   if (t0.status === 'FINISHED') return t0;
   const runDir = path.resolve(dir, t0.runDir);
   const resume = hasCheckpoint(runDir);
@@ -253,18 +268,20 @@ export async function executeTrial(
     result = await runner({
       sweepDir: dir,
       trial: t,
+      trials: sweep.trials.length,
       specFile: path.resolve(dir, t.specFile),
       runDir,
       resume,
       parentRunId: sweep.tracking.parentRunId,
       tags: trialTags(sweep, t, dir),
-      subscriber: withSweepInfo(o.subscriber, dir, t),
+      subscriber: withSweepInfo(o.subscriber, dir, t, sweep.trials.length),
       signal: o.signal,
     });
   } catch (e) {
     const err = e as Error;
     result = { status: 'FAILED', step: null, finalLoss: null, mlflowRunId: null, error: err?.message ?? String(e) };
   }
+  if (result.trackingReminder) o.log?.(`sweep: ${trialLabel(index, sweep.trials.length)}: ${result.trackingReminder}`);
   const after = await updateTrial(dir, index, (r) => {
     r.status = result.status;
     r.step = result.step ?? r.step;
@@ -291,7 +308,7 @@ export const inProcessRunner: TrialRunner = async (req) => {
     console: false,
     tracking: { parentRunId: req.parentRunId, tags: req.tags },
     signal: req.signal,
-    sweep: { sweepDir: req.sweepDir, trial: req.trial.index, trialName: req.trial.name, params: req.trial.params },
+    sweep: { sweepDir: req.sweepDir, trial: req.trial.index, trialName: req.trial.name, params: req.trial.params, ...(req.trials ? { trials: req.trials } : {}) },
   });
   return {
     status: res.status,
@@ -300,6 +317,7 @@ export const inProcessRunner: TrialRunner = async (req) => {
     mlflowRunId: res.mlflowRunId ?? null,
     runDir: res.runDir,
     error: res.error,
+    ...(res.trackingReminder ? { trackingReminder: res.trackingReminder } : {}),
   };
 };
 
@@ -388,7 +406,7 @@ export function childProcessRunner(opts: { device?: (slot: number) => string | u
           }
           const why = err ? err.message : sig ? `trial process killed by ${sig}` : `trial process exited with code ${code}`;
           resolve({
-            status: end?.status ?? (code === 130 || sig === 'SIGINT' ? 'KILLED' : 'FAILED'),
+            status: end?.status ?? (code === 130 || code === 143 || sig === 'SIGINT' || sig === 'SIGTERM' ? 'KILLED' : 'FAILED'),
             step: end?.step ?? null,
             finalLoss: end?.finalLoss ?? null,
             mlflowRunId: null,
@@ -418,28 +436,84 @@ export function overallStatus(trials: TrialRecord[], interrupted: boolean): Swee
   return 'FAILED';
 }
 
+/** The best trials as the parent run records them: `best.<metric>` metrics, `best.<metric>.trial|name|run_id` tags. */
+export function parentBest(sweep: SweepFile): { metrics: Record<string, number>; tags: Record<string, string>; step: number } {
+  const metrics: Record<string, number> = {};
+  const tags: Record<string, string> = {};
+  for (const [name, b] of Object.entries(sweep.best)) {
+    const key = sanitizeKey(`best.${name}`);
+    metrics[key] = b.value;
+    // MLflow params never change, so the best trial (which a resume may change) is a tag: the 0-based index, as in
+    // the children's `sweep.trial` tag
+    tags[`${key}.trial`] = String(b.trial);
+    tags[`${key}.name`] = b.name.slice(0, 5000);
+    const runId = sweep.trials[b.trial]?.mlflowRunId;
+    if (runId) tags[`${key}.run_id`] = runId;
+  }
+  const finished = sweep.trials.filter((t) => t.status === 'FINISHED').length;
+  metrics['sweep.finished'] = finished;
+  metrics['sweep.failed'] = sweep.trials.filter((t) => t.status === 'FAILED').length;
+  // logged at step = finished trials: the latest value is the current one, also after a resume
+  return { metrics, tags, step: finished };
+}
+
+/** Fill the ranking metrics other than `loss` of finished trials from their child runs (those not read yet). */
+async function childMetrics(sweep: SweepFile, tracker: SweepTracker | null, only?: number[]): Promise<Map<number, Record<string, number>>> {
+  const extra = sweep.metrics.map((m) => m.name).filter((n) => n !== 'loss');
+  const out = new Map<number, Record<string, number>>();
+  if (!tracker || !extra.length) return out;
+  for (const t of sweep.trials) {
+    if (t.status !== 'FINISHED' || !t.mlflowRunId || (only && !only.includes(t.index))) continue;
+    const r = await tracker.getRun(t.mlflowRunId);
+    if (r) out.set(t.index, r.metrics);
+  }
+  return out;
+}
+
+function applyChildMetrics(s: SweepFile, m: Map<number, Record<string, number>>): void {
+  const extra = s.metrics.map((x) => x.name).filter((n) => n !== 'loss');
+  for (const t of s.trials) {
+    const got = m.get(t.index);
+    if (got) for (const n of extra) if (typeof got[n] === 'number') t.metrics[n] = got[n]!;
+  }
+}
+
 /**
- * Compute the best trials, write summary.md / summary.csv into the sweep folder and log them (plus
- * `best.<metric>.trial` params and `best.<metric>` metrics) on the parent run, which is then terminated.
+ * After trial `index` ended: recompute the best trials in sweep.json and log them on the parent run (metrics and
+ * tags, never params). Tracking errors are reported, not thrown.
+ */
+export async function recordProgress(dir: string, index: number, tracker: SweepTracker | null, o: { log?: (l: string) => void } = {}): Promise<SweepFile> {
+  const log = o.log ?? defaultLog;
+  let extra = new Map<number, Record<string, number>>();
+  try {
+    extra = await childMetrics(await readSweep(dir), tracker, [index]);
+  } catch (e) {
+    log(`sweep: tracking: could not read the run of ${trialLabel(index)}: ${(e as Error).message}`);
+  }
+  const sweep = await updateSweep(dir, (s) => {
+    applyChildMetrics(s, extra);
+    s.best = bestTrials(s.trials, s.metrics);
+  });
+  if (tracker?.updateParent && sweep.tracking.parentRunId) {
+    try {
+      await tracker.updateParent(sweep.tracking.parentRunId, parentBest(sweep));
+    } catch (e) {
+      log(`sweep: tracking: could not update the parent run: ${(e as Error).message}`);
+    }
+  }
+  return sweep;
+}
+
+/**
+ * Compute the best trials, write summary.md / summary.csv into the sweep folder and log them on the parent run
+ * (`best.<metric>` metrics, `best.<metric>.trial` tags; see `parentBest`), which is then terminated.
  */
 export async function finalizeSweep(dir: string, tracker: SweepTracker | null, o: { interrupted?: boolean; log?: (l: string) => void } = {}): Promise<SweepFile> {
   const log = o.log ?? defaultLog;
   // fill metrics other than loss from the child runs
-  const before = await readSweep(dir);
-  const extra = before.metrics.map((m) => m.name).filter((n) => n !== 'loss');
-  const childMetrics = new Map<number, Record<string, number>>();
-  if (tracker && extra.length) {
-    for (const t of before.trials) {
-      if (t.status !== 'FINISHED' || !t.mlflowRunId) continue;
-      const r = await tracker.getRun(t.mlflowRunId);
-      if (r) childMetrics.set(t.index, r.metrics);
-    }
-  }
+  const extra = await childMetrics(await readSweep(dir), tracker);
   const sweep = await updateSweep(dir, (s) => {
-    for (const t of s.trials) {
-      const m = childMetrics.get(t.index);
-      if (m) for (const n of extra) if (typeof m[n] === 'number') t.metrics[n] = m[n]!;
-    }
+    applyChildMetrics(s, extra);
     s.best = bestTrials(s.trials, s.metrics);
     s.status = overallStatus(s.trials, o.interrupted ?? false);
   });
@@ -448,17 +522,17 @@ export async function finalizeSweep(dir: string, tracker: SweepTracker | null, o
   await atomicWriteFile(md, summaryMarkdown(sweep));
   await atomicWriteFile(csv, summaryCsv(sweep));
   if (tracker && sweep.tracking.parentRunId) {
-    const params: Record<string, string> = {};
-    const metrics: Record<string, number> = {};
-    for (const [name, b] of Object.entries(sweep.best)) {
-      params[`best.${name}.trial`] = String(b.trial);
-      metrics[`best.${name}`] = b.value;
-    }
-    metrics['sweep.finished'] = sweep.trials.filter((t) => t.status === 'FINISHED').length;
-    metrics['sweep.failed'] = sweep.trials.filter((t) => t.status === 'FAILED').length;
+    const best = parentBest(sweep);
     const status = sweep.status === 'FINISHED' ? 'FINISHED' : sweep.status === 'KILLED' ? 'KILLED' : 'FAILED';
     try {
-      const warnings = await tracker.finishParent(sweep.tracking.parentRunId, { status, params, metrics, tags: { 'sweep.status': sweep.status }, artifacts: [md, csv] });
+      const warnings = await tracker.finishParent(sweep.tracking.parentRunId, {
+        status,
+        params: {},
+        metrics: best.metrics,
+        step: best.step,
+        tags: { ...best.tags, 'sweep.status': sweep.status },
+        artifacts: [md, csv],
+      });
       for (const w of warnings) log(`sweep: tracking: ${w}`);
     } catch (e) {
       log(`sweep: tracking: could not finish the parent run: ${(e as Error).message}`);
@@ -535,11 +609,13 @@ export async function runSweep(opts: RunSweepOptions, deps: SweepDeps = {}): Pro
         subscriber: board?.trialSubscriber(index),
         signal: abort.signal,
         onStart: (t) => board?.setStatus(t.index, 'running'),
+        log,
       });
       board?.setStatus(index, uiStatus[rec.status], { loss: rec.finalLoss, message: rec.error ?? undefined, runId: rec.mlflowRunId ?? undefined });
+      await recordProgress(dir, index, tracker, { log });
       if (rec.status === 'FAILED') {
         failed = true;
-        log(`sweep: trial ${index} (${rec.name}) FAILED: ${rec.error ?? ''}`);
+        log(`sweep: ${trialLabel(index, sweep.trials.length)} (${rec.name}) FAILED: ${rec.error ?? ''}`);
       }
       if (rec.status === 'KILLED') interrupted = true;
     }
@@ -553,17 +629,13 @@ export async function runSweep(opts: RunSweepOptions, deps: SweepDeps = {}): Pro
   sweep = await finalizeSweep(dir, tracker, { interrupted, log });
   const done = sweep.trials.filter((t) => t.status === 'FINISHED').length;
   log(`sweep: ${sweep.status.toLowerCase()}: ${done}/${sweep.trials.length} trials finished; summary in ${path.join(dir, 'summary.md')}`);
-  for (const [name, b] of Object.entries(sweep.best)) log(`sweep: best ${name}: trial ${b.trial} (${b.name}) = ${b.value}`);
-  if (sweep.status === 'KILLED') log(`sweep: resume with: spark run --resume ${shellQuote(dir)}`);
+  for (const [name, b] of Object.entries(sweep.best)) log(`sweep: best ${name}: ${trialLabel(b.trial, sweep.trials.length)} (${b.name}) = ${b.value}`);
+  if (sweep.status === 'KILLED') log(`sweep: resume with: ${commandHint(['run', '--resume', { path: dir }])}`);
   const exitCode = sweep.status === 'FINISHED' ? 0 : sweep.status === 'KILLED' ? 130 : 1;
   return { sweepDir: dir, sweep, status: sweep.status, exitCode };
 }
 
-/** POSIX shell single-quoting. */
-export function shellQuote(s: string): string {
-  if (s !== '' && /^[A-Za-z0-9_\/.,+@%:=-]+$/.test(s)) return s;
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
+export { shellQuote };
 
 /**
  * Run one trial of an existing sweep folder in this process (a `--parallel` child or a Slurm array task). Events go
@@ -579,9 +651,10 @@ export async function runSweepTrial(
   dir = path.resolve(dir);
   const sweep = await readSweep(dir);
   const t = sweep.trials[index];
-  if (!t) throw new UsageError(`${dir}: the sweep has ${sweep.trials.length} trials (0-${sweep.trials.length - 1}); there is no trial ${index}`);
+  if (!t) throw new UsageError(`${dir}: the sweep has ${sweep.trials.length} trials (indices 0-${sweep.trials.length - 1}); there is no trial index ${index}`);
+  const label = trialLabel(index, sweep.trials.length);
   if (t.status === 'FINISHED') {
-    log(`sweep: trial ${index} (${t.name}) already finished; nothing to do`);
+    log(`sweep: ${label} (${t.name}) already finished; nothing to do`);
     return 0;
   }
   const abort = new AbortController();
@@ -594,8 +667,10 @@ export async function runSweepTrial(
       sub = ui.createConsoleSubscriber({ plain: o.plain, onInterrupt: () => abort.abort() });
     }
   }
-  const onSig = () => {
+  let stoppedBy: NodeJS.Signals | null = null;
+  const onSig = (sig: NodeJS.Signals) => {
     interrupted = true;
+    stoppedBy ??= sig;
     abort.abort();
   };
   // stay installed for the whole trial: a second signal must not kill the process before its checkpoint is written
@@ -603,19 +678,27 @@ export async function runSweepTrial(
   process.on('SIGTERM', onSig);
   let rec: TrialRecord;
   try {
-    rec = await executeTrial(dir, index, o.runTrial ?? inProcessRunner, { subscriber: sub, signal: abort.signal });
+    rec = await executeTrial(dir, index, o.runTrial ?? inProcessRunner, { subscriber: sub, signal: abort.signal, log });
   } finally {
     process.off('SIGINT', onSig);
     process.off('SIGTERM', onSig);
   }
-  if (rec.status === 'FAILED') log(`sweep: trial ${index} (${rec.name}) FAILED: ${rec.error ?? ''}`);
-  // the last task of a launched sweep closes it
+  if (rec.status === 'FAILED') log(`sweep: ${label} (${rec.name}) FAILED: ${rec.error ?? ''}`);
+  // a Slurm task keeps the parent's best trial current, and the last one closes the sweep (a --parallel child leaves
+  // both to its parent process)
   const now = await readSweep(dir);
-  if (now.launcher.type === 'slurm' && now.trials.every((x) => x.status !== 'RUNNING' && x.status !== 'PENDING')) {
-    const tracker = o.tracker !== undefined ? o.tracker : now.tracking.enabled && now.tracking.uri ? await openSweepTracker(now.tracking.uri) : null;
-    await finalizeSweep(dir, tracker, { log });
+  if (now.launcher.type === 'slurm') {
+    let tracker: SweepTracker | null = null;
+    try {
+      tracker = o.tracker !== undefined ? o.tracker : now.tracking.enabled && now.tracking.uri ? await openSweepTracker(now.tracking.uri) : null;
+    } catch (e) {
+      log(`sweep: tracking: ${(e as Error).message}`);
+    }
+    const after = await recordProgress(dir, index, tracker, { log });
+    if (after.trials.every((x) => x.status !== 'RUNNING' && x.status !== 'PENDING')) await finalizeSweep(dir, tracker, { log });
   }
-  if (interrupted || rec.status === 'KILLED') return 130;
+  // 143 after SIGTERM (scancel, a batch system's stop), 130 after SIGINT (Ctrl-C), as `spark run` exits
+  if (interrupted || rec.status === 'KILLED') return stoppedBy === 'SIGTERM' ? 143 : 130;
   return rec.status === 'FINISHED' ? 0 : 1;
 }
 

@@ -1,18 +1,25 @@
 /**
  * The Slurm launcher: `spark sweep launch --launcher slurm <spec>` writes `<sweep-dir>/slurm/sweep.sbatch`, an array
  * job whose task i runs `spark sweep trial <sweep-dir> i`, and (`--submit`) submits it with `sbatch --parsable`.
- * `querySlurmArray` reads the array's state back (squeue --json, then scontrol, then sacct when accounting works).
+ * `spark sweep launch --resume <sweep-dir>` resubmits the unfinished trials as a new array job
+ * (`slurm/resume-<n>.sbatch`). `querySlurmArray` reads the array's state back (squeue --json, then scontrol, then
+ * sacct when accounting works).
+ *
+ * A job is submitted held (`sbatch --hold`) and released once sweep.json records it (and, at launch, the parent run
+ * exists), so no task starts against a half-written sweep; a failed sbatch leaves no sweep folder and no parent run.
+ * The cluster (ClusterName, SLURM_CONF) is recorded with the job id; status and resume talk to that cluster.
  */
 import { execFile } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { atomicWriteFile } from '../util/atomic.js';
 import { SparkError, UsageError } from '../util/errors.js';
-import { createSweep, shellQuote, sparkCommand, type LoadedSpec } from './runner.js';
-import { updateSweep } from './state.js';
-import type { SpecFns } from './expand.js';
-import type { SweepTracker } from './tracker.js';
-import type { SlurmLaunchRecord, SweepFile } from './types.js';
+import { createSweep, createSweepParent, shellQuote, sparkCommand, type LoadedSpec } from './runner.js';
+import { parseSweepSection, type SpecFns } from './expand.js';
+import { readSweep, updateSweep } from './state.js';
+import { applyVerdicts, isActiveState, judgeTrials } from './reconcile.js';
+import { openSweepTracker, type SweepTracker } from './tracker.js';
+import type { SlurmCluster, SlurmLaunchRecord, SweepFile } from './types.js';
 
 export interface SlurmOptions {
   partition?: string;
@@ -64,19 +71,37 @@ export interface SbatchInput {
   /** The spark CLI command (node + script). */
   command: string[];
   options: SlurmOptions;
+  /** Array task ids (trial indices) to run (default: every trial, 0..trials-1). */
+  tasks?: number[];
+}
+
+/** `[0,1,2,5,7,8]` → `0-2,5,7-8` (an sbatch --array list). */
+export function compressTaskRange(indices: readonly number[]): string {
+  const s = [...new Set(indices)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < s.length; ) {
+    let j = i;
+    while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
+    parts.push(j > i ? `${s[i]}-${s[j]}` : String(s[i]));
+    i = j + 1;
+  }
+  return parts.join(',');
 }
 
 /** The array job script. Every value interpolated into shell code is single-quoted. */
 export function buildSbatchScript(i: SbatchInput): string {
   if (i.trials < 1) throw new UsageError('a sweep needs at least one trial to launch');
   const o = i.options;
-  const array = `0-${i.trials - 1}${o.arrayParallel ? `%${o.arrayParallel}` : ''}`;
+  if (i.tasks && !i.tasks.length) throw new UsageError('no trial to launch');
+  const array = `${i.tasks ? compressTaskRange(i.tasks) : `0-${i.trials - 1}`}${o.arrayParallel ? `%${o.arrayParallel}` : ''}`;
   const L: string[] = [
     '#!/bin/bash',
     `#SBATCH --job-name=${slurmJobName(i.name)}`,
     `#SBATCH --array=${array}`,
     // relative to the job's working directory: the sweep folder (--chdir at submission, or below)
     '#SBATCH --output=slurm/trial-%a.out',
+    // a resumed trial appends to its earlier attempts' output
+    '#SBATCH --open-mode=append',
   ];
   // sbatch reads `#SBATCH` lines itself: double quotes group words; a path it cannot carry is left to --chdir at submission
   if (SAFE_SBATCH.test(i.sweepDir)) L.push(`#SBATCH --chdir=${i.sweepDir}`);
@@ -91,7 +116,7 @@ export function buildSbatchScript(i: SbatchInput): string {
   if (o.qos) L.push(`#SBATCH --qos=${o.qos}`);
   const comment = (s: string) => '# ' + s.replace(/[\r\n]+/g, ' ');
   L.push(
-    comment(`spark sweep ${i.sweepId}: ${i.trials} trials of ${i.specPath}`),
+    comment(`spark sweep ${i.sweepId}: ${i.tasks ? `trials ${compressTaskRange(i.tasks)} of ${i.trials}` : `${i.trials} trials`} of ${i.specPath}`),
     comment(`submit from the sweep folder (output paths are relative to it): cd ${shellQuote(i.sweepDir)} && sbatch slurm/sweep.sbatch`),
     comment(`or let spark do it: spark sweep launch ... --submit`),
     'set -euo pipefail',
@@ -107,9 +132,13 @@ export function buildSbatchScript(i: SbatchInput): string {
   return L.join('\n');
 }
 
-function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string; error?: NodeJS.ErrnoException }> {
+function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ code: number; stdout: string; stderr: string; error?: NodeJS.ErrnoException }> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs ?? 30_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 30_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       const e = err as (NodeJS.ErrnoException & { code?: number | string }) | null;
       const code = e ? (typeof e.code === 'number' ? e.code : -1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr), error: e && typeof e.code === 'string' ? e : undefined });
@@ -117,14 +146,59 @@ function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: numb
   });
 }
 
-/** `sbatch --parsable --chdir <sweep-dir> <script>` → job id. */
-export async function submitSbatch(script: string, sweepDir: string): Promise<string> {
-  const r = await run('sbatch', ['--parsable', `--chdir=${sweepDir}`, script], { cwd: sweepDir });
+/**
+ * The environment for Slurm commands about a recorded job: the recorded SLURM_CONF when that file exists here (the
+ * job went to that cluster), else this process's environment.
+ */
+export function slurmEnv(cluster?: SlurmCluster | null, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  if (cluster?.slurmConf && existsSync(cluster.slurmConf)) return { ...env, SLURM_CONF: cluster.slurmConf };
+  return env;
+}
+
+/** The cluster Slurm commands reach from `env`: ClusterName from its slurm.conf (else `scontrol show config`). */
+export async function currentCluster(env: NodeJS.ProcessEnv = process.env): Promise<SlurmCluster> {
+  const conf = env['SLURM_CONF'] ? path.resolve(env['SLURM_CONF']) : null;
+  let name: string | null = null;
+  try {
+    const m = /^[ \t]*ClusterName[ \t]*=[ \t]*(\S+)/im.exec(readFileSync(conf ?? '/etc/slurm/slurm.conf', 'utf8'));
+    if (m) name = m[1]!.toLowerCase(); // Slurm lower-cases cluster names
+  } catch {
+    /* no readable config here: ask Slurm */
+  }
+  if (name === null) {
+    const r = await run('scontrol', ['show', 'config'], { env, timeoutMs: 10_000 });
+    const m = /^ClusterName\s*=\s*(\S+)/m.exec(r.stdout);
+    if (r.code === 0 && m) name = m[1]!.toLowerCase();
+  }
+  return { name, slurmConf: conf };
+}
+
+/** `cluster spark (SLURM_CONF=/x/slurm.conf)` */
+export function describeCluster(c: SlurmCluster | null | undefined): string {
+  if (!c) return 'an unrecorded cluster';
+  return `cluster ${c.name ?? '(unnamed)'}${c.slurmConf ? ` (SLURM_CONF=${c.slurmConf})` : ''}`;
+}
+
+/** `sbatch --parsable --chdir <sweep-dir> [--hold] <script>` → job id. */
+export async function submitSbatch(script: string, sweepDir: string, o: { hold?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+  const r = await run('sbatch', ['--parsable', `--chdir=${sweepDir}`, ...(o.hold ? ['--hold'] : []), script], { cwd: sweepDir, env: o.env });
   if (r.error?.code === 'ENOENT') throw new SparkError('sbatch not found: Slurm is not installed here (scripts/slurm-up.sh starts a single-node cluster)');
   if (r.code !== 0) throw new SparkError(`sbatch failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
   const id = r.stdout.trim().split('\n').pop()!.split(';')[0]!.trim();
   if (!/^\d+$/.test(id)) throw new SparkError(`sbatch: unexpected output '${r.stdout.trim()}'`);
   return id;
+}
+
+/** `scontrol release <job>` (the job was submitted held). */
+export async function releaseJob(jobId: string, env?: NodeJS.ProcessEnv): Promise<void> {
+  const r = await run('scontrol', ['release', jobId], { env });
+  if (r.code !== 0) throw new SparkError(`scontrol release ${jobId} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim() || r.error?.message || ''}`);
+}
+
+/** `scancel <job>`; errors are returned, not thrown (used while undoing a submission). */
+export async function cancelJob(jobId: string, env?: NodeJS.ProcessEnv): Promise<string | null> {
+  const r = await run('scancel', [jobId], { env });
+  return r.code === 0 ? null : `scancel ${jobId} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim() || r.error?.message || ''}`;
 }
 
 export interface LaunchOptions {
@@ -137,18 +211,39 @@ export interface LaunchOptions {
   /** Spark command for the tasks (default: this installation). */
   command?: string[];
   workdir?: string;
+  /** Environment of the Slurm commands (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+}
+
+function optionRecord(o: SlurmOptions): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v as string | number;
+  return out;
+}
+
+/** `slurm.job_id` / `slurm.cluster` tags for the parent run. */
+function jobTags(jobId: string, cluster: SlurmCluster): Record<string, string> {
+  const tags: Record<string, string> = { 'slurm.job_id': jobId };
+  if (cluster.name) tags['slurm.cluster'] = cluster.name;
+  if (cluster.slurmConf) tags['slurm.conf'] = cluster.slurmConf.slice(0, 5000);
+  return tags;
 }
 
 /**
- * Create the sweep folder (every trial validated, the parent MLflow run created so array tasks attach their children
- * to it), write the sbatch script and, with `submit`, submit it and record the job id in sweep.json.
+ * Create the sweep folder (every trial validated), write the sbatch script and, with `submit`, submit it. Without
+ * `submit` the parent MLflow run is created at once (array tasks attach their children to it whenever the script is
+ * submitted); with `submit` the job is submitted held, then the parent run is created and the job id and cluster
+ * recorded in sweep.json, then the job is released: a failed sbatch leaves no sweep folder and no parent run, and a
+ * failure after it cancels the job. A spec without a `sweep:` section (and no `--sweep` axis) is refused.
  */
 export async function launchSlurm(o: LaunchOptions): Promise<{ dir: string; script: string; jobId: string | null; sweep: SweepFile }> {
   checkSlurmOptions(o.options);
-  const options: Record<string, string | number> = {};
-  for (const [k, v] of Object.entries(o.options)) if (v !== undefined) options[k] = v as string | number;
-  const launcher: SlurmLaunchRecord = { type: 'slurm', script: 'slurm/sweep.sbatch', jobId: null, submittedAt: null, options };
-  const { dir, sweep } = await createSweep({ loaded: o.loaded, cliSweeps: o.cliSweeps, launcher, spec: o.spec, tracker: o.tracker });
+  const section = parseSweepSection(o.loaded.raw, o.loaded.specPath);
+  if (!o.cliSweeps?.length && !section.grid.length && !section.zip.length && !section.list.length) {
+    throw new UsageError(`${o.loaded.specPath}: no sweep: section and no --sweep axis, so there is nothing to launch as a sweep (run it once with spark run)`);
+  }
+  const launcher: SlurmLaunchRecord = { type: 'slurm', script: 'slurm/sweep.sbatch', jobId: null, submittedAt: null, options: optionRecord(o.options) };
+  const { dir, sweep, tracker } = await createSweep({ loaded: o.loaded, cliSweeps: o.cliSweeps, launcher, spec: o.spec, tracker: o.tracker, parent: !o.submit });
   const script = path.join(dir, 'slurm', 'sweep.sbatch');
   const text = buildSbatchScript({
     sweepDir: dir,
@@ -161,20 +256,160 @@ export async function launchSlurm(o: LaunchOptions): Promise<{ dir: string; scri
     command: o.command ?? sparkCommand(),
     options: o.options,
   });
-  await atomicWriteFile(script, text);
-  await fsp.chmod(script, 0o755);
   let jobId: string | null = null;
-  let out = sweep;
-  if (o.submit) {
-    jobId = await submitSbatch(script, dir);
-    out = await updateSweep(dir, (s) => {
+  try {
+    await atomicWriteFile(script, text);
+    await fsp.chmod(script, 0o755);
+    if (o.submit) jobId = await submitSbatch(script, dir, { hold: true, env: o.env });
+  } catch (e) {
+    await fsp.rm(dir, { recursive: true, force: true });
+    throw e;
+  }
+  if (!jobId) return { dir, script, jobId, sweep };
+  let parentRunId: string | null = null;
+  try {
+    const cluster = await currentCluster(o.env);
+    if (tracker) parentRunId = await createSweepParent(dir, sweep, o.loaded.config, tracker);
+    const out = await updateSweep(dir, (s) => {
+      s.tracking.parentRunId = parentRunId;
       if (s.launcher.type === 'slurm') {
         s.launcher.jobId = jobId;
         s.launcher.submittedAt = new Date().toISOString();
+        s.launcher.cluster = cluster;
+        s.launcher.tasks = s.trials.map((t) => t.index);
       }
     });
+    if (tracker?.updateParent && parentRunId) await tracker.updateParent(parentRunId, { metrics: {}, tags: jobTags(jobId, cluster), step: 0 });
+    await releaseJob(jobId, o.env);
+    return { dir, script, jobId, sweep: out };
+  } catch (e) {
+    const why = await cancelJob(jobId, o.env);
+    if (parentRunId && tracker) {
+      await tracker
+        .finishParent(parentRunId, { status: 'FAILED', params: {}, metrics: {}, tags: { 'sweep.status': 'FAILED', 'spark.status_reason': `launch failed: ${(e as Error).message}`.slice(0, 5000) }, artifacts: [] })
+        .catch(() => []);
+    }
+    await fsp.rm(dir, { recursive: true, force: true });
+    if (why) throw new SparkError(`${(e as Error).message}; and the held job ${jobId} could not be cancelled (${why}): scancel ${jobId}`);
+    throw e;
   }
-  return { dir, script, jobId, sweep: out };
+}
+
+export interface ResumeOptions {
+  dir: string;
+  /** Options overriding the recorded ones (e.g. a longer --time). */
+  options?: SlurmOptions;
+  tracker?: SweepTracker | null;
+  command?: string[];
+  workdir?: string;
+  env?: NodeJS.ProcessEnv;
+  querySlurm?: (jobId: string, env: NodeJS.ProcessEnv) => Promise<SlurmQueryResult>;
+  log?: (line: string) => void;
+}
+
+export interface ResumeResult {
+  dir: string;
+  /** The new array job, or null when every trial had finished. */
+  jobId: string | null;
+  script: string | null;
+  /** The trials resubmitted. */
+  tasks: number[];
+  sweep: SweepFile;
+  notes: string[];
+}
+
+/**
+ * `spark sweep launch --resume <sweep-dir>`: resubmit a Slurm sweep's unfinished trials as a new array job (each
+ * resumes from its checkpoint when it has one). Refused while the current job still has tasks queued or running.
+ * Stale records are reconciled first; the new job is submitted held, recorded (the old one goes to
+ * `launcher.history`, trials back to PENDING, the parent run reopened) and released. A failed sbatch changes nothing.
+ */
+export async function resumeSlurm(o: ResumeOptions): Promise<ResumeResult> {
+  const dir = path.resolve(o.dir);
+  let sweep = await readSweep(dir);
+  const l = sweep.launcher;
+  if (l.type !== 'slurm') throw new UsageError(`${dir}: a local sweep; resume it with spark sweep resume ${shellQuote(dir)}`);
+  const options = { ...(l.options as SlurmOptions), ...Object.fromEntries(Object.entries(o.options ?? {}).filter(([, v]) => v !== undefined)) } as SlurmOptions;
+  checkSlurmOptions(options);
+  const env = slurmEnv(l.cluster, o.env);
+  let tracker: SweepTracker | null = null;
+  if (sweep.tracking.enabled && sweep.tracking.uri) tracker = o.tracker !== undefined ? o.tracker : await openSweepTracker(sweep.tracking.uri);
+  const notes: string[] = [];
+  if (l.jobId) {
+    const q = await (o.querySlurm ?? querySlurmArray)(l.jobId, env);
+    const active = [...q.tasks.entries()].filter(([, t]) => isActiveState(t.state)).map(([i]) => i);
+    if (active.length) {
+      throw new SparkError(`${dir}: array job ${l.jobId} still has ${active.length} task(s) queued or running (${compressTaskRange(active)}): wait for them, or scancel ${l.jobId} first`);
+    }
+    if (!q.answered) throw new SparkError(`${dir}: could not ask Slurm about array job ${l.jobId} (${q.notes.join('; ') || 'no answer'}): not resubmitting`);
+    const r = await applyVerdicts(dir, judgeTrials(sweep, q), tracker, { log: o.log });
+    notes.push(...r.notes);
+    sweep = r.sweep;
+  }
+  const tasks = sweep.trials.filter((t) => t.status !== 'FINISHED').map((t) => t.index);
+  if (!tasks.length) return { dir, jobId: null, script: null, tasks, sweep, notes: [...notes, `all ${sweep.trials.length} trials finished; nothing to resubmit`] };
+  const n = (l.history?.length ?? 0) + 1;
+  const rel = `slurm/resume-${n}.sbatch`;
+  const script = path.join(dir, rel);
+  await atomicWriteFile(
+    script,
+    buildSbatchScript({
+      sweepDir: dir,
+      sweepId: sweep.id,
+      specPath: sweep.specPath,
+      trials: sweep.trials.length,
+      name: sweep.name,
+      trackingUri: sweep.tracking.uri,
+      workdir: path.resolve(o.workdir ?? process.cwd()),
+      command: o.command ?? sparkCommand(),
+      options,
+      tasks,
+    }),
+  );
+  await fsp.chmod(script, 0o755);
+  let jobId: string;
+  try {
+    jobId = await submitSbatch(script, dir, { hold: true, env });
+  } catch (e) {
+    await fsp.rm(script, { force: true });
+    throw e;
+  }
+  try {
+    const cluster = await currentCluster(env);
+    sweep = await updateSweep(dir, (s) => {
+      if (s.launcher.type !== 'slurm') return;
+      const prev = s.launcher;
+      if (prev.jobId) {
+        (prev.history ??= []).push({ jobId: prev.jobId, submittedAt: prev.submittedAt, cluster: prev.cluster ?? null, tasks: prev.tasks ?? s.trials.map((t) => t.index), script: prev.script });
+      }
+      prev.jobId = jobId;
+      prev.submittedAt = new Date().toISOString();
+      prev.cluster = cluster;
+      prev.tasks = tasks;
+      prev.script = rel;
+      prev.options = optionRecord(options);
+      for (const i of tasks) {
+        const t = s.trials[i]!;
+        t.status = 'PENDING';
+        t.error = null;
+        t.endedAt = null;
+      }
+      s.status = 'RUNNING';
+    });
+    if (tracker && sweep.tracking.parentRunId) {
+      try {
+        await tracker.reopenParent(sweep.tracking.parentRunId);
+        await tracker.updateParent?.(sweep.tracking.parentRunId, { metrics: {}, tags: { ...jobTags(jobId, cluster), 'sweep.status': 'RUNNING' }, step: 0 });
+      } catch (e) {
+        notes.push(`tracking: could not reopen the parent run: ${(e as Error).message}`);
+      }
+    }
+    await releaseJob(jobId, env);
+  } catch (e) {
+    const why = await cancelJob(jobId, env);
+    throw new SparkError(`${(e as Error).message}${why ? `; and the held job ${jobId} could not be cancelled (${why}): scancel ${jobId}` : `; job ${jobId} cancelled`}`);
+  }
+  return { dir, jobId, script, tasks, sweep, notes };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -266,30 +501,50 @@ export function parseSacct(text: string, jobId: string): Map<number, SlurmTaskSt
   return out;
 }
 
+export interface SlurmQueryResult {
+  tasks: Map<number, SlurmTaskState>;
+  notes: string[];
+  /**
+   * True when Slurm answered (squeue or scontrol ran and either listed the job or said it does not know it): missing
+   * tasks are then gone, not merely unknown.
+   */
+  answered: boolean;
+}
+
 /**
  * The state of every task of array job `jobId` that Slurm still knows about: `squeue --json` (finished tasks stay
  * visible for MinJobAge), else `scontrol -o show job`, completed by `sacct` where accounting works (it does not
- * without slurmdbd). Tasks missing from the map have left Slurm's memory.
+ * without slurmdbd). Tasks missing from the map have left Slurm's memory. `env` selects the cluster (SLURM_CONF).
  */
-export async function querySlurmArray(jobId: string): Promise<{ tasks: Map<number, SlurmTaskState>; notes: string[] }> {
+export async function querySlurmArray(jobId: string, env?: NodeJS.ProcessEnv): Promise<SlurmQueryResult> {
   const notes: string[] = [];
   let tasks = new Map<number, SlurmTaskState>();
-  const sq = await run('squeue', ['--json', `--jobs=${jobId}`, '--states=all']);
-  if (sq.error?.code === 'ENOENT') return { tasks, notes: ['squeue not found: Slurm is not installed here'] };
+  let answered = false;
+  const unknownJob = /Invalid job id/i;
+  const sq = await run('squeue', ['--json', `--jobs=${jobId}`, '--states=all'], { env });
+  if (sq.error?.code === 'ENOENT') return { tasks, notes: ['squeue not found: Slurm is not installed here'], answered };
   if (sq.code === 0) {
     try {
       tasks = parseSqueueJson(sq.stdout, jobId);
+      answered = true;
     } catch (e) {
       notes.push(`squeue --json: ${(e as Error).message}`);
     }
-  } else if (!/Invalid job id/i.test(sq.stderr)) notes.push(`squeue: ${sq.stderr.trim()}`);
+  } else if (unknownJob.test(sq.stderr + sq.stdout)) answered = true;
+  else notes.push(`squeue: ${(sq.stderr || sq.error?.message || `exit ${sq.code}`).trim()}`);
   if (!tasks.size) {
-    const sc = await run('scontrol', ['-o', 'show', 'job', jobId]);
-    if (sc.code === 0) tasks = parseScontrol(sc.stdout);
+    const sc = await run('scontrol', ['-o', 'show', 'job', jobId], { env });
+    if (sc.code === 0) {
+      tasks = parseScontrol(sc.stdout);
+      answered = true;
+    } else if (unknownJob.test(sc.stderr + sc.stdout)) answered = true;
   }
-  const sa = await run('sacct', ['-n', '-P', '-X', '-j', jobId, '-o', 'JobID,State,ExitCode']);
+  const sa = await run('sacct', ['-n', '-P', '-X', '-j', jobId, '-o', 'JobID,State,ExitCode'], { env });
   if (sa.code === 0) {
     for (const [i, s] of parseSacct(sa.stdout, jobId)) if (!tasks.has(i)) tasks.set(i, s);
-  } else if (sa.stderr.trim() && !sa.error) notes.push(`sacct unavailable: ${sa.stderr.trim().split('\n')[0]}`);
-  return { tasks, notes };
+  } else if (sa.stderr.trim() && !sa.error && !/accounting storage is disabled/i.test(sa.stderr)) {
+    // (without slurmdbd sacct is simply off: nothing to note)
+    notes.push(`sacct unavailable: ${sa.stderr.trim().split('\n')[0]}`);
+  }
+  return { tasks, notes, answered };
 }

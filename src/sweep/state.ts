@@ -10,6 +10,7 @@ import { stringify as yamlStringify } from 'yaml';
 import { atomicWriteFile } from '../util/atomic.js';
 import { SparkError, UsageError } from '../util/errors.js';
 import type { SweepFile, Trial, TrialRecord } from './types.js';
+import { trialLabel } from '../ui/trial-label.js';
 
 export const SWEEP_FILE = 'sweep.json';
 
@@ -155,9 +156,9 @@ export function trialRecord(t: Trial): TrialRecord {
 }
 
 /** Write one trial's resolved spec (a complete experiment spec, loadable on its own). */
-export async function writeTrialSpec(dir: string, t: Trial, header: string): Promise<string> {
+export async function writeTrialSpec(dir: string, t: Trial, header: string, total?: number): Promise<string> {
   const file = path.join(dir, trialSpecRel(t.index));
-  const text = `# ${header}\n# trial ${t.index}: ${t.name.replace(/\n/g, ' ')}\n` + yamlStringify(t.config, { lineWidth: 0 });
+  const text = `# ${header}\n# ${trialLabel(t.index, total)} (index ${t.index}): ${t.name.replace(/\n/g, ' ')}\n` + yamlStringify(t.config, { lineWidth: 0 });
   await atomicWriteFile(file, text);
   return file;
 }
@@ -182,4 +183,24 @@ export function hasCheckpoint(runDir: string): boolean {
     return false;
   };
   return walk(runDir, 0);
+}
+
+/**
+ * Record in a trial's run folder that its process is gone (`spark sweep status` found its Slurm task failed,
+ * cancelled or forgotten): run.json gets `status`, `statusReason`, `endedAt` (the keys the run's own liveness record
+ * uses) and a stale `alive.json` is removed. Nothing is written when the run folder has no run.json (the trial never
+ * started). Returns the run's MLflow run id from run.json, if any.
+ */
+export async function recordRunStatus(runDir: string, status: 'FAILED' | 'KILLED', reason: string): Promise<string | null> {
+  const file = path.join(runDir, 'run.json');
+  let info: Record<string, unknown>;
+  try {
+    info = JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+  Object.assign(info, { status, statusReason: reason, endedAt: new Date().toISOString() });
+  await atomicWriteFile(file, JSON.stringify(info, null, 2) + '\n');
+  await fsp.rm(path.join(runDir, 'alive.json'), { force: true });
+  return typeof info['mlflowRunId'] === 'string' ? info['mlflowRunId'] : null;
 }

@@ -1,6 +1,7 @@
 /** The end-of-sweep summary: best trial per metric and the summary table (`summary.md`, `summary.csv`). */
 import type { MetricSpec, SweepFile, TrialRecord } from './types.js';
 import { formatNumber } from '../track/keys.js';
+import { trialLabel } from '../ui/trial-label.js';
 
 export function trialMetric(t: TrialRecord, name: string): number | null {
   const v = name === 'loss' && t.finalLoss !== null ? t.finalLoss : t.metrics[name];
@@ -31,12 +32,16 @@ interface Row {
   cells: string[];
 }
 
-function table(s: SweepFile): { header: string[]; rows: Row[] } {
+/**
+ * The summary table. summary.csv's `trial` column is the 0-based index (as in sweep.json, the `sweep.trial` tag and
+ * `trials/000/`); summary.md, read by people, numbers the trials from 1 (`#`), like the console.
+ */
+function table(s: SweepFile, forPeople: boolean): { header: string[]; rows: Row[] } {
   const extra = s.metrics.map((m) => m.name).filter((n) => n !== 'loss');
-  const header = ['trial', 'name', ...s.varying, 'status', 'final loss', ...extra, 'steps', 'run dir'];
+  const header = [forPeople ? '#' : 'trial', 'name', ...s.varying, 'status', 'final loss', ...extra, 'steps', 'run dir'];
   const rows = s.trials.map((t) => ({
     cells: [
-      String(t.index),
+      String(forPeople ? t.index + 1 : t.index),
       t.name,
       ...s.varying.map((p) => t.params[p] ?? ''),
       t.status,
@@ -54,7 +59,7 @@ function csvCell(v: string): string {
 }
 
 export function summaryCsv(s: SweepFile): string {
-  const { header, rows } = table(s);
+  const { header, rows } = table(s, false);
   return [header, ...rows.map((r) => r.cells)].map((r) => r.map(csvCell).join(',')).join('\n') + '\n';
 }
 
@@ -63,7 +68,7 @@ function mdCell(v: string): string {
 }
 
 export function summaryMarkdown(s: SweepFile): string {
-  const { header, rows } = table(s);
+  const { header, rows } = table(s, true);
   const lines = [
     `# Sweep ${s.name} (${s.id})`,
     '',
@@ -77,7 +82,7 @@ export function summaryMarkdown(s: SweepFile): string {
   ];
   for (const m of s.metrics) {
     const b = s.best[m.name];
-    lines.push(b ? `Best ${m.name} (${m.mode}): trial ${b.trial} (${mdCell(b.name)}) = ${formatNumber(b.value)}` : `Best ${m.name} (${m.mode}): none (no finished trial reported it)`);
+    lines.push(b ? `Best ${m.name} (${m.mode}): ${trialLabel(b.trial, s.trials.length)} (${mdCell(b.name)}) = ${formatNumber(b.value)}` : `Best ${m.name} (${m.mode}): none (no finished trial reported it)`);
   }
   lines.push('', `| ${header.map(mdCell).join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`);
   for (const r of rows) lines.push(`| ${r.cells.map(mdCell).join(' | ')} |`);

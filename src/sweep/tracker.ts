@@ -17,12 +17,27 @@ export interface SweepTracker {
   /** Final summary on the parent: params, metrics, tags, artifact files (local paths), terminal status. */
   finishParent(
     runId: string,
-    o: { status: 'FINISHED' | 'FAILED' | 'KILLED'; params: Record<string, string>; metrics: Record<string, number>; tags: Record<string, string>; artifacts: string[] },
+    o: {
+      status: 'FINISHED' | 'FAILED' | 'KILLED';
+      params: Record<string, string>;
+      metrics: Record<string, number>;
+      tags: Record<string, string>;
+      artifacts: string[];
+      /** Step of the metrics (default 0; sweeps use the number of finished trials, so the latest value wins). */
+      step?: number;
+    },
   ): Promise<string[]>;
   /** A run's status and latest metrics; null when it cannot be read. */
   getRun(runId: string): Promise<{ status: string; metrics: Record<string, number>; tags: Record<string, string> } | null>;
   /** Children of a parent run (by tag `mlflow.parentRunId`), with their `sweep.trial` tag. */
   listChildren(parentRunId: string): Promise<Array<{ runId: string; trial: number | null; status: string; metrics: Record<string, number> }>>;
+  /**
+   * Log metrics (at `step`) and tags on the parent while the sweep runs: the best trial so far (`best.<metric>`
+   * metric, `best.<metric>.trial` / `.run_id` / `.name` tags) after every trial that ends.
+   */
+  updateParent?(runId: string, o: { metrics: Record<string, number>; tags: Record<string, string>; step: number }): Promise<void>;
+  /** End a child run that its process left RUNNING (a lost Slurm task), with tags saying why. */
+  endRun?(runId: string, status: 'FAILED' | 'KILLED', tags: Record<string, string>): Promise<void>;
 }
 
 /** Adapt a TrackingStore (file store or REST) to the sweep's needs. */
@@ -59,7 +74,7 @@ export function storeTracker(store: TrackingStore): SweepTracker {
       const now = Date.now();
       const metrics = Object.entries(o.metrics)
         .filter(([, v]) => Number.isFinite(v))
-        .map(([key, value]) => ({ key, value, timestamp: now, step: 0 }));
+        .map(([key, value]) => ({ key, value, timestamp: now, step: o.step ?? 0 }));
       if (metrics.length) await store.logMetrics(runId, metrics);
       // params are immutable in MLflow: a resumed sweep whose best trial changed keeps the new value as a tag
       for (const [k, v] of Object.entries(o.params)) {
@@ -73,6 +88,20 @@ export function storeTracker(store: TrackingStore): SweepTracker {
       if (Object.keys(o.tags).length) await store.setTags(runId, o.tags);
       await store.setTerminated(runId, o.status, now);
       return warnings;
+    },
+    async updateParent(runId, o) {
+      const now = Date.now();
+      const metrics = Object.entries(o.metrics)
+        .filter(([, v]) => Number.isFinite(v))
+        .map(([key, value]) => ({ key, value, timestamp: now, step: o.step }));
+      if (metrics.length) await store.logMetrics(runId, metrics);
+      if (Object.keys(o.tags).length) await store.setTags(runId, o.tags);
+    },
+    async endRun(runId, status, tags) {
+      const r = await store.getRun(runId);
+      if (r.info.status !== 'RUNNING' && r.info.status !== 'SCHEDULED') return;
+      if (Object.keys(tags).length) await store.setTags(runId, tags);
+      await store.setTerminated(runId, status, Date.now());
     },
     async getRun(runId) {
       try {

@@ -54,12 +54,36 @@ export interface TrialRecord {
   attempts: number;
 }
 
+/** Where a Slurm job was submitted: the cluster's name and the SLURM_CONF in effect (null: Slurm's default). */
+export interface SlurmCluster {
+  name: string | null;
+  slurmConf: string | null;
+}
+
+/** One submission of (part of) a sweep as an array job. */
+export interface SlurmSubmission {
+  jobId: string;
+  submittedAt: string | null;
+  cluster: SlurmCluster | null;
+  /** Array task ids (= trial indices) of the job. */
+  tasks: number[];
+  script: string;
+}
+
 export interface SlurmLaunchRecord {
   type: 'slurm';
+  /** The current job's script, relative to the sweep folder. */
   script: string;
+  /** The current array job (the latest submission); `spark sweep status` follows it. */
   jobId: string | null;
   submittedAt: string | null;
   options: Record<string, string | number>;
+  /** The current job's cluster (absent in sweeps launched before it was recorded). */
+  cluster?: SlurmCluster | null;
+  /** The current job's array task ids (absent: every trial). */
+  tasks?: number[];
+  /** Earlier submissions, oldest first (`spark sweep launch --resume` resubmits the unfinished trials). */
+  history?: SlurmSubmission[];
 }
 
 export interface SweepFile {
@@ -87,6 +111,6 @@ export interface SweepFile {
   };
   launcher: { type: 'local'; parallel: number } | SlurmLaunchRecord;
   trials: TrialRecord[];
-  /** Best trial per metric, filled at the end. */
+  /** Best trial per metric, updated as trials end. */
   best: Record<string, { trial: number; name: string; value: number }>;
 }

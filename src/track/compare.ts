@@ -2,11 +2,15 @@
  * `spark compare`: the runs of one experiment as a table (text, CSV, JSON, Markdown), filtered and ordered with
  * MLflow's syntax (evaluated locally on a file store, passed to runs/search on a server), sweep children grouped
  * under their parent (tag mlflow.parentRunId), params that vary across the shown runs first, then the latest
- * metrics, status and duration. Also the metric curves of those runs.
+ * metrics, status and duration. The text table shows what tells the runs apart and fits a width: metrics with the
+ * same value in every run are left out, then the least useful columns until it fits, and a closing note names what
+ * was left out (`--columns +<col>` adds one back, `--columns all` shows every one). Also the metric curves.
  */
 import { UsageError } from '../util/errors.js';
 import { searchAllRuns, type Experiment, type Run, type TrackingStore } from './types.js';
 import { buildCurvesSvg, type Series } from './plot.js';
+import { normalisedParam } from './keys.js';
+import { reconcileStoreRun } from './liveness.js';
 
 export type CompareFormat = 'table' | 'csv' | 'json' | 'markdown';
 
@@ -22,7 +26,16 @@ export interface CompareResult {
   experiment: Experiment;
   rows: CompareRow[];
   columns: string[];
+  /** Default columns the text table left out: metrics the same in every run, and columns that did not fit the width. */
+  hidden?: HiddenColumns;
+  /** The width the table was fitted to, when it was. */
+  width?: number;
 }
+
+/**
+ * `--columns`: exactly these columns, the default ones plus these (`+a,b`), or every param and metric (`all`).
+ */
+export type ColumnsOption = { mode: 'exact'; columns: string[] } | { mode: 'add'; columns: string[] } | { mode: 'all' };
 
 const PARENT_TAG = 'mlflow.parentRunId';
 
@@ -100,6 +113,86 @@ export function defaultColumns(rows: CompareRow[]): string[] {
   return ['run', ...varying.map((k) => `params.${k}`), ...[...metricKeys].sort().map((k) => `metrics.${k}`), 'status', 'duration'];
 }
 
+/** Every column: run, every param and every metric (constant or not), status, duration. */
+export function allColumns(rows: CompareRow[]): string[] {
+  const params = new Set<string>();
+  const metrics = new Set<string>();
+  for (const r of rows) {
+    Object.keys(r.run.data.params).forEach((k) => params.add(k));
+    Object.keys(r.run.data.metrics).forEach((k) => metrics.add(k));
+  }
+  return ['run', ...[...params].sort().map((k) => `params.${k}`), ...[...metrics].sort().map((k) => `metrics.${k}`), 'status', 'duration'];
+}
+
+/**
+ * The params / metrics / tags a filter or order-by clause names (`metrics.loss`, ``metrics.`train/loss` ``,
+ * `params."model.mask_ratio"`), as column names.
+ */
+export function referencedColumns(clauses: string[]): string[] {
+  const out: string[] = [];
+  const re = /\b(metrics?|params?|tags?)\.(`[^`]+`|"[^"]+"|'[^']+'|[\w./-]+)/g;
+  for (const c of clauses) {
+    for (const m of c.matchAll(re)) {
+      const kind = m[1]!.endsWith('s') ? m[1]! : `${m[1]!}s`;
+      const key = /^[`"']/.test(m[2]!) ? m[2]!.slice(1, -1) : m[2]!;
+      const col = `${kind}.${key}`;
+      if (!out.includes(col)) out.push(col);
+    }
+  }
+  return out;
+}
+
+export interface HiddenColumns {
+  same: string[];
+  width: string[];
+}
+
+/** True when at least two rows have the metric and they all hold the same latest value. */
+function constantMetric(rows: CompareRow[], key: string): boolean {
+  const vals = rows.map((r) => r.run.data.metrics[key]).filter((v): v is number => v !== undefined);
+  return vals.length >= 2 && vals.every((v) => Object.is(v, vals[0]));
+}
+
+/** Columns a table keeps longest when it must shrink: the run, status and duration, then the headline `loss`. */
+const KEEP = ['run', 'status', 'duration', 'metrics.loss'];
+
+/**
+ * The columns of the text table: the default ones (run, varying params, metrics, status, duration) without metrics
+ * that are the same in every run, plus `focus` (columns the filter, order-by or `--columns +…` name); then, while the
+ * table is wider than `width`, the last metric, else the last param, that is neither focused nor in KEEP is left out.
+ */
+export function tableColumns(rows: CompareRow[], o: { focus?: string[]; width?: number } = {}): { columns: string[]; hidden: HiddenColumns } {
+  const focus = o.focus ?? [];
+  const defaults = defaultColumns(rows);
+  const hidden: HiddenColumns = { same: [], width: [] };
+  let cols = defaults.filter((c) => {
+    const drop = c.startsWith('metrics.') && !focus.includes(c) && constantMetric(rows, c.slice('metrics.'.length));
+    if (drop) hidden.same.push(c);
+    return !drop;
+  });
+  // focused columns the defaults lack go with their kind (params before metrics), attributes and tags before status
+  for (const f of focus) {
+    if (cols.includes(f)) continue;
+    const kindOf = (c: string) => (c.startsWith('params.') ? 1 : c.startsWith('metrics.') ? 2 : c === 'status' || c === 'duration' ? 4 : c === 'run' ? 0 : 3);
+    let at = cols.findIndex((c) => kindOf(c) > kindOf(f));
+    if (at < 0) at = cols.length;
+    cols = [...cols.slice(0, at), f, ...cols.slice(at)];
+    hidden.same = hidden.same.filter((c) => c !== f);
+  }
+  if (o.width !== undefined) {
+    const droppable = (prefix: string) => cols.filter((c) => c.startsWith(prefix) && !focus.includes(c) && !KEEP.includes(c));
+    const widths = new Map(cols.map((c) => [c, columnWidth(rows, c)]));
+    const total = () => cols.reduce((n, c) => n + widths.get(c)!, 0) + 2 * (cols.length - 1);
+    while (total() > o.width) {
+      const next = droppable('metrics.').pop() ?? droppable('params.').pop() ?? droppable('tags.').pop();
+      if (!next) break;
+      cols = cols.filter((c) => c !== next);
+      hidden.width.unshift(next);
+    }
+  }
+  return { columns: cols, hidden };
+}
+
 const ATTRIBUTE_COLUMNS = ['run', 'run_id', 'run_name', 'status', 'duration', 'start_time', 'end_time', 'user_id', 'experiment_id', 'parent_run_id'];
 
 export function parseColumns(spec: string): string[] {
@@ -115,14 +208,45 @@ export function parseColumns(spec: string): string[] {
   return cols.map((c) => c.replace(/^param\./, 'params.').replace(/^metric\./, 'metrics.').replace(/^tag\./, 'tags.'));
 }
 
+/** `--columns` text: `all`, `+a,b` (added to the defaults) or `a,b` (exactly these). */
+export function parseColumnsOption(spec: string): ColumnsOption {
+  const t = spec.trim();
+  if (t === 'all') return { mode: 'all' };
+  if (t.startsWith('+')) return { mode: 'add', columns: parseColumns(t.slice(1)) };
+  return { mode: 'exact', columns: parseColumns(t) };
+}
+
+/**
+ * The runs of an experiment and the columns to show: `columns` as given; else, with `width` (the text table), the
+ * table's columns fitted to it (tableColumns); else every varying param and every metric (defaultColumns).
+ */
 export async function collectRuns(
   store: TrackingStore,
-  o: { experiment: string; filter?: string; orderBy?: string[]; columns?: string[] },
+  o: { experiment: string; filter?: string; orderBy?: string[]; columns?: string[] | ColumnsOption; width?: number },
 ): Promise<CompareResult> {
   const experiment = await findExperiment(store, o.experiment);
-  const runs = await searchAllRuns(store, [experiment.experimentId], o.filter ?? '', o.orderBy ?? []);
-  const rows = await groupRuns(store, runs);
-  return { experiment, rows, columns: o.columns?.length ? o.columns : defaultColumns(rows) };
+  // runs left RUNNING by a process that is gone (spark's run folders on this machine) are marked FAILED first
+  const runs = await Promise.all((await searchAllRuns(store, [experiment.experimentId], o.filter ?? '', o.orderBy ?? [])).map((r) => reconcileStoreRun(store, r)));
+  const rows = (await groupRuns(store, runs)).map((r) => ({ ...r, run: withCurrentSpellings(r.run) }));
+  const opt: ColumnsOption | undefined = Array.isArray(o.columns) ? (o.columns.length ? { mode: 'exact', columns: o.columns } : undefined) : o.columns;
+  if (opt?.mode === 'exact') return { experiment, rows, columns: opt.columns };
+  if (opt?.mode === 'all') return { experiment, rows, columns: allColumns(rows) };
+  const added = opt?.mode === 'add' ? opt.columns : [];
+  if (o.width === undefined) {
+    const cols = defaultColumns(rows);
+    for (const c of added) if (!cols.includes(c)) cols.splice(cols.length - 2, 0, c);
+    return { experiment, rows, columns: cols };
+  }
+  const focus = [...referencedColumns([o.filter ?? '', ...(o.orderBy ?? [])]), ...added];
+  const t = tableColumns(rows, { focus, width: o.width });
+  return { experiment, rows, columns: t.columns, hidden: t.hidden, width: o.width };
+}
+
+/** A run whose params older spark versions wrote in JSON spellings (`[0.67,1]`, `null`), shown as spark writes them now. */
+export function withCurrentSpellings(run: Run): Run {
+  const params: Record<string, string> = {};
+  for (const [k, v] of Object.entries(run.data.params)) params[k] = normalisedParam(run.data.tags, v);
+  return { ...run, data: { ...run.data, params } };
 }
 
 /** A cell's raw value: string, number (may be NaN/±Inf), or null when missing. */
@@ -195,6 +319,11 @@ function headerOf(col: string): string {
   return col === 'duration' ? 'duration' : col;
 }
 
+/** The width of a column in the text table (header and every cell). */
+function columnWidth(rows: CompareRow[], col: string): number {
+  return Math.max(headerOf(col).length, ...rows.map((r) => cellText(r, col, true).length));
+}
+
 export function renderTable(res: CompareResult): string {
   const head = res.columns.map(headerOf);
   const body = res.rows.map((r) => res.columns.map((c) => cellText(r, c, true)));
@@ -203,6 +332,22 @@ export function renderTable(res: CompareResult): string {
   const line = (cells: string[]) => cells.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
   const out = [line(head), widths.map((w) => '─'.repeat(w)).join('  '), ...body.map(line)];
   out.push('', `${res.rows.filter((r) => r.matched).length} run(s) in experiment '${res.experiment.name}' (${res.experiment.experimentId})`);
+  const h = res.hidden;
+  if (h && h.same.length + h.width.length) {
+    // as many names as fit the width, then how many there are
+    const note = (lead: string, cols: string[]): string => {
+      const max = res.width ?? Infinity;
+      for (let n = cols.length; n > 1; n--) {
+        const line = `${lead}${cols.slice(0, n).join(', ')}${n < cols.length ? `, … (${cols.length})` : ''}`;
+        if (line.length <= max) return line;
+      }
+      return `${lead}${cols[0]}${cols.length > 1 ? `, … (${cols.length})` : ''}`;
+    };
+    if (h.same.length) out.push(note('not shown, the same in every run: ', h.same));
+    if (h.width.length) out.push(note(`not shown, beyond ${res.width} characters: `, h.width));
+    const hint = `--columns +${h.width[0] ?? h.same[0]} adds a column, --columns all shows every one`;
+    out.push(hint.length <= (res.width ?? Infinity) ? hint : '--columns +<column> adds one, --columns all shows every one');
+  }
   return out.join('\n') + '\n';
 }
 

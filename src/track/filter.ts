@@ -1,12 +1,13 @@
 /**
  * MLflow's `runs/search` filter language and order_by, evaluated locally (for the file store) with the semantics
- * recorded against MLflow 2.12.2 (../shared/fixtures/mlflow/filter_semantics_2.12.2.txt, spec §5.2):
+ * recorded against MLflow 2.12.2 (test/fixtures/mlflow/filter_semantics_2.12.2.txt, spec §5.2):
  * comparisons joined by AND only; params/tags/string attributes compare as quoted strings (= != LIKE ILIKE),
  * metrics as unquoted numbers on their latest value, `run_id` also IN / NOT IN; a run without the key never
  * matches, even for `!=`. Error messages are MLflow's.
  */
 import { TrackingError } from '../util/errors.js';
 import type { Run } from './types.js';
+import { normalisedParam } from './keys.js';
 
 export type EntityType = 'metric' | 'parameter' | 'tag' | 'attribute' | 'dataset';
 export type Comparator = '=' | '!=' | '<' | '<=' | '>' | '>=' | 'LIKE' | 'ILIKE' | 'IN' | 'NOT IN';
@@ -404,7 +405,13 @@ export function matchesComparison(run: Run, c: Comparison): boolean {
     }
     case 'parameter': {
       const v = run.data.params[c.key];
-      return v !== undefined && compareStrings(v, c.comparator, c.value as string);
+      if (v === undefined) return false;
+      // a spark run written before params took Python's spellings matches in either spelling
+      const now = normalisedParam(run.data.tags, v);
+      const a = compareStrings(v, c.comparator, c.value as string);
+      if (now === v) return a;
+      const b = compareStrings(now, c.comparator, c.value as string);
+      return c.comparator === '!=' ? a && b : a || b;
     }
     case 'tag': {
       const v = run.data.tags[c.key];

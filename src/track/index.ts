@@ -19,7 +19,7 @@ import type { ExperimentConfig } from '../spec/types.js';
 import type { RunEvent } from '../train/events.js';
 import { FileStore } from './filestore.js';
 import { RestStore, chunkBatch, isUnreachable, type RestOptions } from './rest.js';
-import { JOURNAL_FILE, readJournal, type CreateRunOp } from './journal.js';
+import { JOURNAL_FILE, readJournal, type CreateRunOp, type JournalEntry } from './journal.js';
 import { configParams, systemTags } from './params.js';
 import {
   isPendingCreate,
@@ -27,16 +27,18 @@ import {
   NoopTracker,
   readTrackingState,
   STATE_FILE,
+  within,
   type RunTracker,
   type TrackingState,
 } from './tracker.js';
 import { CLIENT_TOKEN_TAG, PLACEHOLDER_RUN_PREFIX, type Metric, type MlflowRunStatus, type TrackingStore } from './types.js';
+import { commandHint } from '../util/hint.js';
 
 export type { RunTracker, TrackingState } from './tracker.js';
-export { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE, isPendingCreate, placeholderIds, recordRunInfo, RUN_INFO_FILE } from './tracker.js';
+export { MlflowRunTracker, NoopTracker, readTrackingState, STATE_FILE, isPendingCreate, placeholderIds, recordRunInfo, RUN_INFO_FILE, syncReminder } from './tracker.js';
 export * from './types.js';
 export { FileStore, readStore, fileStoreRoot, type StoreSnapshot } from './filestore.js';
-export { RestStore, chunkBatch, isUnreachable, UNREACHABLE, UnreachableError, type RestOptions } from './rest.js';
+export { RestStore, chunkBatch, isUnreachable, UNREACHABLE, UnreachableError, CircuitBreaker, circuitBreaker, type RestOptions } from './rest.js';
 export { parseFilter, filterRuns, sortRuns, parseOrderBy } from './filter.js';
 export { replayJournal, readJournal, createRunOnce, JOURNAL_FILE, type CreatedRun, type CreateRunOp, type ReplayOptions, type ReplayResult } from './journal.js';
 export { configParams, flattenParams, systemTags } from './params.js';
@@ -49,8 +51,29 @@ export function resolveTrackingUri(uri?: string | null, env: NodeJS.ProcessEnv =
   return new FileStore(u).root;
 }
 
-/** Retry settings for a training run: fail over to the offline journal quickly instead of waiting minutes. */
-export const TRACKER_REST_OPTIONS: RestOptions = { maxRetries: 2, backoffFactor: 0.25, backoffJitter: 0.1, backoffMax: 2, timeout: 20 };
+/**
+ * Client settings for training runs and sweeps: fail over to the offline journal quickly instead of waiting
+ * minutes; the URI's circuit breaker (rest.ts) opens at the first timeout, so a server that accepts connections
+ * but never answers costs one timeout, not one per call.
+ */
+export const TRACKER_REST_OPTIONS: RestOptions = { maxRetries: 2, backoffFactor: 0.25, backoffJitter: 0.1, backoffMax: 2, timeout: 20, breaker: true };
+
+/**
+ * `p` (calls to `store`), waited for at most `seconds` when the store has a circuit breaker: then the circuit is
+ * opened, which abandons the request in flight, so `p` fails at once as unreachable (what the caller handles).
+ */
+async function bounded<T>(store: TrackingStore, p: Promise<T>, seconds: number): Promise<T> {
+  const b = store instanceof RestStore ? store.breaker : null;
+  if (b && !(await within(p, seconds * 1000))) b.trip(`no answer within tracking.close_timeout (${seconds}s)`);
+  return p;
+}
+
+/** The highest step of the metrics waiting in a journal. */
+function journaledMaxStep(pending: JournalEntry[]): number {
+  let m = 0;
+  for (const e of pending) if (e.op.type === 'batch') for (const x of e.op.batch.metrics ?? []) m = Math.max(m, x.step);
+  return m;
+}
 
 /** Open a tracking store: http(s):// → REST client; a path or file: URI → file store. */
 export function openStore(uri?: string | null, restOptions?: RestOptions): TrackingStore {
@@ -92,7 +115,7 @@ export function parentRunUnreachable(uri: string, err: unknown): TrackingError {
   const why = (err as Error).message.replace(/\s+/g, ' ');
   return new TrackingError(
     `cannot create the sweep's parent MLflow run: the tracking server ${uri} is unreachable (${why}). ` +
-      `Start the server and run the sweep again, or run it on a file store (--set tracking.uri=./mlruns) and copy that to the server afterwards with \`spark sync ./mlruns --to ${uri}\`.`,
+      `Start the server and run the sweep again, or run it on a file store (--set tracking.uri=./mlruns) and copy that to the server afterwards with \`${commandHint(['sync', './mlruns', '--to', uri])}\`.`,
     (err as TrackingError).errorCode,
   );
 }
@@ -104,7 +127,7 @@ function offlineWarning(uri: string, runDir: string, why: string): RunEvent {
     code: 'tracking-offline',
     message:
       `MLflow server ${uri} unreachable when the run started (${why}); the run starts offline: its MLflow run is created and every call replayed ` +
-      `from ${path.join(runDir, JOURNAL_FILE)} when the server answers (retried on each flush), or by \`spark sync --run ${runDir}\``,
+      `from ${path.join(runDir, JOURNAL_FILE)} when the server answers (retried on each flush), or by \`${commandHint(['sync', '--run', { path: runDir }])}\``,
   };
 }
 
@@ -119,6 +142,7 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
   const store = opts.store ?? openStore(resolveTrackingUri(t.uri), TRACKER_REST_OPTIONS);
   mkdirSync(opts.runDir, { recursive: true });
   const journal = await readJournal(path.join(opts.runDir, JOURNAL_FILE));
+  const closeTimeout = t.close_timeout ?? 5;
   const base = {
     store,
     runDir: opts.runDir,
@@ -127,14 +151,17 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     emit: opts.emit,
     journalLastSeq: journal.lastSeq,
     journalPending: journal.pending.length > 0,
+    closeTimeout,
   };
+  // a resumed run does not log again the steps its journal will replay
+  const journaledStep = journaledMaxStep(journal.pending);
 
   let prev = opts.resume ? readTrackingState(opts.runDir) : null;
   if (prev && prev.uri === store.uri && isPendingCreate(prev)) {
     // started offline and not created yet: continue under the same placeholder while its create is journaled
     const placeholder = prev.runId;
     if (journal.pending.some((e) => e.op.type === 'create-run' && e.op.runId === placeholder)) {
-      const tracker = new MlflowRunTracker({ ...base, experimentId: '', runId: placeholder, placeholderRunId: placeholder, lastLoggedStep: prev.lastLoggedStep, journalPending: true });
+      const tracker = new MlflowRunTracker({ ...base, experimentId: '', runId: placeholder, placeholderRunId: placeholder, lastLoggedStep: Math.max(prev.lastLoggedStep, journaledStep), journalPending: true });
       opts.emit?.(offlineWarning(store.uri, opts.runDir, 'its MLflow run has not been created yet'));
       tracker.enqueue({ type: 'terminate', runId: placeholder, status: 'RUNNING', endTime: Date.now() });
       void tracker.flushNow();
@@ -143,11 +170,16 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `the MLflow run of ${opts.runDir} was never created and its creation is no longer in ${JOURNAL_FILE}: the resumed run is logged as a new MLflow run` });
     prev = null;
   }
+  // the highest step the store already has (a flush acknowledged after the last mlflow.json write): not logged again
+  let storedStep = 0;
   if (prev && prev.uri === store.uri) {
     // the run must still be there (deleted runs cannot be written to); an unreachable server is checked later
+    const runId = prev.runId;
     try {
-      const r = await store.getRun(prev.runId);
+      const r = await bounded(store, store.getRun(runId), closeTimeout);
       if (r.info.lifecycleStage === 'deleted') throw new TrackingError('deleted', 'RESOURCE_DOES_NOT_EXIST');
+      const h = await bounded(store, store.getMetricHistory(runId, 'loss'), closeTimeout);
+      for (const m of h) storedStep = Math.max(storedStep, m.step);
     } catch (err) {
       if (err instanceof TrackingError && err.errorCode === 'RESOURCE_DOES_NOT_EXIST') {
         opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `MLflow run ${prev.runId} no longer exists at ${store.uri}: the resumed run is logged as a new MLflow run` });
@@ -160,7 +192,7 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
       ...base,
       experimentId: prev.experimentId,
       runId: prev.runId,
-      lastLoggedStep: prev.lastLoggedStep,
+      lastLoggedStep: Math.max(prev.lastLoggedStep, journaledStep, storedStep),
       ...(prev.placeholderRunId ? { placeholderRunId: prev.placeholderRunId } : {}),
     });
     tracker.enqueue({ type: 'terminate', runId: prev.runId, status: 'RUNNING', endTime: Date.now() });
@@ -186,8 +218,16 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
   // the id the run's calls are queued under: the MLflow run id, or the placeholder of a run that starts offline
   let runId: string;
   try {
-    const experimentId = await store.getOrCreateExperiment(t.experiment);
-    const info = await store.createRun({ experimentId, runName, startTime, tags, userId: tags['mlflow.user'] });
+    // a server that does not answer holds the start for at most tracking.close_timeout: the run then starts offline
+    const info = await bounded(
+      store,
+      (async () => {
+        const experimentId = await store.getOrCreateExperiment(t.experiment);
+        return { ...(await store.createRun({ experimentId, runName, startTime, tags, userId: tags['mlflow.user'] })), experimentId };
+      })(),
+      closeTimeout,
+    );
+    const experimentId = info.experimentId;
     runId = info.runId;
     tracker = new MlflowRunTracker({ ...base, experimentId, runId, lastLoggedStep: 0 });
   } catch (err) {

@@ -18,7 +18,7 @@
  * spark.client_run_token): the experiment is searched for that tag before creating, so a create whose answer was
  * lost, or a replay interrupted between the create and its acknowledgement, never makes a second run.
  */
-import { promises as fsp, existsSync, appendFileSync } from 'node:fs';
+import { promises as fsp, existsSync, appendFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { TrackingError } from '../util/errors.js';
 import { encodeMetricValue, decodeMetricValue, isUnreachable, UnreachableError } from './rest.js';
 import {
@@ -132,6 +132,16 @@ export class Journal {
   }
   markMaybeSent(seq: number): void {
     appendFileSync(this.file, JSON.stringify({ maybeSent: seq }) + '\n');
+  }
+  /** fsync the journal: what was appended survives a crash of the machine too. */
+  sync(): void {
+    if (!existsSync(this.file)) return;
+    const fd = openSync(this.file, 'r+');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 

@@ -91,13 +91,69 @@ export function formatNumber(x: number): string {
   return `${sign}${digits.slice(0, intLen)}.${digits.slice(intLen)}`;
 }
 
-/** A param / tag value as a string: strings as-is, numbers by formatNumber, booleans/null as JSON, lists as JSON. */
+/**
+ * A param / tag value as MLflow's Python client writes it: `str()` of the equivalent Python value (spec mlflow.md
+ * §1.2). Strings as-is; integers as ints (`224`; YAML/PyYAML load spark's resolved config's integral numbers as
+ * ints) and other numbers as Python's float repr (`0.0002`, `1e-08`); `None`, `True`/`False`; lists and mappings in
+ * Python's repr (`[0.67, 1]`, `{'a': 1}`, strings inside quoted as Python quotes them).
+ */
 export function formatValue(v: unknown): string {
-  if (typeof v === 'string') return v;
+  return typeof v === 'string' ? v : pythonRepr(v);
+}
+
+/** Python's `repr()` of a JSON-like value (see formatValue). */
+export function pythonRepr(v: unknown): string {
+  if (v === null || v === undefined) return 'None';
+  if (typeof v === 'boolean') return v ? 'True' : 'False';
   if (typeof v === 'number') return formatNumber(v);
-  if (v === null || v === undefined) return 'null';
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  return JSON.stringify(v);
+  if (typeof v === 'bigint') return v.toString();
+  if (typeof v === 'string') return pythonStrRepr(v);
+  if (Array.isArray(v)) return `[${v.map(pythonRepr).join(', ')}]`;
+  if (typeof v === 'object') {
+    return `{${Object.entries(v as Record<string, unknown>)
+      .filter(([, x]) => x !== undefined)
+      .map(([k, x]) => `${pythonStrRepr(k)}: ${pythonRepr(x)}`)
+      .join(', ')}}`;
+  }
+  return String(v);
+}
+
+/** Python 3's `repr()` of a str: single quotes unless the text holds ' and no ", backslash escapes. */
+export function pythonStrRepr(s: string): string {
+  const q = s.includes("'") && !s.includes('"') ? '"' : "'";
+  let out = '';
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!;
+    if (ch === '\\') out += '\\\\';
+    else if (ch === q) out += `\\${q}`;
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\r') out += '\\r';
+    else if (ch === '\t') out += '\\t';
+    else if (c < 0x20 || c === 0x7f) out += `\\x${c.toString(16).padStart(2, '0')}`;
+    else if (c >= 0x80 && c < 0xa0) out += `\\x${c.toString(16)}`;
+    else out += ch;
+  }
+  return q + out + q;
+}
+
+/**
+ * A param value written by older spark versions (JSON spellings: `[0.67,1]`, `null`, `true`) in the spelling
+ * MLflow's Python client uses (`[0.67, 1]`, `None`, `True`); any other value unchanged. What `spark compare`
+ * and the local filter use to read old stores.
+ */
+export function pythonSpelling(value: string): string {
+  if (value === 'null') return 'None';
+  if (value === 'true') return 'True';
+  if (value === 'false') return 'False';
+  const t = value.trim();
+  if ((t.startsWith('[') && t.endsWith(']')) || (t.startsWith('{') && t.endsWith('}'))) {
+    try {
+      return pythonRepr(JSON.parse(t) as unknown);
+    } catch {
+      return value;
+    }
+  }
+  return value;
 }
 
 /** Parse a metric value written by Python (`nan`, `inf`, `-inf`, `1.6`) or JS (`NaN`, `Infinity`, `1e+21`). */
@@ -109,4 +165,12 @@ export function parseMetricValue(s: string): number {
   const n = Number(s);
   if (Number.isNaN(n)) throw new TrackingError(`bad metric value '${s}'`, 'INVALID_PARAMETER_VALUE');
   return n;
+}
+
+/**
+ * A param value of a run as spark writes it today: runs written by spark (a `spark.*` tag) whose params predate
+ * the Python spellings get them normalised (pythonSpelling); other runs' values are returned unchanged.
+ */
+export function normalisedParam(tags: Record<string, string>, value: string): string {
+  return Object.keys(tags).some((k) => k.startsWith('spark.')) ? pythonSpelling(value) : value;
 }

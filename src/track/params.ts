@@ -1,10 +1,11 @@
 /**
  * What a run logs besides metrics: the resolved config flattened to params, and MLflow's system tags.
  *
- * Param value formatting (documented in the README's tracking section): strings as-is; numbers like Python's
- * repr for non-integers (`1e-05`, `0.00015`) and integers without `.0` (`224`); booleans `true`/`false`; null
- * `null`; lists as compact JSON (`[0.2,1]`). Filters compare params as strings, so write e.g.
- * `params.model.mask_ratio = '0.6'` and `params.train.optimizer.base_lr = '0.0002'`.
+ * Params are written exactly as `mlflow.log_params` writes the equivalent Python config (PyYAML load of the
+ * resolved config, flattened to dotted keys: nested mappings only, lists and empty mappings stay values): `str()`
+ * of the Python value (keys.ts formatValue): `0.0002`, `1e-08`, `224`, `None`, `True`, `[0.67, 1]`, `{}`.
+ * Filters compare params as strings, so write e.g. `params.model.mask_ratio = '0.6'`,
+ * ``params.`data.crop_scale` = '[0.67, 1]'`` or `params.model.drop_path = 'None'`.
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
@@ -15,9 +16,9 @@ import { formatValue, sanitizeKey, truncate, MAX_PARAM_VALUE_LENGTH } from './ke
 /** Top-level config sections not logged as params (tracking → tags, sweep → the parent run, description → note). */
 const SKIP_SECTIONS = new Set(['tracking', 'sweep', 'description']);
 
-/** Flatten an object to dotted keys; lists become JSON. */
+/** Flatten an object to dotted keys (nested mappings; lists and empty mappings are values, in Python's repr). */
 export function flattenParams(obj: unknown, prefix = '', out: Record<string, string> = {}): Record<string, string> {
-  if (obj !== null && typeof obj === 'object' && !Array.isArray(obj)) {
+  if (obj !== null && typeof obj === 'object' && !Array.isArray(obj) && (!prefix || Object.values(obj).some((v) => v !== undefined))) {
     for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
       if (v === undefined) continue;
       flattenParams(v, prefix ? `${prefix}.${k}` : k, out);

@@ -3,6 +3,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { atomicWriteFile } from '../util/atomic.js';
 
 export interface Series {
   name: string;
@@ -147,13 +148,13 @@ export function buildCurvesSvg(series: Series[], o: PlotOptions): string {
   return parts.join('\n') + '\n';
 }
 
-/** Write the plot: `.svg` as is, anything else as PNG (sharp). */
+/** Write the plot atomically: `.svg` as is, anything else as PNG (sharp). */
 export async function writePlot(file: string, svg: string): Promise<void> {
   await fsp.mkdir(path.dirname(path.resolve(file)), { recursive: true });
   if (file.toLowerCase().endsWith('.svg')) {
-    await fsp.writeFile(file, svg);
+    await atomicWriteFile(file, svg);
     return;
   }
   const sharp = (await import('sharp')).default;
-  await sharp(Buffer.from(svg)).png().toFile(file);
+  await atomicWriteFile(file, await sharp(Buffer.from(svg)).png().toBuffer());
 }

@@ -34,9 +34,12 @@ import {
 /** errorCode of a TrackingError raised when the server could not be reached (network error, timeout, 5xx). */
 export const UNREACHABLE = 'UNREACHABLE';
 
-/** The server could not be reached. `maybeSent`: the request may have been received and stored (timeout, 5xx). */
+/**
+ * The server could not be reached. `maybeSent`: the request may have been received and stored (timeout, 5xx).
+ * `noAnswer`: the server took the request and did not answer in time (a timeout, or abandoned by the breaker).
+ */
 export class UnreachableError extends TrackingError {
-  constructor(message: string, readonly maybeSent: boolean, httpStatus?: number) {
+  constructor(message: string, readonly maybeSent: boolean, httpStatus?: number, readonly noAnswer = false) {
     super(message, UNREACHABLE, httpStatus);
     this.name = 'UnreachableError';
   }
@@ -56,6 +59,143 @@ export interface RestOptions {
   /** Environment to read credentials and defaults from (default process.env). */
   env?: NodeJS.ProcessEnv;
   fetch?: typeof fetch;
+  /**
+   * Use the process-wide circuit breaker of this URI (what training runs and sweeps use, TRACKER_REST_OPTIONS):
+   * a request that times out is not retried and opens the circuit, as does any call that ends unreachable after
+   * its retries; while open, every call of every breaker store of that URI fails at once (UnreachableError, not
+   * sent) and the server is probed in the background with a short timeout until it answers.
+   */
+  breaker?: boolean;
+  /** Timeout of one background probe, seconds (default 2). */
+  probeTimeout?: number;
+  /**
+   * With the breaker: the request timeout, seconds, until the server has answered once in this process (default
+   * 5; `timeout` when lower). A server that accepts connections but never answers then stops a sweep's start (its
+   * parent run) as quickly as one that is down.
+   */
+  firstAnswerTimeout?: number;
+}
+
+/**
+ * The circuit of one tracking URI, shared by the breaker stores of this process. Open: the server did not answer
+ * (a timeout, or a call that stayed unreachable after its retries); calls fail at once without touching the
+ * network, and a probe (a cheap GET with a short timeout) is sent at most every `probeInterval` (1 s doubling to
+ * 30 s) when a call is attempted. A probe that gets any definitive HTTP answer closes the circuit and tells the
+ * listeners (trackers then replay their journals). `trip()` also aborts the requests in flight to that URI.
+ */
+export class CircuitBreaker {
+  private openReason: string | null = null;
+  private silent = false;
+  /** True once the server answered a request (any HTTP status) in this process. */
+  answered = false;
+  private probing: Promise<boolean> | null = null;
+  private lastProbeEnd = 0;
+  private intervalMs = 1000;
+  private readonly inflight = new Set<AbortController>();
+  private readonly listeners = new Set<() => void>();
+  private probeFn: ((signal: AbortSignal) => Promise<boolean>) | null = null;
+
+  constructor(readonly uri: string) {}
+
+  get isOpen(): boolean {
+    return this.openReason !== null;
+  }
+  get reason(): string | null {
+    return this.openReason;
+  }
+  /**
+   * True while the circuit is open because the server took requests and did not answer (rather than refusing
+   * them): waiting for it is pointless, a run's end does not probe it again.
+   */
+  get noAnswer(): boolean {
+    return this.isOpen && this.silent;
+  }
+
+  /** Open the circuit (no-op when open) and abandon the requests in flight to this URI. */
+  trip(reason: string, noAnswer = true): void {
+    if (this.openReason === null || noAnswer) this.silent = noAnswer;
+    if (this.openReason === null) {
+      this.openReason = reason;
+      this.intervalMs = 1000;
+      this.lastProbeEnd = Date.now();
+    }
+    for (const ac of [...this.inflight]) ac.abort(new Error(`abandoned: ${reason}`));
+  }
+
+  /** Close the circuit (a call or a probe got an answer) and tell the listeners. */
+  reset(): void {
+    if (this.openReason === null) return;
+    this.openReason = null;
+    for (const l of [...this.listeners]) {
+      try {
+        l();
+      } catch {
+        /* a listener's own problem */
+      }
+    }
+  }
+
+  /** Called when the circuit closes again; returns the unsubscribe function. */
+  onReachable(l: () => void): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+
+  track(ac: AbortController): () => void {
+    this.inflight.add(ac);
+    return () => this.inflight.delete(ac);
+  }
+
+  setProbe(fn: (signal: AbortSignal) => Promise<boolean>): void {
+    this.probeFn ??= fn;
+  }
+
+  /**
+   * Probe the server unless a probe ran less than the probe interval ago (`force`: now, unless one is in flight).
+   * Resolves true when the server answered (the circuit is closed then).
+   */
+  probe(force = false): Promise<boolean> {
+    if (!this.isOpen) return Promise.resolve(true);
+    if (this.probing) return this.probing;
+    if (!this.probeFn || (!force && Date.now() - this.lastProbeEnd < this.intervalMs)) return Promise.resolve(false);
+    const ac = new AbortController();
+    const untrack = this.track(ac);
+    const fn = this.probeFn;
+    this.probing = fn(ac.signal)
+      .catch((e: Error) => {
+        // refused (down) or no answer (hung, or abandoned by a trip)
+        this.silent = ac.signal.aborted || e.name === 'TimeoutError' || e.name === 'AbortError';
+        return false;
+      })
+      .then((ok) => {
+        untrack();
+        if (ok) this.answered = true;
+        this.probing = null;
+        this.lastProbeEnd = Date.now();
+        if (ok) this.reset();
+        else this.intervalMs = Math.min(30_000, this.intervalMs * 2);
+        return ok;
+      });
+    return this.probing;
+  }
+
+  /** The probe in flight, if any. */
+  get probeInFlight(): Promise<boolean> | null {
+    return this.probing;
+  }
+}
+
+const breakers = new Map<string, CircuitBreaker>();
+
+/** The process-wide circuit breaker of a tracking URI. */
+export function circuitBreaker(uri: string): CircuitBreaker {
+  const key = uri.replace(/\/+$/, '');
+  let b = breakers.get(key);
+  if (!b) {
+    b = new CircuitBreaker(key);
+    breakers.set(key, b);
+  }
+  return b;
 }
 
 const RETRY_STATUS = new Set([408, 429, 500, 502, 503, 504]);
@@ -204,10 +344,14 @@ export class RestStore implements TrackingStore {
   readonly kind = 'rest' as const;
   readonly uri: string;
   private readonly api: string;
-  private readonly opts: Required<Omit<RestOptions, 'env' | 'fetch'>>;
+  private readonly opts: Required<Omit<RestOptions, 'env' | 'fetch' | 'breaker' | 'probeTimeout' | 'firstAnswerTimeout'>>;
   private readonly auth: string | null;
   private readonly fetchImpl: typeof fetch;
   private artifactUris = new Map<string, string>();
+  /** The URI's circuit breaker (RestOptions.breaker), or null. */
+  readonly breaker: CircuitBreaker | null;
+  private readonly probeTimeout: number;
+  private readonly firstAnswerTimeout: number;
 
   constructor(uri: string, opts: RestOptions = {}) {
     this.uri = uri.replace(/\/+$/, '');
@@ -225,6 +369,25 @@ export class RestStore implements TrackingStore {
     const pass = env['MLFLOW_TRACKING_PASSWORD'];
     this.auth = token ? `Bearer ${token}` : user !== undefined && pass !== undefined ? `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}` : null;
     this.fetchImpl = opts.fetch ?? fetch;
+    this.probeTimeout = opts.probeTimeout ?? 2;
+    this.firstAnswerTimeout = opts.firstAnswerTimeout ?? 5;
+    this.breaker = opts.breaker ? circuitBreaker(this.uri) : null;
+    this.breaker?.setProbe((signal) => this.probeOnce(signal));
+  }
+
+  /**
+   * One GET with the probe timeout and no retries: true when the server gave a definitive answer (any status but
+   * 408/429/5xx — a 404 for the probed name is an answer).
+   */
+  private async probeOnce(signal: AbortSignal): Promise<boolean> {
+    const headers: Record<string, string> = {};
+    if (this.auth) headers['Authorization'] = this.auth;
+    const res = await this.fetchImpl(`${this.api}/experiments/get-by-name?experiment_name=Default`, {
+      headers,
+      signal: AbortSignal.any([signal, AbortSignal.timeout(this.probeTimeout * 1000)]),
+    });
+    await res.text().catch(() => '');
+    return !RETRY_STATUS.has(res.status);
   }
 
   // ------------------------------------------------------------------------------------------ transport
@@ -241,6 +404,21 @@ export class RestStore implements TrackingStore {
    * (maybeSent) is thrown at once; attempts that surely did not arrive (refused, 429, 503) are still retried.
    */
   async request<T>(method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown, raw?: Uint8Array, retryMaybeSent = true): Promise<T> {
+    const b = this.breaker;
+    if (!b) return this.requestWithRetries<T>(method, url, body, raw, retryMaybeSent);
+    if (b.isOpen) {
+      void b.probe();
+      throw new UnreachableError(`MLflow tracking server ${this.uri} is not answering (${b.reason}); calls are kept offline until it answers again`, false);
+    }
+    try {
+      return await this.requestWithRetries<T>(method, url, body, raw, retryMaybeSent);
+    } catch (e) {
+      if (e instanceof UnreachableError) b.trip(e.message, e.noAnswer);
+      throw e;
+    }
+  }
+
+  private async requestWithRetries<T>(method: 'GET' | 'POST' | 'PUT', url: string, body: unknown, raw: Uint8Array | undefined, retryMaybeSent: boolean): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.auth) headers['Authorization'] = this.auth;
     let payload: string | Uint8Array | undefined;
@@ -255,17 +433,28 @@ export class RestStore implements TrackingStore {
     for (let attempt = 0; attempt <= this.opts.maxRetries; attempt++) {
       if (attempt > 0) await this.sleep(attempt);
       let res: Response;
+      let text: string;
+      const ac = new AbortController();
+      const untrack = this.breaker?.track(ac);
+      const timeout = this.breaker && !this.breaker.answered ? Math.min(this.opts.timeout, this.firstAnswerTimeout) : this.opts.timeout;
       try {
-        res = await this.fetchImpl(url, { method, headers, body: payload, signal: AbortSignal.timeout(this.opts.timeout * 1000) });
+        res = await this.fetchImpl(url, { method, headers, body: payload, signal: AbortSignal.any([ac.signal, AbortSignal.timeout(timeout * 1000)]) });
+        text = await res.text();
+        if (this.breaker) this.breaker.answered = true;
       } catch (e) {
         const err = e as Error & { cause?: { code?: string; message?: string } };
-        const why = err.name === 'TimeoutError' || err.name === 'AbortError' ? `timed out after ${this.opts.timeout}s` : (err.cause?.code ?? err.cause?.message ?? err.message);
+        const abandoned = ac.signal.aborted;
+        const timedOut = !abandoned && (err.name === 'TimeoutError' || err.name === 'AbortError');
+        const why = abandoned ? String((ac.signal.reason as Error | undefined)?.message ?? 'abandoned') : timedOut ? `timed out after ${timeout}s` : (err.cause?.code ?? err.cause?.message ?? err.message);
         const neverSent = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/.test(String(why));
-        lastErr = new UnreachableError(`cannot reach the MLflow tracking server at ${this.uri} (${method} ${new URL(url).pathname}: ${why})`, !neverSent);
+        lastErr = new UnreachableError(`cannot reach the MLflow tracking server at ${this.uri} (${method} ${new URL(url).pathname}: ${why})`, !neverSent, undefined, abandoned || timedOut);
         if (lastErr.maybeSent && !retryMaybeSent) throw lastErr;
+        // the circuit breaker's rule: a server that let a request time out is not asked again now
+        if (abandoned || (timedOut && this.breaker)) throw lastErr;
         continue;
+      } finally {
+        untrack?.();
       }
-      const text = await res.text().catch(() => '');
       if (res.status === 200) {
         if (!text) return {} as T;
         try {

@@ -1,8 +1,17 @@
 /**
  * RunTracker: a RunSubscriber bound to one MLflow run. onEvent() only buffers (it never blocks or throws into the
- * training loop); flushes run in the background, serialised, every `flushEvery` steps or `flushSeconds` seconds,
- * and on close(). When the server is unreachable the calls go to the offline journal in the run folder and are
- * replayed, in order and exactly once, when it answers again (checked on each flush) or by `spark sync --run`.
+ * training loop); one flush at a time runs in the background (a request for another while one is in flight is
+ * folded into it), every `flushEvery` steps or `flushSeconds` seconds, and on close(). When the server is
+ * unreachable the calls go to the offline journal in the run folder and are replayed, in order and exactly once,
+ * when it answers again (on a server: the circuit breaker's probe, see rest.ts) or by `spark sync --run`.
+ *
+ * Durability: before a checkpoint is written (`beforeCheckpoint`, awaited by the training loop) and on the
+ * `checkpoint` event, every call not yet acknowledged by the store is appended to the journal (marked "maybe
+ * sent", so a replay reads the metric history back first) and fsynced, with `lastLoggedStep` in mlflow.json: a
+ * run killed after a checkpoint and resumed loses no metric and logs none twice.
+ *
+ * close() waits at most `closeTimeout` seconds (tracking.close_timeout) for a server; what is still pending then
+ * stays in the journal, and `pendingReminder` is the one line that says how to send it (`npx spark sync --run`).
  *
  * A run whose server was unreachable when it started runs offline from the start: its creation is the journal's
  * first op, under a client-side placeholder run id that every later op names (see journal.ts). Until a replay has
@@ -13,8 +22,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { atomicWriteFileSync } from '../util/atomic.js';
 import type { RunEvent, RunSubscriber } from '../train/events.js';
-import { chunkBatch, isUnreachable, UnreachableError } from './rest.js';
-import { Journal, JOURNAL_FILE, executeOp, replayJournal, substituteRunId, type CreatedRun, type CreateRunOp, type TrackOp } from './journal.js';
+import { chunkBatch, isUnreachable, RestStore, UnreachableError, type CircuitBreaker } from './rest.js';
+import { Journal, JOURNAL_FILE, executeOp, readJournal, replayJournal, substituteRunId, type CreatedRun, type CreateRunOp, type TrackOp } from './journal.js';
 import type { KeyValue, Metric, MlflowRunStatus, TrackingStore } from './types.js';
 
 export const STATE_FILE = 'mlflow.json';
@@ -75,6 +84,8 @@ export interface RunTracker extends RunSubscriber {
   runId: string;
   experimentId: string;
   uri: string;
+  /** After close(): one line naming the journaled calls and the `npx spark sync --run <dir>` that sends them; null when none. */
+  readonly pendingReminder?: string | null;
 }
 
 export interface TrackerOptions {
@@ -99,6 +110,35 @@ export interface TrackerOptions {
   journalPending?: boolean;
   /** Receives 'tracking-offline' / 'tracking-online' / 'tracking-error' warnings. */
   emit?: (e: RunEvent) => void;
+  /** Seconds close() waits for a server (default 5); then what is pending stays journaled. */
+  closeTimeout?: number;
+}
+
+/** The one-line reminder of calls left in a run's journal. */
+export function syncReminder(runDir: string, pending: number): string {
+  const dir = /^[\w./,+@%:=-]+$/.test(runDir) ? runDir : `'${runDir.replace(/'/g, `'\\''`)}'`;
+  return `MLflow: ${pending} tracking call(s) could not be sent and wait in ${path.join(runDir, JOURNAL_FILE)}; send them with: npx spark sync --run ${dir}`;
+}
+
+/** Resolves true when `p` settles within `ms`, false otherwise (p keeps running). */
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<boolean>((r) => {
+    timer = setTimeout(() => r(false), Math.max(0, ms));
+  });
+  try {
+    return await Promise.race([p.then(() => true, () => true), t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface QueuedOp {
+  seq: number;
+  op: TrackOp;
+  maxStep: number;
+  /** Appended to the journal (at a checkpoint): acknowledged there once the store took it. */
+  journaled: boolean;
 }
 
 const STEP_METRICS: Array<[string, (e: Extract<RunEvent, { type: 'step' }>) => number]> = [
@@ -127,7 +167,7 @@ export class MlflowRunTracker implements RunTracker {
 
   private metrics: Metric[] = [];
   private tags: KeyValue[] = [];
-  private queue: Array<{ seq: number; op: TrackOp; maxStep: number }> = [];
+  private queue: QueuedOp[] = [];
   private extraOps: TrackOp[] = [];
   private bufferedSteps = 0;
   private bufferedMaxStep = 0;
@@ -136,8 +176,15 @@ export class MlflowRunTracker implements RunTracker {
   private offline = false;
   private lastLoggedStep: number;
   private skipUpTo: number;
-  private chain: Promise<void> = Promise.resolve();
+  /** The flush in flight (one at a time); `flushWanted` asks it to go round once more. */
+  private pump: Promise<void> | null = null;
+  private flushWanted = false;
   private closed = false;
+  private closing: Promise<void> | null = null;
+  private readonly closeTimeoutMs: number;
+  private readonly breaker: CircuitBreaker | null;
+  private unsubscribeBreaker: (() => void) | null = null;
+  private reminder: string | null = null;
   private reportedErrors = new Set<string>();
 
   constructor(o: TrackerOptions) {
@@ -152,6 +199,13 @@ export class MlflowRunTracker implements RunTracker {
     this.flushEvery = Math.max(1, o.flushEvery ?? 50);
     this.flushMs = Math.max(0, (o.flushSeconds ?? 10) * 1000);
     this.emit = o.emit;
+    this.closeTimeoutMs = Math.max(0, (o.closeTimeout ?? 5) * 1000);
+    this.breaker = o.store instanceof RestStore ? o.store.breaker : null;
+    // the server answers again (a probe of the circuit breaker): replay the journal now
+    this.unsubscribeBreaker =
+      this.breaker?.onReachable(() => {
+        if (this.offline && !this.closed) this.scheduleFlush();
+      }) ?? null;
     this.lastLoggedStep = o.lastLoggedStep;
     this.skipUpTo = o.lastLoggedStep;
     // continue the sequence of a journal left by an earlier process; its pending calls are replayed first
@@ -160,7 +214,7 @@ export class MlflowRunTracker implements RunTracker {
     if (o.createOp) {
       // a run starting offline: its creation is the first call journaled, nothing is sent before it
       this.offline = true;
-      this.queue.push({ seq: ++this.seq, op: o.createOp, maxStep: 0 });
+      this.queue.push({ seq: ++this.seq, op: o.createOp, maxStep: 0, journaled: false });
     }
     this.writeState();
   }
@@ -248,6 +302,7 @@ export class MlflowRunTracker implements RunTracker {
         return;
       case 'checkpoint':
         this.tags.push({ key: 'spark.checkpoint', value: e.path }, { key: 'spark.checkpoint_step', value: String(e.step) });
+        this.makeDurable();
         this.scheduleFlush();
         return;
       case 'reconstruction':
@@ -275,19 +330,74 @@ export class MlflowRunTracker implements RunTracker {
     if (this.metrics.length || this.tags.length) {
       const maxStep = this.bufferedMaxStep;
       for (const chunk of chunkBatch({ metrics: this.metrics, tags: this.tags })) {
-        this.queue.push({ seq: ++this.seq, op: { type: 'batch', runId: this.currentRunId, batch: chunk }, maxStep });
+        this.queue.push({ seq: ++this.seq, op: { type: 'batch', runId: this.currentRunId, batch: chunk }, maxStep, journaled: false });
       }
       this.metrics = [];
       this.tags = [];
     }
-    for (const op of this.extraOps) this.queue.push({ seq: ++this.seq, op, maxStep: 0 });
+    for (const op of this.extraOps) this.queue.push({ seq: ++this.seq, op, maxStep: 0, journaled: false });
     this.extraOps = [];
     this.bufferedSteps = 0;
     this.lastFlush = Date.now();
   }
 
+  /** Ask for a flush: starts one unless one is in flight (which then goes round once more). */
   private scheduleFlush(): void {
-    this.chain = this.chain.then(() => this.flush()).catch((err) => this.report('flush', err));
+    this.flushWanted = true;
+    if (!this.pump) this.pump = this.runPump();
+  }
+
+  private async runPump(): Promise<void> {
+    try {
+      while (this.flushWanted) {
+        this.flushWanted = false;
+        try {
+          await this.flush();
+        } catch (err) {
+          this.report('flush', err);
+        }
+      }
+    } finally {
+      this.pump = null;
+    }
+  }
+
+  /** Resolves when no flush is in flight. */
+  private async idle(): Promise<void> {
+    while (this.pump) await this.pump;
+  }
+
+  /**
+   * Make everything logged so far durable: buffered events become ops, and every op the store has not
+   * acknowledged is appended to the journal (online: maybe sent, so a replay reads the history back first) and
+   * fsynced; mlflow.json records the step they reach. Synchronous: on return, a kill loses nothing.
+   */
+  makeDurable(): void {
+    if (this.closed) return;
+    this.flushBuffered();
+    let appended = false;
+    // online, any queued op may be sent (the first may be in flight) before its acknowledgement is written; offline,
+    // queued ops are only ever sent from the journal
+    const maybeSent = !this.offline;
+    for (const q of this.queue) {
+      if (q.journaled) continue;
+      this.journal.append({ seq: q.seq, op: q.op, maybeSent });
+      q.journaled = true;
+      appended = true;
+      this.lastLoggedStep = Math.max(this.lastLoggedStep, q.maxStep);
+    }
+    if (!appended) return;
+    try {
+      this.journal.sync();
+    } catch (err) {
+      this.report('journal sync', err);
+    }
+    this.writeState();
+  }
+
+  /** Called (awaited) by the training loop before a checkpoint is written: what was logged up to it is durable first. */
+  beforeCheckpoint(): void {
+    this.makeDurable();
   }
 
   private report(what: string, err: unknown): void {
@@ -311,16 +421,22 @@ export class MlflowRunTracker implements RunTracker {
     this.writeState();
   }
 
+  /** Journal the queued ops not journaled yet (the first one `maybeSent` when its attempt may have arrived). */
+  private journalQueue(firstMaybeSent: boolean): void {
+    this.queue.forEach((q, i) => {
+      if (!q.journaled) this.journal.append({ seq: q.seq, op: q.op, maybeSent: i === 0 && firstMaybeSent });
+      this.lastLoggedStep = Math.max(this.lastLoggedStep, q.maxStep);
+    });
+    this.queue = [];
+  }
+
   /** One flush: buffered events → ops → store (or journal). Never throws for unreachable servers. */
   private async flush(): Promise<void> {
     this.flushBuffered();
     if (this.offline) {
-      // journal first (order), then try to replay everything
-      for (const q of this.queue) {
-        this.journal.append({ seq: q.seq, op: q.op, maybeSent: false });
-        this.lastLoggedStep = Math.max(this.lastLoggedStep, q.maxStep);
-      }
-      this.queue = [];
+      // journal first (order), then try to replay everything (on a server whose circuit is open this fails at
+      // once, without a request; the breaker's probe tells when to try again)
+      this.journalQueue(false);
       const r = await replayJournal(this.journal.file, this.store, { runIds: this.runIds, onRunCreated: (c) => this.runCreated(c) });
       for (const rej of r.rejected) this.report(`call #${rej.seq}`, new Error(rej.error));
       if (r.blocked) this.report('replay', r.blocked);
@@ -332,20 +448,16 @@ export class MlflowRunTracker implements RunTracker {
       const q = this.queue[0]!;
       try {
         await executeOp(this.store, substituteRunId(q.op, this.runIds), false);
+        if (q.journaled) this.journal.ack(q.seq);
       } catch (err) {
         if (isUnreachable(err)) {
-          const maybeSent = err instanceof UnreachableError && err.maybeSent;
-          for (let i = 0; i < this.queue.length; i++) {
-            const x = this.queue[i]!;
-            this.journal.append({ seq: x.seq, op: x.op, maybeSent: i === 0 && maybeSent });
-            this.lastLoggedStep = Math.max(this.lastLoggedStep, x.maxStep);
-          }
-          this.queue = [];
+          this.journalQueue(err instanceof UnreachableError && err.maybeSent);
           this.setOffline(true, (err as Error).message);
           this.writeState();
           return;
         }
         this.report(q.op.type === 'batch' ? 'logging' : q.op.type, err);
+        if (q.journaled) this.journal.ack(q.seq, err instanceof Error ? err.message : String(err));
       }
       this.queue.shift();
       this.lastLoggedStep = Math.max(this.lastLoggedStep, q.maxStep);
@@ -373,13 +485,50 @@ export class MlflowRunTracker implements RunTracker {
   /** Wait for everything queued so far to be stored or journaled. */
   async flushNow(): Promise<void> {
     this.scheduleFlush();
-    await this.chain;
+    await this.idle();
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return this.chain;
-    await this.flushNow();
+  /** After close(): the reminder line when calls wait in the journal (see syncReminder), else null. */
+  get pendingReminder(): string | null {
+    return this.reminder;
+  }
+
+  /**
+   * Flush and finish, waiting at most closeTimeout for a server: then its circuit is opened (the request in
+   * flight is abandoned and journaled as maybe sent) and what is pending stays in the journal (pendingReminder).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.finish();
+    return this.closing;
+  }
+
+  private async finish(): Promise<void> {
+    const deadline = Date.now() + this.closeTimeoutMs;
+    const left = () => deadline - Date.now();
+    const giveUp = `no answer within tracking.close_timeout (${this.closeTimeoutMs / 1000}s)`;
+    this.scheduleFlush();
+    const b = this.breaker;
+    if (!b) await this.idle();
+    else {
+      if (!(await within(this.idle(), left()))) b.trip(giveUp);
+      await this.idle();
+      // still offline: one last probe (bounded) unless the server is known to take requests without answering
+      // them (then waiting is pointless); when it answers, the journal is replayed now
+      if (this.offline && b.isOpen && !b.noAnswer && left() > 0) {
+        const probe = b.probe(true);
+        const answered = (await within(probe, left())) && (await probe);
+        if (answered) {
+          this.scheduleFlush();
+          if (!(await within(this.idle(), left()))) b.trip(giveUp);
+          await this.idle();
+        }
+      }
+      // a probe still waiting for a silent server would hold the process: abandon it
+      if (b.isOpen && b.probeInFlight) b.trip(giveUp);
+    }
     this.closed = true;
+    this.unsubscribeBreaker?.();
+    this.unsubscribeBreaker = null;
     // a run that started offline: its run-info gets the MLflow run id even if a concurrent run.json update
     // (the run's own bookkeeping) overwrote the one written when the run was created
     if (this.placeholderRunId && !this.pendingCreate) {
@@ -388,6 +537,12 @@ export class MlflowRunTracker implements RunTracker {
       } catch (err) {
         this.report('run-info write', err);
       }
+    }
+    try {
+      const pending = (await readJournal(this.journal.file)).pending.length;
+      if (pending > 0) this.reminder = syncReminder(this.runDir, pending);
+    } catch (err) {
+      this.report('journal read', err);
     }
   }
 

@@ -25,6 +25,7 @@ import { atomicWriteFile } from '../util/atomic.js';
 import { encodeSafetensors, readSafetensors, type SafeDType, type SafeTensor } from '../util/safetensors.js';
 import { UsageError } from '../util/errors.js';
 import type { ExperimentConfig } from '../spec/types.js';
+import { commandHint } from '../util/hint.js';
 
 export const ENCODER_PREFIX = 'sparse_encoder.sp_cnn.';
 
@@ -90,11 +91,12 @@ export function freshTrainState(o: {
   };
 }
 
-/** The command that resumes a run folder (`spark run --resume …` / `spark finetune --resume …`), relative when short. */
+/**
+ * The command that resumes a run folder (`npx spark run --resume …` / `npx spark finetune --resume …`), as it works
+ * pasted from the working directory (util/hint.ts).
+ */
 export function resumeCommandFor(command: 'run' | 'finetune', dir: string): string {
-  const rel = path.relative(process.cwd(), dir);
-  const shown = rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : dir;
-  return `spark ${command} --resume ${/\s/.test(shown) ? JSON.stringify(shown) : shown}`;
+  return commandHint([command, '--resume', { path: dir }]);
 }
 
 export interface RunInfo {

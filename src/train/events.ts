@@ -25,8 +25,8 @@ export interface RunStartEvent {
   resumed: boolean;
   /** Path of the spec file the run came from (null when built in code). */
   specPath: string | null;
-  /** Sweep membership, when the run is a sweep trial. */
-  sweep?: { sweepDir: string; trial: number; trialName: string; params: Record<string, unknown> };
+  /** Sweep membership, when the run is a sweep trial (`trial` 0-based; `trials` = how many the sweep has). */
+  sweep?: { sweepDir: string; trial: number; trialName: string; params: Record<string, unknown>; trials?: number };
 }
 
 export interface StepEvent {
@@ -128,6 +128,8 @@ export type RunEventType = RunEvent['type'];
 export interface RunSubscriber {
   onEvent(e: RunEvent): void;
   close?(): Promise<void>;
+  /** Awaited before a checkpoint at `step` is written (the tracker makes what was logged so far durable). */
+  beforeCheckpoint?(step: number): void | Promise<void>;
 }
 
 /** Synchronous fan-out. A subscriber that throws is reported once as a `log` error and does not stop the run. */
@@ -153,6 +155,19 @@ export class EventBus {
           const msg = err instanceof Error ? err.message : String(err);
           for (const o of this.subs) if (o !== s) o.onEvent({ type: 'log', time: Date.now(), level: 'error', message: `event subscriber failed: ${msg}` });
         }
+      }
+    }
+  }
+
+  /** Await every subscriber's beforeCheckpoint(step), in order (one that throws is reported like in emit). */
+  async beforeCheckpoint(step: number): Promise<void> {
+    for (const s of this.subs) {
+      if (!s.beforeCheckpoint) continue;
+      try {
+        await s.beforeCheckpoint(step);
+      } catch (err) {
+        const msg = err instanceof Error ? err.message : String(err);
+        for (const o of this.subs) if (o !== s) o.onEvent({ type: 'log', time: Date.now(), level: 'error', message: `event subscriber failed before the checkpoint: ${msg}` });
       }
     }
   }

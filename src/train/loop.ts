@@ -2,13 +2,17 @@
  * The training loop: runs iterations `state.step .. totalSteps-1`, emits step / epoch / checkpoint / warning events,
  * writes checkpoints every `output.checkpoint_every` steps, at the end and when interrupted (AbortSignal), and stops
  * with FAILED on a non-finite loss without overwriting the last good checkpoint.
+ *
+ * Each step is dispatched without a read (`trainStepAsync`), then the next iteration's batch is requested, so the
+ * host prepares it while the device computes, and only then the step's one asynchronous read is awaited. Between
+ * steps the loop holds one batch: the next one (or, after the last step, the last one); it frees it when it ends.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { EventBus, RunStatus } from './events.js';
 import type { SparkOptimizer } from './optimizers.js';
 import type { Schedule } from './schedule.js';
 import type { RunFolder, TrainState } from './checkpoint.js';
-import { trainStep, type TrainableModel } from './step.js';
+import { trainStepAsync, type TrainableModel } from './step.js';
 
 /** Where the micro-batches of each iteration come from (a pure function of (seed, iteration)). */
 export interface BatchSource {
@@ -48,7 +52,23 @@ export interface LoopResult {
 const TAIL = 200;
 const testDelayMs = Number(process.env['SPARK_TEST_STEP_DELAY_MS'] ?? 0) || 0;
 
+/** Batches the loop holds between steps: the one requested ahead, and the last step's. */
+interface Held {
+  next: Promise<tf.Tensor4D[]> | null;
+  last: tf.Tensor4D[] | null;
+}
+
 export async function runLoop(o: LoopOptions): Promise<LoopResult> {
+  const held: Held = { next: null, last: null };
+  try {
+    return await loopSteps(o, held);
+  } finally {
+    if (held.last) tf.dispose(held.last);
+    if (held.next) void held.next.then((b) => tf.dispose(b), () => undefined);
+  }
+}
+
+async function loopSteps(o: LoopOptions, held: Held): Promise<LoopResult> {
   const { model, optimizer, schedule, source, bus, folder, state } = o;
   const total = schedule.maxIters;
   const spe = Math.max(1, source.stepsPerEpoch);
@@ -65,10 +85,11 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   const saveCheckpoint = async (): Promise<void> => {
     state.epoch = Math.floor(state.step / spe);
     state.dataPosition = { iteration: state.step, epoch: Math.floor(state.step / spe), indexInEpoch: state.step % spe };
-    const opt = optimizer.getState();
+    const opt = await optimizer.getStateAsync();
     state.optimizer = { kind: optimizer.kind, groupSteps: opt.groupSteps };
     state.savedAt = new Date().toISOString();
     state.trainSeconds = trainSecondsBefore + (Date.now() - segmentStart) / 1000;
+    await bus.beforeCheckpoint(state.step); // what was logged up to this step is durable before the checkpoint counts
     checkpointPath = await folder.writeCheckpoint({ params: model.params, buffers: model.buffers, optimizer: { tensors: opt.tensors }, state });
     lastCkptStep = state.step;
     bus.emit({ type: 'checkpoint', time: Date.now(), step: state.step, epoch: state.epoch, path: checkpointPath });
@@ -90,12 +111,19 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     }
     const it = state.step;
     const t0 = Date.now();
-    const micro = await source.batches(it);
+    const micro = await (held.next ?? source.batches(it));
+    held.next = null;
     let r;
     try {
-      r = trainStep(model, optimizer, micro, { seed: o.seed, it, hyper: schedule.at(it) });
+      const pending = trainStepAsync(model, optimizer, micro, { seed: o.seed, it, hyper: schedule.at(it) });
+      if (it + 1 < total) {
+        held.next = source.batches(it + 1);
+        held.next.catch(() => undefined); // a failure surfaces when the next iteration awaits it
+      }
+      r = await pending;
     } finally {
-      tf.dispose(micro);
+      if (held.next) tf.dispose(micro);
+      else held.last = micro;
     }
     const step = it + 1;
     if (!r.applied || !Number.isFinite(r.gradNorm)) {

@@ -20,6 +20,7 @@ import { makeSchedule } from './schedule.js';
 import { RunFolder, assignVariables, freshTrainState, loadCheckpoint, loadOptimizerState, resumeCommandFor, type TrainState } from './checkpoint.js';
 import { runLoop, type BatchSource } from './loop.js';
 import { createRunTracker, type RunTracker } from '../track/index.js';
+import { createLivenessSubscriber, reconcileRunFolder, runIsAlive } from '../track/liveness.js';
 
 export interface RunOptions {
   /** The resolved configuration; optional when resuming (read from the run folder's config.yaml). */
@@ -58,6 +59,8 @@ export interface RunResult {
   error?: string;
   /** `spark run --resume <dir>` when the run was interrupted. */
   resumeCommand?: string;
+  /** Tracking calls the server did not take by the end (tracking.close_timeout): the `npx spark sync --run` line. */
+  trackingReminder?: string;
 }
 
 /** Optimizer steps per epoch for a loader of `loaderSteps` batches and `accumulate` micro-batches per step. */
@@ -132,8 +135,13 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
   let resumeState: TrainState | null = null;
   let specPath = opts.specPath ?? null;
   let resolvedYaml: string;
+  // a resumed run whose process the system killed is recorded as FAILED (with why) before it runs again
+  let previousFailure: string | null = null;
   if (opts.resumeDir) {
     folder = await RunFolder.open(opts.resumeDir);
+    const alive = runIsAlive(folder.dir);
+    if (alive) throw new UsageError(`${opts.resumeDir}: the run is still running (pid ${alive.pid} on ${alive.host}); stop it before resuming`);
+    previousFailure = (await reconcileRunFolder(folder.dir))?.reason ?? null;
     if (opts.config) config = opts.config;
     else config = (await loadExperiment(folder.path('config.yaml'))).config;
     if (folder.hasCheckpoint()) {
@@ -177,6 +185,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
 
   const bus = new EventBus();
   const pendingWarnings: Array<{ code: string; message: string }> = [];
+  if (previousFailure) pendingWarnings.push({ code: 'previous-run-failed', message: `the previous run in this folder did not finish: ${previousFailure}` });
   let started = false;
   const warn = (code: string, message: string): void => {
     if (started) bus.emit({ type: 'warning', time: Date.now(), code, message });
@@ -241,6 +250,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       if (c) bus.subscribe(c);
     }
     for (const s of opts.subscribers ?? []) bus.subscribe(s);
+    bus.subscribe(createLivenessSubscriber(folder.dir));
     tracker = await openTracker(config, folder, opts, specPath, resolvedYaml, opts.resumeDir !== undefined, bus);
     bus.subscribe(tracker);
     if (tracker.runId) await folder.updateRunInfo({ mlflowRunId: tracker.runId, mlflowExperimentId: tracker.experimentId });
@@ -330,7 +340,9 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     });
     await bus.close();
     await cleanup();
+    const trackingReminder = tracker?.pendingReminder ?? null;
     return {
+      ...(trackingReminder ? { trackingReminder } : {}),
       status: res.status,
       runDir: folder.dir,
       runId: folder.runId,

@@ -4,6 +4,10 @@
  * backward with `tf.variableGrads`, gradients averaged over the micro-batches, then one optimizer update with the
  * scheduled lr / wd of iteration `it` (0-based; optimizer step it + 1). Every tensor made here is released: the
  * number of live tensors after a step equals the number before it.
+ *
+ * Nothing is read back while the step is dispatched: a non-finite loss skips the update on the device (the
+ * optimizer's `applyIf`), and the loss and the gradient norm come back together in one read at the end —
+ * asynchronous in `trainStepAsync` (what the training loop uses), synchronous in `trainStep`.
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../util/rng.js';
@@ -31,16 +35,25 @@ export function stepRngs(seed: number, it: number, micro: number): { mask: Rng; 
   return { mask: Rng.from(seed, 'mask', it, micro), dropPath: Rng.from(seed, 'droppath', it, micro) };
 }
 
+export interface StepOptions {
+  seed: number;
+  it: number;
+  hyper: StepHyper;
+  /** Masks per micro-batch instead of the step's own random ones. */
+  masks?: tf.Tensor4D[];
+}
+
+/** A dispatched step: [loss, gradient norm] still on the device, and the undo of the optimizer's bookkeeping. */
+interface Dispatched {
+  stats: tf.Tensor1D;
+  revert(): void;
+}
+
 /**
- * Run one optimizer step over the given micro-batches (normalised NHWC images; not disposed here).
- * A non-finite loss skips the update (weights untouched) and returns `applied: false`.
+ * Dispatch one optimizer step over the given micro-batches (normalised NHWC images; not disposed here): forward,
+ * backward and update, the update skipped on the device when the mean loss is not finite. Reads nothing.
  */
-export function trainStep(
-  model: TrainableModel,
-  optimizer: SparkOptimizer,
-  micro: tf.Tensor4D[],
-  opts: { seed: number; it: number; hyper: StepHyper; masks?: tf.Tensor4D[] },
-): StepResult {
+function dispatchStep(model: TrainableModel, optimizer: SparkOptimizer, micro: tf.Tensor4D[], opts: StepOptions): Dispatched {
   if (micro.length === 0) throw new Error('trainStep: no micro-batches');
   const varList = [...model.params.values()];
   const names = [...model.params.keys()];
@@ -73,25 +86,57 @@ export function trainStep(
         });
       }
     }
-    const lossT = tf.tidy(() => (n === 1 ? losses[0]!.clone() : tf.div(tf.addN(losses), n)));
-    const loss = lossT.dataSync()[0]!;
-    lossT.dispose();
-    if (!Number.isFinite(loss)) return { loss, gradNorm: NaN, applied: false };
-    if (n > 1) {
-      const summed: Array<tf.Tensor | undefined> = acc!;
-      acc = summed.map((t) => (t ? tf.div(t, n) : undefined));
-      tf.dispose(live(summed));
-    }
-    const gradMap = new Map<string, tf.Tensor>();
-    names.forEach((nm, i) => {
-      const t = acc![i];
-      if (t) gradMap.set(nm, t);
+    const summed = acc!;
+    let revert = (): void => undefined;
+    const stats = tf.tidy(() => {
+      const loss = n === 1 ? losses[0]! : tf.div(tf.addN(losses), n);
+      const gradMap = new Map<string, tf.Tensor>();
+      names.forEach((nm, i) => {
+        const t = summed[i];
+        if (t) gradMap.set(nm, t);
+      });
+      // the mean over micro-batches: the optimizer divides the sums (one kernel per flat block)
+      const u = optimizer.update(gradMap, opts.hyper, { applyIf: tf.isFinite(loss), gradDivisor: n });
+      revert = u.revert;
+      return tf.stack([loss, u.gradNorm]) as tf.Tensor1D;
     });
-    const gradNorm = optimizer.apply(gradMap, opts.hyper);
-    return { loss, gradNorm, applied: true };
+    return { stats, revert };
   } finally {
     if (acc) tf.dispose(live(acc));
     tf.dispose(losses);
   }
 }
 
+/** The step's result from [loss, norm]; a non-finite loss means the device skipped the update. */
+function settle(values: ArrayLike<number>, d: Dispatched): StepResult {
+  const loss = values[0]!;
+  if (!Number.isFinite(loss)) {
+    d.revert();
+    return { loss, gradNorm: NaN, applied: false };
+  }
+  return { loss, gradNorm: values[1]!, applied: true };
+}
+
+/**
+ * One optimizer step over the given micro-batches (normalised NHWC images; not disposed here), with one
+ * asynchronous read (loss and gradient norm). A non-finite loss skips the update (weights, moments and step
+ * counters untouched) and returns `applied: false`.
+ */
+export async function trainStepAsync(model: TrainableModel, optimizer: SparkOptimizer, micro: tf.Tensor4D[], opts: StepOptions): Promise<StepResult> {
+  const d = dispatchStep(model, optimizer, micro, opts);
+  try {
+    return settle(await d.stats.data(), d);
+  } finally {
+    d.stats.dispose();
+  }
+}
+
+/** `trainStepAsync` with a synchronous read (tests and tools that step by hand on a backend that can). */
+export function trainStep(model: TrainableModel, optimizer: SparkOptimizer, micro: tf.Tensor4D[], opts: StepOptions): StepResult {
+  const d = dispatchStep(model, optimizer, micro, opts);
+  try {
+    return settle(d.stats.dataSync(), d);
+  } finally {
+    d.stats.dispose();
+  }
+}

@@ -5,6 +5,7 @@
  */
 import type { ExperimentConfig } from '../spec/types.js';
 import type { RunEvent, RunSubscriber } from '../train/events.js';
+import { commandHint } from '../util/hint.js';
 
 export interface DemoOptions {
   name?: string;
@@ -60,7 +61,7 @@ export function demoConfig(name: string, logEvery: number): ExperimentConfig {
     },
     runtime: { backend: 'cpu', seed: 0, threads: null },
     output: { dir: 'runs', checkpoint_every: 0, log_every: logEvery, reconstruct_every: 0, reconstruct_images: 4 },
-    tracking: { enabled: true, uri: null, experiment: 'demo-exp', run_name: null, tags: {} },
+    tracking: { enabled: true, uri: null, experiment: 'demo-exp', run_name: null, tags: {}, close_timeout: 5 },
     sweep: null,
     finetune: null,
   };
@@ -182,7 +183,7 @@ export async function driveLive(sub: RunSubscriber, o: Required<Omit<DemoOptions
       step,
       epoch,
       finalLoss: demoLoss(step),
-      resumeCommand: `spark run --resume ${o.runDir}`,
+      resumeCommand: commandHint(['run', '--resume', { path: o.runDir }]),
     });
   } else {
     sub.onEvent({ type: 'run-end', time: Date.now(), status: 'FINISHED', step, epoch, finalLoss: demoLoss(step) });

@@ -42,6 +42,7 @@ export function createInkRunSubscriber(opts: InkRunOptions = {}): InkRunSubscrib
   let frames = 0;
   let finished = false;
   let exited: Promise<unknown> = Promise.resolve();
+  let resumeLine: string | null = null;
 
   const interrupter = new Interrupter({
     onInterrupt: opts.onInterrupt,
@@ -92,13 +93,18 @@ export function createInkRunSubscriber(opts: InkRunOptions = {}): InkRunSubscrib
     onEvent(e: RunEvent): void {
       if (finished) return;
       applyEvent(state, e);
-      if (e.type === 'run-end') finish();
-      else throttle.poke();
+      if (e.type === 'run-end') {
+        if (e.resumeCommand && e.status !== 'FINISHED') resumeLine = `resume with: ${e.resumeCommand}\n`;
+        finish();
+      } else throttle.poke();
     },
     async close(): Promise<void> {
       finish();
       await exited;
       interrupter.dispose();
+      // below the final frame, as a plain line: the terminal wraps it softly, so it pastes as one command
+      if (resumeLine) (opts.stream ?? process.stdout).write(resumeLine);
+      resumeLine = null;
     },
   };
 }

@@ -15,16 +15,19 @@ import {
   formatMetrics,
 } from './format.js';
 import { applyEvent, initialRunState, type RunState } from './store.js';
+import { trialLabel } from './trial-label.js';
 
 export interface PlainLoggerOptions {
   /** Where lines go (default process.stdout). Anything with `write(string)`. */
   stream?: { write(s: string): unknown };
   /** Print a step line every N steps; default: the run's `output.log_every`. */
   logEvery?: number;
-  /** Prefix for every line (sweeps use `[trial 3] `). */
+  /** Prefix for every line (sweeps use `[trial 3/4] `). */
   prefix?: string;
   /** Also print `info` log events (default true; `debug` is never printed). */
   info?: boolean;
+  /** Print the resume command of an interrupted run (default true; a sweep prints its own, once). */
+  resumeHint?: boolean;
 }
 
 /** `[step 120/400 ep 3/10] loss 0.8123 (ema 0.8301) lr 1.2e-3 wd 0.041 gn 0.53 12.4 img/s eta 0:05:12` */
@@ -50,7 +53,7 @@ export function formatStartLines(e: RunStartEvent): string[] {
     const p = Object.entries(e.sweep.params)
       .map(([k, v]) => `${k}=${formatParamValue(v)}`)
       .join(' ');
-    lines.push(`sweep trial ${e.sweep.trial} (${e.sweep.trialName})${p ? ': ' + p : ''}`);
+    lines.push(`sweep ${trialLabel(e.sweep.trial, e.sweep.trials)} (${e.sweep.trialName})${p ? ': ' + p : ''}`);
   }
   return lines;
 }
@@ -124,7 +127,7 @@ export class PlainLogger implements RunSubscriber {
         const loss = e.finalLoss != null ? `, final loss ${formatLoss(e.finalLoss)}` : '';
         this.line(`[run-end] ${e.status} at step ${e.step} (epoch ${e.epoch})${loss}`);
         if (e.error) this.line(`error: ${e.error}`);
-        if (e.resumeCommand) this.line(`resume with: ${e.resumeCommand}`);
+        if (e.resumeCommand && this.opts.resumeHint !== false) this.line(`resume with: ${e.resumeCommand}`);
         break;
       }
     }

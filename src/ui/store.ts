@@ -37,7 +37,7 @@ export interface RunState {
   totalEpochs: number;
   logEvery: number;
   startTime: number | null;
-  sweep: { trial: number; trialName: string; params: Record<string, unknown> } | null;
+  sweep: { trial: number; trialName: string; params: Record<string, unknown>; trials?: number } | null;
 
   step: number;
   epoch: number;
@@ -141,7 +141,7 @@ export function applyEvent(s: RunState, e: RunEvent): void {
       s.step = e.startStep;
       s.epoch = e.stepsPerEpoch > 0 ? Math.min(Math.max(1, e.totalEpochs), Math.floor(e.startStep / e.stepsPerEpoch) + 1) : 0;
       s.epochStep = e.stepsPerEpoch > 0 ? e.startStep % e.stepsPerEpoch : 0;
-      s.sweep = e.sweep ? { trial: e.sweep.trial, trialName: e.sweep.trialName, params: e.sweep.params } : null;
+      s.sweep = e.sweep ? { trial: e.sweep.trial, trialName: e.sweep.trialName, params: e.sweep.params, trials: e.sweep.trials } : null;
       break;
     case 'step': {
       s.step = e.step;

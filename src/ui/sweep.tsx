@@ -6,11 +6,12 @@
 import React from 'react';
 import { Box, Text, render, type Instance } from 'ink';
 import type { RunEvent, RunSubscriber } from '../train/events.js';
-import { CtrlC, RunView } from './RunView.js';
+import { CtrlC, RunView, runViewBaseLines, useTerminalSize } from './RunView.js';
 import { Interrupter } from './interrupt.js';
 import { PlainLogger } from './plain.js';
 import { useInkFor } from './tty.js';
 import { formatLoss, formatParamValue, progressBar } from './format.js';
+import { trialLabel } from './trial-label.js';
 import {
   applyEvent,
   initialRunState,
@@ -121,7 +122,7 @@ function statusGlyph(s: TrialStatus): string {
 export function boardTable(rows: readonly TrialRow[], varying: readonly string[]): string[][] {
   const head = ['#', ...varying, 'status', 'loss', 'steps'];
   const body = rows.map((r) => [
-    String(r.index),
+    String(r.index + 1), // 1-based for people (the folder trials/000 is trial 1)
     ...varying.map((k) => (k in r.params ? formatParamValue(r.params[k]) : '')),
     r.status,
     formatLoss(r.loss),
@@ -136,7 +137,11 @@ function columnWidths(table: string[][]): number[] {
   return w;
 }
 
-export function SweepView({ s, barWidth = 16 }: { s: SweepSnapshot; barWidth?: number }): React.JSX.Element {
+/** Lines the board keeps for the running trial's view (its base lines; warnings and logs share what is left). */
+const DETAIL_CHROME = 2; // the blank line and `trial N` above the run view
+
+export function SweepView({ s, barWidth = 16, width, height }: { s: SweepSnapshot; barWidth?: number; width?: number; height?: number }): React.JSX.Element {
+  const W = width ?? Infinity;
   const table = boardTable(s.rows, s.varying);
   const widths = columnWidths(table);
   const counts = new Map<TrialStatus, number>();
@@ -147,46 +152,70 @@ export function SweepView({ s, barWidth = 16 }: { s: SweepSnapshot; barWidth?: n
     .join(' · ');
   const pad = (row: string[]): string[] => row.map((c, i) => c.padEnd(widths[i]!));
   const nStatus = 1 + s.varying.length; // column index of status
+  // the bar takes what the cells leave, from barWidth down to 6 (then none)
+  const cellsWidth = 2 + widths.reduce((n, w) => n + w, 0) + 2 * widths.length;
+  const bar = Math.min(barWidth, W - cellsWidth);
+  // rows: the board's chrome, the detail view's base lines, then as many trials as fit around the running one
+  const stopLine = s.stopping && !s.closed ? 1 : 0;
+  const detailBase = s.detail ? DETAIL_CHROME + runViewBaseLines(s.detail, { width: W, hideSweep: true, resumeLine: false }) : 0;
+  let shown = s.rows.map((_, i) => i);
+  let hiddenNote = '';
+  if (height !== undefined) {
+    const room = Math.max(3, height - 2 - stopLine - detailBase);
+    if (s.rows.length > room) {
+      const fit = room - 1; // one line says how many are not shown
+      const focus = Math.max(0, s.rows.findIndex((r) => r.index === s.detailIndex));
+      const first = Math.min(Math.max(0, focus - Math.floor(fit / 2)), s.rows.length - fit);
+      shown = shown.slice(first, first + fit);
+      const before = first;
+      const after = s.rows.length - first - fit;
+      hiddenNote = `  … ${before + after} more trials (${before} above, ${after} below)`;
+    }
+  }
+  const detailHeight = height !== undefined ? Math.max(0, height - 2 - stopLine - shown.length - (hiddenNote ? 1 : 0) - DETAIL_CHROME) : undefined;
   return (
     <Box flexDirection="column">
-      <Box>
+      <Text wrap="truncate-end">
         <Text bold color="cyan">{'spark sweep '}</Text>
         <Text>{`${s.rows.length} trials  `}</Text>
         <Text color="gray">{summary}</Text>
-      </Box>
-      <Text color="gray">{'  ' + pad(table[0]!).join('  ')}</Text>
-      {s.rows.map((r, i) => {
+      </Text>
+      <Text color="gray" wrap="truncate-end">
+        {'  ' + pad(table[0]!).join('  ')}
+      </Text>
+      {shown.map((i) => {
+        const r = s.rows[i]!;
         const cells = pad(table[i + 1]!);
         const frac = r.totalSteps > 0 ? r.step / r.totalSteps : r.status === 'finished' ? 1 : 0;
         return (
-          <Box key={r.index}>
+          <Text key={r.index} wrap="truncate-end">
             <Text color={statusColor(r.status)}>{statusGlyph(r.status) + ' '}</Text>
             <Text>{cells.slice(0, nStatus).join('  ') + '  '}</Text>
             <Text color={statusColor(r.status)}>{cells[nStatus]}</Text>
             <Text>{'  ' + cells.slice(nStatus + 1).join('  ') + '  '}</Text>
-            <Text color={statusColor(r.status)}>{progressBar(frac, barWidth)}</Text>
+            {bar >= 6 ? <Text color={statusColor(r.status)}>{progressBar(frac, bar)}</Text> : null}
             {r.message ? <Text color={r.status === 'failed' ? 'red' : 'gray'}>{'  ' + r.message}</Text> : null}
-          </Box>
+          </Text>
         );
       })}
+      {hiddenNote ? <Text color="gray">{hiddenNote}</Text> : null}
       {s.detail && s.detailIndex != null ? (
         <Box flexDirection="column" marginTop={1}>
-          <Text bold>{`trial ${s.detailIndex}`}</Text>
-          <RunView s={s.detail} hideSweep />
+          <Text bold>{trialLabel(s.detailIndex, s.rows.length)}</Text>
+          <RunView s={s.detail} hideSweep resumeLine={false} {...(width !== undefined ? { width } : {})} {...(detailHeight !== undefined ? { height: detailHeight } : {})} />
         </Box>
       ) : null}
-      {s.stopping && !s.closed ? (
-        <Text color="yellow">{'stopping the sweep after the current trial step… (Ctrl-C again to quit now)'}</Text>
-      ) : null}
+      {stopLine ? <Text color="yellow">{'stopping the sweep after the current trial step… (Ctrl-C again to quit now)'}</Text> : null}
     </Box>
   );
 }
 
 function SweepApp({ s, controller }: { s: SweepSnapshot; controller?: Interrupter }): React.JSX.Element {
+  const { columns, rows } = useTerminalSize();
   return (
     <>
       {controller ? <CtrlC controller={controller} /> : null}
-      <SweepView s={s} />
+      <SweepView s={s} width={columns} height={rows - 1} />
     </>
   );
 }
@@ -287,7 +316,8 @@ function plainSweep(board: Board, varying: string[], opts: SweepConsoleOptions, 
   return {
     trialSubscriber(index: number): RunSubscriber {
       row(board, index);
-      const logger = new PlainLogger({ stream, logEvery: opts.logEvery, prefix: `[trial ${index}/${total}] ` });
+      // the sweep prints how to resume it once, at its end
+      const logger = new PlainLogger({ stream, logEvery: opts.logEvery, prefix: `[${trialLabel(index, total)}] `, resumeHint: false });
       return {
         onEvent(e: RunEvent): void {
           applyTrialEvent(board, index, e);
@@ -303,7 +333,7 @@ function plainSweep(board: Board, varying: string[], opts: SweepConsoleOptions, 
       const p = paramText(r);
       const loss = r.loss != null && status !== 'pending' && status !== 'running' ? ` loss ${formatLoss(r.loss)}` : '';
       const msg = info?.message ? `: ${info.message}` : '';
-      stream.write(`[sweep] trial ${index}/${total} ${r.name}${p ? ` (${p})` : ''} ${status}${loss}${msg}\n`);
+      stream.write(`[sweep] ${trialLabel(index, total)} ${r.name}${p ? ` (${p})` : ''} ${status}${loss}${msg}\n`);
     },
     async close(): Promise<void> {
       if (closed) return;

@@ -3,12 +3,15 @@ import { EventEmitter } from 'node:events';
 
 export class FakeStdout extends EventEmitter {
   frames: string[] = [];
-  constructor(private readonly rowCount = 40) {
+  constructor(
+    private readonly rowCount = 40,
+    private readonly columnCount = 120,
+  ) {
     super();
   }
   isTTY = true;
   get columns(): number {
-    return 120;
+    return this.columnCount;
   }
   get rows(): number {
     return this.rowCount;

@@ -9,7 +9,9 @@
  *
  * Test controls: `requests` (every request seen), `failNext(n, status, path?)`, `delayNext(n, ms)`,
  * `dropAfterProcessing(n, path?)` (the call is carried out, then the connection is closed without an answer),
- * `stop()`/`start()` (same port: an outage), `requireAuth`.
+ * `hang()` / `unhang()` (accept every request and never answer it: a frozen server, a proxy without a backend),
+ * `afterAnswer(path, fn)` (run `fn` once a request to that path has been answered, e.g. to hang or stop the server
+ * at a chosen point), `stop()`/`start()` (same port: an outage), `requireAuth`.
  */
 import type { ExperimentConfig } from '../../src/spec/types.js';
 import http from 'node:http';
@@ -118,6 +120,10 @@ export class MlflowTestServer {
   private failures: Array<{ status: number; path?: string }> = [];
   private drops: Array<{ path?: string }> = [];
   private delays: Array<{ ms: number; after: boolean }> = [];
+  private afterHooks: Array<{ path?: string; fn: () => void }> = [];
+  private hanging = false;
+  /** Requests accepted and left unanswered in hang mode. */
+  hungRequests = 0;
   private server: http.Server;
   private _port = 0;
 
@@ -150,6 +156,21 @@ export class MlflowTestServer {
    */
   dropAfterProcessing(n: number, pathSuffix?: string): void {
     for (let i = 0; i < n; i++) this.drops.push(pathSuffix ? { path: pathSuffix } : {});
+  }
+
+  /** From now on every request is read and never answered (the connection stays open) until unhang(). */
+  hang(): void {
+    this.hanging = true;
+  }
+
+  /** Answer new requests again (the requests left hanging stay unanswered). */
+  unhang(): void {
+    this.hanging = false;
+  }
+
+  /** Run `fn` once, right after the next request whose path ends with `pathSuffix` has been answered. */
+  afterAnswer(pathSuffix: string, fn: () => void): void {
+    this.afterHooks.push({ path: pathSuffix, fn });
   }
 
   private take<T extends { path?: string }>(list: T[], p: string): T | undefined {
@@ -238,6 +259,10 @@ export class MlflowTestServer {
       }
     }
     this.requests.push({ method, path: url.pathname, query, headers: rq.headers, body, raw });
+    if (this.hanging) {
+      this.hungRequests++;
+      return; // accepted, never answered
+    }
 
     const delay = this.delays.shift();
     if (delay && !delay.after) await new Promise((r) => setTimeout(r, delay.ms));
@@ -287,6 +312,7 @@ export class MlflowTestServer {
       }
       if (delay?.after) await new Promise((r) => setTimeout(r, delay.ms));
       json(200, out);
+      this.take(this.afterHooks, url.pathname)?.fn();
     } catch (e) {
       if (e instanceof ApiError) return json(STATUS_OF[e.code] ?? 400, { error_code: e.code, message: e.message });
       if (e instanceof TrackingError && e.errorCode) return json(STATUS_OF[e.errorCode] ?? e.httpStatus ?? 500, { error_code: e.errorCode, message: e.message });
@@ -479,10 +505,12 @@ export async function startMlflowServer(opts: { storeRoot?: string } = {}): Prom
 
 // ---------------------------------------------------------------------------------------------------- golden store
 
-/** `<packageRoot>/../shared/fixtures/mlflow`, or null when the fixtures are not there. */
-export function goldenDir(): string | null {
-  const d = path.join(packageRoot(), '..', 'shared', 'fixtures', 'mlflow');
-  return existsSync(path.join(d, 'mlruns-written-by-mlflow-2.12.2')) ? d : null;
+/**
+ * `test/fixtures/mlflow`: the store written by MLflow 2.12.2, the filter transcript recorded against it and the params
+ * as MLflow's Python client logs them (data recorded once, part of the repository, so the tests never skip on them).
+ */
+export function goldenDir(): string {
+  return path.join(packageRoot(), 'test', 'fixtures', 'mlflow');
 }
 
 export const GOLDEN_EXPERIMENT = '491431584305366172';
@@ -502,7 +530,6 @@ export const GOLDEN_RUNS: Record<string, string> = {
  */
 export async function copyGoldenStore(withMissingRun = true, idMap: Record<string, string> = {}): Promise<string> {
   const g = goldenDir();
-  if (!g) throw new Error('golden fixtures not found');
   const dest = path.join(mkdtempSync(path.join(os.tmpdir(), 'spark-golden-')), 'mlruns');
   await fsp.cp(path.join(g, 'mlruns-written-by-mlflow-2.12.2'), dest, { recursive: true });
   const chmod = async (p: string): Promise<void> => {
@@ -567,7 +594,7 @@ export function trackedConfig(uri: string, tracking: Partial<ExperimentConfig['t
     train: { epochs: 1, steps: null, batch_size: 8, accumulate: 1, optimizer: { name: 'lamb', base_lr: 0.0002, base_batch_size: 256, betas: null, eps: 1e-8, weight_decay: 0.04, weight_decay_end: 0.2, clip_grad: 5 }, warmup_epochs: 1, warmup_steps: null },
     runtime: { backend: 'cpu', seed: 1, threads: null },
     output: { dir: 'runs', checkpoint_every: 0, log_every: 1, reconstruct_every: 0, reconstruct_images: 4 },
-    tracking: { enabled: true, uri, experiment: 'offline-exp', run_name: null, tags: {}, ...tracking },
+    tracking: { enabled: true, uri, experiment: 'offline-exp', run_name: null, tags: {}, close_timeout: 5, ...tracking },
     sweep: null,
     finetune: null,
   };

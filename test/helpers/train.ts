@@ -68,9 +68,14 @@ export function sparkCli(): string[] {
 }
 
 /** `spark <command> <args> --plain` in a child process; `done` resolves with its exit and output. */
-export function spawnSpark(command: string, args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> } {
+export function spawnSpark(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  cwd?: string,
+): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> } {
   const [cmd, ...pre] = sparkCli();
-  const child = spawn(cmd!, [...pre, command, ...args, '--plain'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd!, [...pre, command, ...args, '--plain'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));

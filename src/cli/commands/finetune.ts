@@ -60,9 +60,7 @@ export default async function finetune(argv: string[]): Promise<number> {
     const ema = r.emaTop1 !== null ? `, EMA top-1 ${r.emaTop1.toFixed(2)}%` : '';
     process.stdout.write(`${r.status}: ${r.encoder} from ${r.init ?? 'random init'} — val top-1 ${r.top1.toFixed(2)}%, top-5 ${r.top5.toFixed(2)}%${ema}, best top-1 ${r.bestTop1.toFixed(2)}% after ${r.steps} steps (${r.runDir})\n`);
   }
-  if (r.status === 'KILLED') {
-    process.stderr.write(`resume with: ${r.resumeCommand ?? `spark finetune --resume ${r.runDir}`}\n`);
-    return killedExitCode(stoppedBy);
-  }
+  // the console view (Ink or plain) has printed the resume command with the run's end
+  if (r.status === 'KILLED') return killedExitCode(stoppedBy);
   return r.status === 'FINISHED' ? 0 : 1;
 }

@@ -3,7 +3,7 @@
  * [--parallel N] [--fail-fast]`: pre-train one experiment (or a sweep of them).
  *
  * Exit status: 0 finished, 1 failed, 2 bad input, 130 interrupted by SIGINT / Ctrl-C, 143 by SIGTERM. An interrupted
- * run has written a checkpoint and prints `resume with: spark run --resume <run-dir>`.
+ * run has written a checkpoint and prints, once, `resume with: npx spark run --resume <run-dir>` (util/hint.ts).
  */
 import { parseArgs } from 'node:util';
 import { existsSync, statSync } from 'node:fs';
@@ -89,8 +89,9 @@ export default async function run(argv: string[]): Promise<number> {
       const { expandSweep } = await import('../../sweep/index.js');
       const trials = expandSweep(loaded.raw, sweeps, { file: loaded.specPath });
       const lines = [`sweep: ${trials.length} trial${trials.length === 1 ? '' : 's'} of ${loaded.specPath}; nothing is written`];
-      for (const t of trials) lines.push(`  [${t.index}] ${t.name}`);
-      lines.push('', `plan of trial 0 (${trials[0]?.name ?? '-'}):`);
+      const { trialLabel } = await import('../../ui/trial-label.js');
+      for (const t of trials) lines.push(`  [${trialLabel(t.index, trials.length)}] ${t.name}`);
+      lines.push('', `plan of ${trialLabel(0, trials.length)} (${trials[0]?.name ?? '-'}):`);
       process.stdout.write(lines.join('\n') + '\n');
       if (trials[0]) process.stdout.write(formatPlan(planRun(trials[0].config)) + '\n');
     } else {
@@ -134,14 +135,13 @@ async function runOne(o: {
       signal,
     }),
   );
+  if (res.trackingReminder) process.stderr.write(`${res.trackingReminder}\n`);
   if (res.status === 'FINISHED') {
     process.stderr.write(`run finished: ${res.runDir}\n`);
     return 0;
   }
-  if (res.status === 'KILLED') {
-    process.stderr.write(`resume with: ${res.resumeCommand ?? `spark run --resume ${res.runDir}`}\n`);
-    return killedExitCode(stoppedBy);
-  }
+  // the console view (Ink or plain) has printed the resume command with the run's end
+  if (res.status === 'KILLED') return killedExitCode(stoppedBy);
   process.stderr.write(`spark: run failed${res.error ? `: ${res.error}` : ''} (${res.runDir})\n`);
   return 1;
 }

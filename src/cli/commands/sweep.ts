@@ -6,12 +6,14 @@
  *   spark sweep resume <sweep-dir> [--parallel N] [--fail-fast] [--plain]
  *   spark sweep launch --launcher slurm <spec> [--sweep ...] [--set ...] [--submit] [--partition p] [--time HH:MM:SS]
  *                      [--cpus-per-task n] [--mem 4G] [--gres gpu:1] [--array-parallel k] [--account a] [--qos q]
+ *   spark sweep launch --resume <sweep-dir> [--submit] [--time ...] ...  resubmit the unfinished trials to Slurm
  *   spark sweep status <sweep-dir> [--json]
  *   spark sweep finalize <sweep-dir>                             rewrite the summary and close the parent run
  *   spark sweep trial <sweep-dir> <i> [--plain]                  run one trial (used by --parallel and Slurm tasks)
  */
 import { parseCommandArgs } from '../args.js';
 import { UsageError } from '../../util/errors.js';
+import { commandHint } from '../../util/hint.js';
 
 export const summary = 'run, resume, launch (Slurm) and inspect sweeps: grid / zip / list of trials with nested MLflow runs';
 
@@ -22,6 +24,7 @@ const USAGE = `usage:
   spark sweep launch --launcher slurm <spec> [--sweep ...] [--set ...] [--submit] [--partition p]
                      [--time HH:MM:SS] [--cpus-per-task n] [--mem 4G] [--gres gpu:1] [--array-parallel k]
                      [--account a] [--qos q]
+  spark sweep launch --resume <sweep-dir> [--submit] [--time HH:MM:SS] [...]
   spark sweep status <sweep-dir> [--json]
   spark sweep finalize <sweep-dir>
   spark sweep trial <sweep-dir> <i> [--plain]
@@ -29,6 +32,8 @@ const USAGE = `usage:
 --sweep path=v1,v2,...   adds a grid axis (values typed by the schema; split on top-level commas: [0.2,1] is one value)
 --parallel N             N trials at a time, as child processes (one device each from CUDA_VISIBLE_DEVICES)
 --fail-fast              stop starting trials after the first failure (default: record FAILED and go on)
+launch --resume <dir>    resubmit a Slurm sweep's unfinished trials as a new array job (each resumes from its
+                         checkpoint); options given override the recorded ones
 `;
 
 const SUBCOMMANDS = new Set(['run', 'plan', 'resume', 'launch', 'status', 'finalize', 'trial', 'help']);
@@ -115,13 +120,36 @@ export default async function sweep(argv: string[]): Promise<number> {
       out(`${trials.length} trial(s) of ${loaded.specPath}, all valid:\n`);
       for (const t of trials) {
         const ov = Object.entries(t.overrides).map(([k, x]) => `${k}=${JSON.stringify(x)}`).join(' ');
-        out(`  ${String(t.index).padStart(3)}  ${t.name}${ov ? `   (${ov})` : ''}\n`);
+        out(`  ${String(t.index + 1).padStart(3)}  ${t.name}${ov ? `   (${ov})` : ''}\n`); // counted from 1, as on the console
       }
       return 0;
     }
     case 'launch': {
       const launcher = v.launcher ?? 'slurm';
       if (launcher !== 'slurm') throw new UsageError(`--launcher ${launcher}: only 'slurm' can be launched (local sweeps: spark sweep run)`);
+      const options = {
+        partition: v.partition,
+        time: v.time,
+        cpusPerTask: intOpt('cpus-per-task', v['cpus-per-task']),
+        mem: v.mem,
+        gres: v.gres,
+        arrayParallel: intOpt('array-parallel', v['array-parallel']),
+        account: v.account,
+        qos: v.qos,
+      };
+      if (v.resume !== undefined) {
+        if (positionals.length) throw new UsageError('give either a spec or --resume <sweep-dir>, not both');
+        if (v.sweep?.length || v.set?.length) throw new UsageError('--sweep / --set cannot be combined with --resume (the trials are fixed when a sweep starts)');
+        const r = await sw.resumeSlurm({ dir: v.resume, options });
+        for (const n of r.notes) out(`note: ${n}\n`);
+        if (!r.jobId) {
+          out(`sweep ${r.sweep.id}: nothing to resubmit (${r.sweep.status.toLowerCase()})\n`);
+          return 0;
+        }
+        const labels = r.tasks.map((i) => String(i + 1)).join(', ');
+        out(`resubmitted ${r.tasks.length} unfinished trial(s) (${labels} of ${r.sweep.trials.length}) as array job ${r.jobId}; follow with: spark sweep status ${sw.shellQuote(r.dir)}\n`);
+        return 0;
+      }
       const spec = one(positionals, 'a spec file');
       const { loadExperiment } = await import('../../spec/index.js');
       const loaded = await loadExperiment(spec, { set: v.set });
@@ -129,20 +157,11 @@ export default async function sweep(argv: string[]): Promise<number> {
         loaded,
         cliSweeps: v.sweep ?? [],
         submit: v.submit,
-        options: {
-          partition: v.partition,
-          time: v.time,
-          cpusPerTask: intOpt('cpus-per-task', v['cpus-per-task']),
-          mem: v.mem,
-          gres: v.gres,
-          arrayParallel: intOpt('array-parallel', v['array-parallel']),
-          account: v.account,
-          qos: v.qos,
-        },
+        options,
       });
       out(`sweep folder: ${r.dir}\nsbatch script: ${r.script}\n`);
       if (r.sweep.tracking.parentRunId) out(`mlflow parent run: ${r.sweep.tracking.parentRunId} (${r.sweep.tracking.uri})\n`);
-      if (r.jobId) out(`submitted array job ${r.jobId} (${r.sweep.trials.length} tasks); follow with: spark sweep status ${sw.shellQuote(r.dir)}\n`);
+      if (r.jobId) out(`submitted array job ${r.jobId} (${r.sweep.trials.length} tasks); follow with: ${commandHint(['sweep', 'status', { path: r.dir }])}\n`);
       else out(`submit with: cd ${sw.shellQuote(r.dir)} && sbatch slurm/sweep.sbatch   (or add --submit)\n`);
       return 0;
     }

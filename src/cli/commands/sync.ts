@@ -7,6 +7,7 @@ import { parseCommandArgs } from '../args.js';
 import { UsageError } from '../../util/errors.js';
 import { FileStore, openStore, readTrackingState, resolveTrackingUri } from '../../track/index.js';
 import { syncRunJournal, syncStore } from '../../track/sync.js';
+import { reconcileRunFolder } from '../../track/liveness.js';
 
 export const summary = 'replay a local mlruns store (or a run\'s offline journal) to an MLflow tracking server';
 
@@ -49,6 +50,9 @@ export async function runSync(argv: string[], write: (s: string) => void = (s) =
     const state = readTrackingState(v.run);
     if (!state) throw new UsageError(`${v.run} has no mlflow.json: not a tracked run folder`);
     const store = openStore(v.to ? resolveTrackingUri(v.to) : state.uri);
+    // a run left RUNNING by a process that is gone is recorded as FAILED first (run.json, and with this replay MLflow)
+    const dead = await reconcileRunFolder(v.run);
+    if (dead) write(`${v.run}: marked FAILED: ${dead.reason}\n`);
     const res = await syncRunJournal(v.run, store);
     write(`replayed ${res.replayed} call(s) of ${v.run} to ${store.uri} (run ${res.state.runId})\n`);
     for (const c of res.created ?? []) {
