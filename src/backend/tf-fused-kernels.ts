@@ -253,15 +253,14 @@ function layerNormKernel({ inputs, attrs, backend }: { inputs: KInputs; attrs?: 
     const d = c.op1('Sub', x, mean);
     const variance = c.reduce('Mean', c.op1('Square', d), last, true);
     const invStd = c.op1('Rsqrt', c.op1('AddV2', variance, c.scalar(eps)));
-    let y = c.op1('AddV2', c.op1('Mul', c.op1('Mul', d, invStd), c.in(inputs['gamma']!)), c.in(inputs['beta']!));
-    if (inputs['mask']) y = c.op1('Mul', y, c.in(inputs['mask']));
+    const y = c.op1('AddV2', c.op1('Mul', c.op1('Mul', d, invStd), c.in(inputs['gamma']!)), c.in(inputs['beta']!));
     return [c.out(y), c.out(mean), c.out(invStd)];
   });
 }
 
 function layerNormGradKernel({ inputs, backend }: { inputs: KInputs; backend: unknown }): tf.Tensor[] {
   return withChain(backend, (c) => {
-    const dy = inputs['mask'] ? c.op1('Mul', c.in(inputs['dy']!), c.in(inputs['mask'])) : c.in(inputs['dy']!);
+    const dy = c.in(inputs['dy']!);
     const x = c.in(inputs['x']!);
     const invStd = c.in(inputs['invStd']!);
     const last = [x.shape.length - 1];

@@ -16,8 +16,8 @@
  * |-------------------------|------------------------------------------|---------|-------------------------------------------|
  * | SparkBatchNormTrain     | x [...,C], gamma [C], beta [C], runningMean [C], runningVar [C], mask? | epsilon, momentum | y (x's shape; 0 where mask = 0), mean [C], invStd [C] = 1/√(biased var + eps), newRunningMean [C], newRunningVar [C] (statistics over mask = 1 positions only) |
  * | SparkBatchNormTrainGrad | dy, x, gamma, mean, invStd, mask?        | —       | dx (0 where mask = 0), dgamma [C], dbeta [C] |
- * | SparkLayerNorm          | x [...,C], gamma [C], beta [C], mask?    | epsilon | y (× mask), mean [...,1], invStd [...,1]   |
- * | SparkLayerNormGrad      | dy, x, gamma, mean, invStd, mask?        | —       | dx (of LN(x)·mask), dgamma, dbeta          |
+ * | SparkLayerNorm          | x [...,C], gamma [C], beta [C]           | epsilon | y, mean [...,1], invStd [...,1]           |
+ * | SparkLayerNormGrad      | dy, x, gamma, mean, invStd               | —       | dx, dgamma, dbeta                          |
  * | SparkGelu               | x                                        | —       | y = x·Φ(x) (exact, erf)                    |
  * | SparkGeluGrad           | dy, x                                    | —       | dx                                         |
  *
@@ -26,8 +26,8 @@
  * number of (visible) positions (TensorFlow's FusedBatchNormV3 with exponential_avg_factor = momentum computes the
  * same). The inputs runningMean / runningVar are not modified (tensors are immutable); `batchNormTrain` assigns the
  * new values to the variables and adds 1 to num_batches_tracked, all inside the op (no tape, no saved tensors).
- * Masked LayerNorm is LayerNorm then × mask (per position: the statistics do not involve the mask; the backward
- * starts from dy·mask). `maskMul` (× mask, no gradient to the mask) and eval-mode BatchNorm (a plain affine with the
+ * Masked LayerNorm is LayerNorm then × mask (per position: the statistics do not involve the mask); the op applies
+ * the mask around the kernel (× mask on y, dy·mask before the backward kernel). `maskMul` (× mask, no gradient to the mask) and eval-mode BatchNorm (a plain affine with the
  * running statistics) need no kernels.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -244,24 +244,20 @@ export function batchNormTrain<T extends tf.Tensor>(
 /** LayerNorm over the last axis, × mask when given (per position), as one op (gradients to x, gamma, beta). */
 export function layerNormFused<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, eps: number, mask: tf.Tensor | null = null): T {
   const f = tf.customGrad(((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
-    let out: tf.Tensor[];
-    if (native(LAYER_NORM)) {
-      out = run(LAYER_NORM, { x: xi, gamma: gi, beta: bi, ...maskInput(mask) }, { epsilon: eps });
-    } else {
-      out = layerNormPortable(xi, gi, bi, eps);
-      if (mask) out[0] = tf.mul(out[0]!, mask);
-    }
+    const out = native(LAYER_NORM) ? run(LAYER_NORM, { x: xi, gamma: gi, beta: bi }, { epsilon: eps }) : layerNormPortable(xi, gi, bi, eps);
     const [y, mean, invStd] = out as [tf.Tensor, tf.Tensor, tf.Tensor];
     const keepGamma = !(gamma instanceof tf.Variable);
     save([xi, mean, invStd, ...(mask ? [mask] : []), ...(keepGamma ? [gi] : [])]);
     return {
-      value: y,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      // the mask is applied here, around the kernel (the LayerNorm kernels know no mask)
+      value: mask ? tf.mul(y, mask) : y,
+      gradFunc: (dyOut: tf.Tensor, saved: tf.Tensor[]) => {
         const [xs, ms, is] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-        const mk = mask ? saved[3]! : null;
+        const dy = mask ? tf.mul(dyOut, saved[3]!) : dyOut;
         const gs = keepGamma ? saved[saved.length - 1]! : gamma;
-        if (native(LAYER_NORM_GRAD)) return run(LAYER_NORM_GRAD, { dy, x: xs, gamma: gs, mean: ms, invStd: is, ...maskInput(mk) });
-        return layerNormGradPortable(mk ? tf.mul(dy, mk) : dy, xs, gs, ms, is);
+        return native(LAYER_NORM_GRAD)
+          ? run(LAYER_NORM_GRAD, { dy, x: xs, gamma: gs, mean: ms, invStd: is })
+          : layerNormGradPortable(dy, xs, gs, ms, is);
       },
     };
   }) as unknown as CustomGradFn);
