@@ -82,7 +82,7 @@ export function padHW(x: tf.Tensor4D, p: number, value = 0): tf.Tensor4D {
 export function useOwnConvGrads(): boolean {
   if (ownConvGrads !== 'auto') return ownConvGrads === 'on';
   const be = tf.getBackend();
-  if (be === 'tensorflow') return false;
+  if (be === 'tensorflow' || be === 'torch') return false; // native conv gradient kernels
   return !(isSparkKernel('Conv2DBackpropFilter', be) && isSparkKernel('DepthwiseConv2dNativeBackpropFilter', be));
 }
 

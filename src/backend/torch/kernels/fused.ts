@@ -1,0 +1,171 @@
+/**
+ * spark's fused kernels (the contract in src/models/fused.ts and /work/wt/notes/FUSED-CONTRACT.md) as ATen's own
+ * fused operators: BatchNorm training forward/backward = native_batch_norm / native_batch_norm_backward on x viewed
+ * as [M, C] (M = every leading position; ATen's channels-last kernels, no copy); LayerNorm = native_layer_norm /
+ * native_layer_norm_backward; GELU = gelu / gelu_backward (exact, erf).
+ *
+ * The masked BatchNorm (statistics over mask = 1 positions, y and dx zero elsewhere) has no ATen operator; it is a
+ * short chain of ATen calls inside one kernel (one tfjs dispatch instead of ~25).
+ */
+import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
+import { aten, run, runMulti } from '../addon.js';
+import type { TorchBackend } from '../backend.js';
+import { kernel, sizeOf } from './util.js';
+
+const reshape = aten('reshape', '', 'TI');
+const expand = aten('expand', '', 'TIb');
+const nativeBatchNorm = aten('native_batch_norm', '', 'TTTTTbdd');
+const nativeBatchNormBackward = aten('native_batch_norm_backward', '', 'TTTttTTbdB');
+const nativeLayerNorm = aten('native_layer_norm', '', 'TITTd');
+const nativeLayerNormBackward = aten('native_layer_norm_backward', '', 'TTITTTTB');
+const gelu = aten('gelu', '', 'TS');
+const geluBackward = aten('gelu_backward', '', 'TTS');
+const mul = aten('mul', 'Tensor', 'TT');
+const sub = aten('sub', 'Tensor', 'TTz');
+const add = aten('add', 'Tensor', 'TTz');
+const div = aten('div', 'Tensor', 'TT');
+const sumDim = aten('sum', 'dim_IntList', 'TIbn');
+const sumAll = aten('sum', '', 'Tn');
+const square = aten('square', '', 'T');
+const rsqrt = aten('rsqrt', '', 'T');
+const addScalar = aten('add', 'Scalar', 'Tsz');
+const subScalar = aten('sub', 'Scalar', 'Tsz');
+const clampMin = aten('clamp_min', '', 'Ts');
+const cloneOp = aten('clone', '', 'Tn');
+const mulScalar = aten('mul', 'Scalar', 'Ts');
+const addAlpha = aten('add', 'Tensor', 'TTs');
+
+/** x as [M, C] and the mask as [M, 1] (expanded first when it broadcasts over leading axes). */
+function flat(b: TorchBackend, x: TensorInfo, mask: TensorInfo | undefined, tmp: number[]): { hx: number; hm: number; m: number; c: number } {
+  const c = x.shape[x.shape.length - 1]!;
+  const m = sizeOf(x.shape) / c;
+  const hx = run(reshape, b.h(x), [m, c]);
+  tmp.push(hx);
+  let hm = -1;
+  if (mask) {
+    hm = b.h(mask);
+    if (sizeOf(mask.shape) !== m) tmp.push((hm = run(expand, hm, [...x.shape.slice(0, -1), 1], false)));
+    tmp.push((hm = run(reshape, hm, [m, 1])));
+  }
+  return { hx, hm, m, c };
+}
+
+/** Free the temporaries; wrap the outputs (all float32) with their known shapes. */
+function done(b: TorchBackend, tmp: number[], outs: Array<[number, number[]]>): TensorInfo[] {
+  b.free(tmp);
+  return outs.map(([h, shape]) => b.make(h, shape, 'float32'));
+}
+
+function bnTrain(
+  b: TorchBackend,
+  x: TensorInfo,
+  gamma: TensorInfo,
+  beta: TensorInfo,
+  runningMean: TensorInfo,
+  runningVar: TensorInfo,
+  mask: TensorInfo | undefined,
+  eps: number,
+  momentum: number,
+): TensorInfo[] {
+  const tmp: number[] = [];
+  const { hx, hm } = flat(b, x, mask, tmp);
+  if (hm < 0) {
+    // ATen updates the running statistics in place as PyTorch does ((1−m)·r + m·batch, unbiased variance): it gets
+    // copies, the tfjs inputs stay immutable
+    const rm = run(cloneOp, b.h(runningMean));
+    const rv = run(cloneOp, b.h(runningVar));
+    const [y2, mean, invStd] = runMulti(nativeBatchNorm, hx, b.h(gamma), b.h(beta), rm, rv, true, momentum, eps);
+    tmp.push(y2!);
+    const y = run(reshape, y2!, x.shape);
+    const c = [x.shape[x.shape.length - 1]!];
+    return done(b, tmp, [[y, x.shape], [mean!, c], [invStd!, c], [rm, c], [rv, c]]);
+  }
+  // masked: μ = Σm·x/n, σ² = Σm·(x−μ)²/n (biased), y = ((x−μ)·γ·invStd + β)·m, varUnbiased = σ²·n/max(n−1, 1),
+  // r' = r·(1−momentum) + batch·momentum
+  const cnt = run(sumAll, hm);
+  const xm = run(mul, hx, hm);
+  const s = run(sumDim, xm, [0], false);
+  const mean = run(div, s, cnt);
+  const d = run(sub, hx, mean, 1);
+  const d2 = run(square, d);
+  const d2m = run(mul, d2, hm);
+  const sv = run(sumDim, d2m, [0], false);
+  const variance = run(div, sv, cnt);
+  const ve = run(addScalar, variance, eps, 1);
+  const invStd = run(rsqrt, ve);
+  const scale = run(mul, invStd, b.h(gamma));
+  const ds = run(mul, d, scale);
+  const yb = run(add, ds, b.h(beta), 1);
+  const ym = run(mul, yb, hm);
+  const y = run(reshape, ym, x.shape);
+  const n1 = run(subScalar, cnt, 1, 1);
+  const n1c = run(clampMin, n1, 1);
+  const corr = run(div, cnt, n1c);
+  const varU = run(mul, variance, corr);
+  const rmDecayed = run(mulScalar, b.h(runningMean), 1 - momentum);
+  const newMean = run(addAlpha, rmDecayed, mean, momentum);
+  const rvDecayed = run(mulScalar, b.h(runningVar), 1 - momentum);
+  const newVar = run(addAlpha, rvDecayed, varU, momentum);
+  tmp.push(cnt, xm, s, d, d2, d2m, sv, variance, ve, scale, ds, yb, ym, n1, n1c, corr, varU, rmDecayed, rvDecayed);
+  const c = [x.shape[x.shape.length - 1]!];
+  return done(b, tmp, [[y, x.shape], [mean, c], [invStd, c], [newMean, c], [newVar, c]]);
+}
+
+function bnTrainGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: TensorInfo, mean: TensorInfo, invStd: TensorInfo, mask: TensorInfo | undefined): TensorInfo[] {
+  const tmp: number[] = [];
+  const { hx, hm } = flat(b, x, mask, tmp);
+  const hdy = run(reshape, b.h(dy), [sizeOf(x.shape) / x.shape[x.shape.length - 1]!, x.shape[x.shape.length - 1]!]);
+  tmp.push(hdy);
+  if (hm < 0) {
+    const [dx2, dgamma, dbeta] = runMulti(nativeBatchNormBackward, hdy, hx, b.h(gamma), -1, -1, b.h(mean), b.h(invStd), true, 0, [true, true, true]);
+    tmp.push(dx2!);
+    const dx = run(reshape, dx2!, x.shape);
+    const c = [x.shape[x.shape.length - 1]!];
+    return done(b, tmp, [[dx, x.shape], [dgamma!, c], [dbeta!, c]]);
+  }
+  // g = dy·m; x̂ = (x−μ)·invStd; dβ = Σg; dγ = Σg·x̂; dx = m·γ·invStd/n·(n·g − dβ − x̂·dγ)
+  const cnt = run(sumAll, hm);
+  const g = run(mul, hdy, hm);
+  const xc = run(sub, hx, b.h(mean), 1);
+  const xhat = run(mul, xc, b.h(invStd));
+  const dbeta = run(sumDim, g, [0], false);
+  const gx = run(mul, g, xhat);
+  const dgamma = run(sumDim, gx, [0], false);
+  const ng = run(mul, g, cnt);
+  const t1 = run(sub, ng, dbeta, 1);
+  const xd = run(mul, xhat, dgamma);
+  const t2 = run(sub, t1, xd, 1);
+  const gi = run(mul, b.h(gamma), b.h(invStd));
+  const k = run(div, gi, cnt);
+  const t3 = run(mul, t2, k);
+  const t4 = run(mul, t3, hm);
+  const dx = run(reshape, t4, x.shape);
+  tmp.push(cnt, g, xc, xhat, gx, ng, t1, xd, t2, gi, k, t3, t4);
+  const c = [x.shape[x.shape.length - 1]!];
+  return done(b, tmp, [[dx, x.shape], [dgamma, c], [dbeta, c]]);
+}
+
+function layerNorm(b: TorchBackend, x: TensorInfo, gamma: TensorInfo, beta: TensorInfo, eps: number): TensorInfo[] {
+  const c = x.shape[x.shape.length - 1]!;
+  const [y, mean, rstd] = runMulti(nativeLayerNorm, b.h(x), [c], b.h(gamma), b.h(beta), eps);
+  return [b.out(y!, 0), b.out(mean!, 1), b.out(rstd!, 2)];
+}
+
+function layerNormGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: TensorInfo, mean: TensorInfo, invStd: TensorInfo): TensorInfo[] {
+  const c = x.shape[x.shape.length - 1]!;
+  // the bias argument only gives dβ its shape: gamma's serves
+  const [dx, dgamma, dbeta] = runMulti(nativeLayerNormBackward, b.h(dy), b.h(x), [c], b.h(mean), b.h(invStd), b.h(gamma), b.h(gamma), [true, true, true]);
+  return [b.out(dx!, 0), b.out(dgamma!, 1), b.out(dbeta!, 2)];
+}
+
+
+export const fusedKernels: KernelConfig[] = [
+  kernel('SparkBatchNormTrain', (b, i, a) =>
+    bnTrain(b, i['x']!, i['gamma']!, i['beta']!, i['runningMean']!, i['runningVar']!, i['mask'], a['epsilon'] as number, a['momentum'] as number),
+  ),
+  kernel('SparkBatchNormTrainGrad', (b, i) => bnTrainGrad(b, i['dy']!, i['x']!, i['gamma']!, i['mean']!, i['invStd']!, i['mask'])),
+  kernel('SparkLayerNorm', (b, i, a) => layerNorm(b, i['x']!, i['gamma']!, i['beta']!, a['epsilon'] as number)),
+  kernel('SparkLayerNormGrad', (b, i) => layerNormGrad(b, i['dy']!, i['x']!, i['gamma']!, i['mean']!, i['invStd']!)),
+  kernel('SparkGelu', (b, { x }) => b.out(run(gelu, b.h(x!), 'none'))),
+  kernel('SparkGeluGrad', (b, { dy, x }) => b.out(run(geluBackward, b.h(dy!), b.h(x!), 'none'))),
+];
