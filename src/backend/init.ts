@@ -23,6 +23,7 @@ import os from 'node:os';
 import { BackendError } from '../util/errors.js';
 import { detectNative, loadNative, loadedNative, nativeDisabled, nvidiaGpuVisible, SETUP_FORCE_FIX, type NativeCandidate, type NativeProvider } from './native.js';
 import { deviceRequest, planTorch, registerTorch } from './torch-load.js';
+import { registerTensorflowFusedKernels } from './tf-fused-kernels.js';
 import { registerCpuTrainingKernels, registerWasmTrainingKernels, wasmTrainingKernelsRegistered } from './wasm-kernels.js';
 
 export type BackendRequest = 'auto' | 'tensorflow' | 'torch' | 'wasm' | 'cpu';
@@ -111,6 +112,8 @@ async function useNative(c: NativeCandidate, threads: number | null | undefined)
   }
   if (!(await tf.setBackend('tensorflow'))) throw new Error('tf.setBackend(\'tensorflow\') failed');
   await tf.ready();
+  // spark's fused BatchNorm / LayerNorm / GELU kernels (FusedBatchNormV3 etc.; CPU TensorFlow only)
+  registerTensorflowFusedKernels();
   return { tfVersion: nativeInfo.tfVersion, gpu: nativeInfo.gpu, threads: nativeThreads! };
 }
 

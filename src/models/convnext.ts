@@ -4,7 +4,8 @@
  * Keys are the official ConvNeXt's: `downsample_layers.{i}.{0,1}.*`, `stages.{s}.{j}.{gamma,dwconv,norm,pwconv1,pwconv2}.*`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { dropPath, gelu, layerNorm, linear, sparseConv2d, type MaskPyramid } from './ops.js';
+import { conv2d, depthwiseConv2d, dropPath, gelu, layerNorm, linear, sparseConv2d, type MaskPyramid } from './ops.js';
+import { addSame, maskMul } from './fused.js';
 import { truncNormal02, type ParamScope } from './params.js';
 import type { ResolvedConvNeXt } from './registry.js';
 import type { EncoderCore } from './resnet.js';
@@ -80,7 +81,8 @@ export function defineConvNeXt(s: ParamScope, c: ResolvedConvNeXt, dropPathRate:
       for (let st = 0; st < 4; st++) {
         const ds = down[st]!;
         if (st === 0) {
-          h = sparseConv2d(h, ds.conv as unknown as tf.Tensor4D, masks, { stride: 4, pad: 0, bias: ds.convBias });
+          // SparseConv then sparse LN: the LN's own × mask zeroes the masked positions (LN is per-position)
+          h = conv2d(h, ds.conv as unknown as tf.Tensor4D, 4, 0, ds.convBias);
           h = layerNorm(h, ds.norm.weight, ds.norm.bias, masks ? masks.at(h.shape[1]) : null);
         } else {
           h = layerNorm(h, ds.norm.weight, ds.norm.bias, masks ? masks.at(h.shape[1]) : null);
@@ -88,14 +90,15 @@ export function defineConvNeXt(s: ParamScope, c: ResolvedConvNeXt, dropPathRate:
         }
         for (const blk of stages[st]!) {
           const m = masks ? masks.at(h.shape[1]) : null;
-          let y = sparseConv2d(h, blk.dw as unknown as tf.Tensor4D, masks, { pad: 3, bias: blk.dwBias, depthwise: true });
+          // sparse dwconv then sparse LN: as in the stem, the LN's × mask stands for the conv's
+          let y = depthwiseConv2d(h, blk.dw as unknown as tf.Tensor4D, 1, 3, blk.dwBias);
           y = layerNorm(y, blk.norm.weight, blk.norm.bias, m);
           let z = linear(y, blk.pw1 as unknown as tf.Tensor2D, blk.pw1Bias);
           z = gelu(z);
           z = linear(z, blk.pw2 as unknown as tf.Tensor2D, blk.pw2Bias);
           z = tf.mul(z, blk.gamma);
-          if (m) z = tf.mul(z, m);
-          h = tf.add(h, dropPath(z as tf.Tensor4D, blk.dropPath, tr, ctx.rng)) as tf.Tensor4D;
+          if (m) z = maskMul(z, m);
+          h = addSame(h, dropPath(z as tf.Tensor4D, blk.dropPath, tr, ctx.rng));
         }
         outs.push(h);
       }

@@ -5,7 +5,8 @@
  * `dec.{i}.conv.{0,1,3,4}.*`, `proj.*` under the given scope (SparK: `dense_decoder.`).
  */
 import * as tf from '@tensorflow/tfjs';
-import { batchNorm, conv2d, convTranspose2x, relu6, type BatchNormVars } from './ops.js';
+import { batchNorm, conv2d, convTranspose2x, type BatchNormVars } from './ops.js';
+import { addSame } from './fused.js';
 import { kaimingNormalFanOut, truncNormal02, type ParamScope } from './params.js';
 import { decoderChannels } from './registry.js';
 
@@ -55,10 +56,10 @@ export function defineLightDecoder(s: ParamScope, width: number, upSampleRatio =
       let x: tf.Tensor4D | null = null;
       for (let i = 0; i < blocks.length; i++) {
         const b = blocks[i]!;
-        if (i < toDec.length) x = x ? (tf.add(x, toDec[i]!) as tf.Tensor4D) : toDec[i]!;
+        if (i < toDec.length) x = x ? addSame(x, toDec[i]!) : toDec[i]!;
         if (!x) throw new Error('LightDecoder: no input features');
         x = convTranspose2x(x, b.up as unknown as tf.Tensor4D, b.upBias);
-        x = relu6(batchNorm(conv2d(x, b.conv0 as unknown as tf.Tensor4D, 1, 1), b.bn1, null, training));
+        x = batchNorm(conv2d(x, b.conv0 as unknown as tf.Tensor4D, 1, 1), b.bn1, null, training, { act: 'relu6' });
         x = batchNorm(conv2d(x, b.conv3 as unknown as tf.Tensor4D, 1, 1), b.bn4, null, training);
       }
       return conv2d(x!, proj as unknown as tf.Tensor4D, 1, 0, projBias);

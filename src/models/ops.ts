@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
 import { isSparkKernel } from '../backend/wasm-kernels.js';
+import { batchNormTrain, biasAdd, type FusedActivation, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused } from './fused.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -53,9 +54,9 @@ export class MaskPyramid {
     }
     return m;
   }
-  /** Multiply a feature map by the mask at its own resolution. */
+  /** Multiply a feature map by the mask at its own resolution (one op; no gradient to the mask). */
   apply<T extends tf.Tensor4D>(x: T): T {
-    return tf.mul(x, this.at(x.shape[1])) as T;
+    return maskMul(x, this.at(x.shape[1]));
   }
 }
 
@@ -137,7 +138,7 @@ export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: numb
   } else {
     y = convValid(padHW(x, pad), w, stride);
   }
-  return bias ? tf.add(y, bias) : y;
+  return bias ? biasAdd(y, bias) : y;
 }
 
 /** Stride-1 depthwise 'valid' conv (input already padded) with fast gradients on non-native backends. */
@@ -173,7 +174,7 @@ export function depthwiseConv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, 
   if (stride === 1 && w.shape[3] === 1) y = depthwiseValid(padHW(x, pad), w);
   else if (stride === 1 && k % 2 === 1 && pad === (k - 1) / 2) y = tf.depthwiseConv2d(x, w, 1, 'same');
   else y = tf.depthwiseConv2d(padHW(x, pad), w, stride, 'valid');
-  return bias ? tf.add(y, bias) : y;
+  return bias ? biasAdd(y, bias) : y;
 }
 
 /** SparseConv2d: dense conv, then × mask at the output resolution (spec §2.1). */
@@ -205,77 +206,53 @@ export interface BatchNormVars {
 
 /**
  * (Sparse) BatchNorm2d over NHWC (spec §2.2, §10.4). With a mask: statistics over visible positions only
- * (μ = Σm·x/n, biased σ² = Σm·(x−μ)²/n), output m·(γ(x−μ)/√(σ²+eps)+β), so masked positions are exactly 0.
- * Without a mask: ordinary BatchNorm2d. Training mode normalises with the batch statistics and updates the running
- * statistics with momentum 0.1 (the variance update uses the unbiased estimate) and `num_batches_tracked`;
- * eval mode uses the running statistics.
+ * (μ = Σm·x/n, biased σ² = Σm·(x−μ)²/n), output m·(γ(x−μ)/√(σ²+eps)+β), so masked positions are exactly 0 (the
+ * values of x at masked positions do not matter). Without a mask: ordinary BatchNorm2d. Training mode normalises
+ * with the batch statistics and updates the running statistics with momentum 0.1 (the variance update uses the
+ * unbiased estimate) and `num_batches_tracked`, all in one fused op (src/models/fused.ts); eval mode uses the
+ * running statistics. `act` applies ReLU / ReLU6 to the output (in training, inside the same op).
  */
-export function batchNorm(x: tf.Tensor4D, bn: BatchNormVars, mask: tf.Tensor4D | null, training: boolean, eps = BN_EPS): tf.Tensor4D {
-  let y: tf.Tensor4D;
+export function batchNorm(
+  x: tf.Tensor4D,
+  bn: BatchNormVars,
+  mask: tf.Tensor4D | null,
+  training: boolean,
+  opts: { eps?: number; act?: FusedActivation } = {},
+): tf.Tensor4D {
+  const eps = opts.eps ?? BN_EPS;
+  const act = opts.act ?? null;
   if (training) {
-    let mean: tf.Tensor1D;
-    let variance: tf.Tensor1D;
-    let n: tf.Tensor | number;
-    if (mask) {
-      const cnt = tf.sum(mask).mul(1); // visible positions (same for every channel)
-      n = cnt;
-      mean = tf.div(tf.sum(tf.mul(x, mask), [0, 1, 2]), cnt) as tf.Tensor1D;
-      const d = tf.sub(x, mean);
-      variance = tf.div(tf.sum(tf.mul(tf.square(d), mask), [0, 1, 2]), cnt) as tf.Tensor1D;
-      y = tf.mul(tf.add(tf.mul(d, tf.mul(tf.rsqrt(tf.add(variance, eps)), bn.weight)), bn.bias), mask) as tf.Tensor4D;
-    } else {
-      const [b, h, w] = x.shape;
-      n = b * h * w;
-      const mom = tf.moments(x, [0, 1, 2]);
-      mean = mom.mean as tf.Tensor1D;
-      variance = mom.variance as tf.Tensor1D;
-      y = tf.add(tf.mul(tf.sub(x, mean), tf.mul(tf.rsqrt(tf.add(variance, eps)), bn.weight)), bn.bias) as tf.Tensor4D;
-    }
-    updateRunningStats(bn, mean, variance, n);
-  } else {
-    const scale = tf.mul(tf.rsqrt(tf.add(bn.runningVar, eps)), bn.weight);
-    y = tf.add(tf.mul(tf.sub(x, bn.runningMean), scale), bn.bias) as tf.Tensor4D;
-    if (mask) y = tf.mul(y, mask) as tf.Tensor4D;
+    const running = { mean: bn.runningMean, variance: bn.runningVar, count: bn.numBatchesTracked, momentum: BN_MOMENTUM };
+    return batchNormTrain(x, bn.weight, bn.bias, mask, eps, running, act);
   }
-  return y;
-}
-
-function updateRunningStats(bn: BatchNormVars, mean: tf.Tensor1D, biasedVar: tf.Tensor1D, n: tf.Tensor | number): void {
-  const m = BN_MOMENTUM;
-  const newMean = tf.tidy(() => tf.add(tf.mul(bn.runningMean, 1 - m), tf.mul(mean, m)));
-  const newVar = tf.tidy(() => {
-    const nn = typeof n === 'number' ? tf.scalar(n) : n;
-    const unbiased = tf.mul(biasedVar, tf.div(nn, tf.maximum(tf.sub(nn, 1), 1)));
-    return tf.add(tf.mul(bn.runningVar, 1 - m), tf.mul(unbiased, m));
-  });
-  const newCount = tf.tidy(() => tf.add(bn.numBatchesTracked, tf.scalar(1, 'int32')));
-  bn.runningMean.assign(newMean);
-  bn.runningVar.assign(newVar);
-  bn.numBatchesTracked.assign(newCount);
-  newMean.dispose();
-  newVar.dispose();
-  newCount.dispose();
+  const scale = tf.mul(tf.rsqrt(tf.add(bn.runningVar, eps)), bn.weight);
+  let y = tf.add(tf.mul(tf.sub(x, bn.runningMean), scale), bn.bias) as tf.Tensor4D;
+  if (mask) y = maskMul(y, mask);
+  return act === 'relu' ? relu(y) : act === 'relu6' ? relu6(y) : y;
 }
 
 /**
- * (Sparse) LayerNorm over the channel (last) axis, biased variance, eps 1e-6 (spec §2.3). In NHWC the reference's
- * channels_last and channels_first variants are the same op. With a mask the output is × mask (zeros at masked).
+ * (Sparse) LayerNorm over the channel (last) axis, biased variance, eps 1e-6 (spec §2.3), one fused op. In NHWC the
+ * reference's channels_last and channels_first variants are the same op. With a mask the output is × mask (zeros
+ * at masked positions, whatever x holds there).
  */
 export function layerNorm(x: tf.Tensor4D, weight: tf.Tensor, bias: tf.Tensor, mask: tf.Tensor4D | null, eps = LN_EPS): tf.Tensor4D {
-  const { mean, variance } = tf.moments(x, -1, true);
-  let y = tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), weight), bias) as tf.Tensor4D;
-  if (mask) y = tf.mul(y, mask) as tf.Tensor4D;
-  return y;
+  return layerNormFused(x, weight, bias, eps, mask);
 }
 
-/** Exact (erf) GELU: 0.5·x·(1 + erf(x/√2)) (nn.GELU default; tfjs has none). */
+/** Exact (erf) GELU: 0.5·x·(1 + erf(x/√2)) (nn.GELU default; tfjs has none), one fused op. */
 export function gelu<T extends tf.Tensor>(x: T): T {
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)) as T;
+  return geluFused(x);
 }
 
-/** ReLU6 (decoder activation). */
+/** ReLU6 (decoder activation), one fused op (gradient 1 on 0 < x < 6, as PyTorch's). */
 export function relu6<T extends tf.Tensor>(x: T): T {
-  return tf.relu6(x) as T;
+  return relu6Fused(x);
+}
+
+/** ReLU, one fused op (its backward needs only y). */
+export function relu<T extends tf.Tensor>(x: T): T {
+  return reluFused(x);
 }
 
 /**
@@ -294,15 +271,9 @@ export function dropPath<T extends tf.Tensor>(x: T, rate: number, training: bool
   return tf.mul(tf.div(x, keep), tf.tensor(bits, shape)) as T;
 }
 
-/** Dense layer over the last axis: x[..., I] · w[I, O] + b[O]. */
+/** Dense layer over the last axis: x[..., I] · w[I, O] + b[O] (one fused op). */
 export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor | null): tf.Tensor {
-  const shape = x.shape;
-  const inDim = shape[shape.length - 1]!;
-  const outDim = w.shape[1];
-  const flat = tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
-  let y: tf.Tensor = tf.matMul(flat, w);
-  if (b) y = tf.add(y, b);
-  return tf.reshape(y, [...shape.slice(0, -1), outDim]);
+  return linearFused(x, w, b ?? null);
 }
 
 /**
@@ -332,5 +303,5 @@ export function convTranspose2x(x: tf.Tensor4D, w: tf.Tensor4D, bias?: tf.Tensor
     }) as unknown as CustomGradFn);
     y = f(x, w) as tf.Tensor4D;
   }
-  return bias ? (tf.add(y, bias) as tf.Tensor4D) : y;
+  return bias ? biasAdd(y, bias) : y;
 }

@@ -5,7 +5,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
-import { batchNorm, conv2d, dropPath, sparseMaxPool, type BatchNormVars, type MaskPyramid } from './ops.js';
+import { batchNorm, conv2d, dropPath, relu, sparseMaxPool, type BatchNormVars, type MaskPyramid } from './ops.js';
+import { addSame } from './fused.js';
 import { kaimingNormalFanOut, type ParamScope } from './params.js';
 import type { ResolvedResNet } from './registry.js';
 
@@ -32,12 +33,22 @@ interface Bottleneck {
   dropPath: number;
 }
 
-/** Conv (no bias), × mask at the output resolution, (sparse) BN. */
-function convBn(x: tf.Tensor4D, w: tf.Variable, bn: BatchNormVars, stride: number, pad: number, masks: MaskPyramid | null, training: boolean): tf.Tensor4D {
-  let y = conv2d(x, w as unknown as tf.Tensor4D, stride, pad);
-  const m = masks ? masks.at(y.shape[1]) : null;
-  if (m) y = tf.mul(y, m) as tf.Tensor4D;
-  return batchNorm(y, bn, m, training);
+/**
+ * Conv (no bias), × mask at the output resolution, (sparse) BN, optionally ReLU (fused into the BN). The sparse BN ignores x at masked positions and
+ * outputs 0 there (its gradient is 0 there too), so the × mask of the reference's SparseConv is folded into it.
+ */
+function convBn(
+  x: tf.Tensor4D,
+  w: tf.Variable,
+  bn: BatchNormVars,
+  stride: number,
+  pad: number,
+  masks: MaskPyramid | null,
+  training: boolean,
+  act: 'relu' | null = null,
+): tf.Tensor4D {
+  const y = conv2d(x, w as unknown as tf.Tensor4D, stride, pad);
+  return batchNorm(y, bn, masks ? masks.at(y.shape[1]) : null, training, { act });
 }
 
 /** Per-block drop-path rates: rate·idx/(total−1), over all blocks globally (timm 0.5.4). */
@@ -85,17 +96,17 @@ export function defineResNet(s: ParamScope, r: ResolvedResNet, dropPathRate: num
     stageChannels: [4 * w0, 8 * w0, 16 * w0, 32 * w0],
     forward(x, masks, ctx) {
       const tr = ctx.training;
-      let h = tf.relu(convBn(x, stemConv, stemBn, 2, 3, masks, tr)) as tf.Tensor4D;
+      let h = convBn(x, stemConv, stemBn, 2, 3, masks, tr, 'relu');
       h = sparseMaxPool(h, masks, 3, 2, 1);
       const outs: tf.Tensor4D[] = [];
       for (const blocks of stages) {
         for (const blk of blocks) {
-          let y = tf.relu(convBn(h, blk.conv1, blk.bn1, 1, 0, masks, tr)) as tf.Tensor4D;
-          y = tf.relu(convBn(y, blk.conv2, blk.bn2, blk.stride, 1, masks, tr)) as tf.Tensor4D;
+          let y = convBn(h, blk.conv1, blk.bn1, 1, 0, masks, tr, 'relu');
+          y = convBn(y, blk.conv2, blk.bn2, blk.stride, 1, masks, tr, 'relu');
           y = convBn(y, blk.conv3, blk.bn3, 1, 0, masks, tr);
           y = dropPath(y, blk.dropPath, tr, ctx.rng);
           const sc = blk.downsample ? convBn(h, blk.downsample.conv, blk.downsample.bn, blk.stride, 0, masks, tr) : h;
-          h = tf.relu(tf.add(y, sc)) as tf.Tensor4D;
+          h = relu(addSame(y, sc));
         }
         outs.push(h);
       }

@@ -174,7 +174,7 @@ export function buildEncoder(spec: EncoderSpec, opts: BuildEncoderOptions): Enco
   const encode = (x: tf.Tensor4D, mask: tf.Tensor4D | null, ctx: ForwardCtx): tf.Tensor4D[] => {
     if (!mask) return core.forward(x, null, ctx);
     const masks = new MaskPyramid(mask);
-    return core.forward(tf.mul(x, masks.at(x.shape[1])) as tf.Tensor4D, masks, ctx);
+    return core.forward(masks.apply(x), masks, ctx);
   };
   return {
     info,
@@ -299,7 +299,7 @@ export function buildSparK(model: ModelConfig, inputSize: number, seed: number, 
 
   const predict = (x: tf.Tensor4D, mask: tf.Tensor4D, o: SparKForwardOptions): tf.Tensor4D => {
     const masks = opts.dense ? null : new MaskPyramid(mask);
-    const xm = masks ? (tf.mul(x, masks.at(inputSize)) as tf.Tensor4D) : x;
+    const xm = masks ? masks.apply(x) : x;
     const feats = core.forward(xm, masks, o);
     const toDec: tf.Tensor4D[] = [];
     for (let i = 0; i < 4; i++) {
@@ -308,8 +308,8 @@ export function buildSparK(model: ModelConfig, inputSize: number, seed: number, 
       const nrm = norms[i];
       if (nrm?.bn) f = batchNorm(f, nrm.bn, m, o.training);
       else if (nrm?.ln) f = layerNorm(f, nrm.ln.weight, nrm.ln.bias, m);
-      // where(mask, f, token)
-      if (m) f = tf.add(tf.mul(f, m), tf.mul(tf.sub(1, m), tokens[i]!)) as tf.Tensor4D;
+      // where(mask, f, token); a masked norm has already zeroed f at masked positions
+      if (m) f = tf.add(nrm ? f : masks!.apply(f), tf.mul(tf.sub(1, m), tokens[i]!)) as tf.Tensor4D;
       const pj = projs[i];
       if (pj) f = conv2d(f, pj.w as unknown as tf.Tensor4D, 1, (pj.k - 1) / 2, pj.b);
       toDec.push(f);
@@ -357,7 +357,7 @@ export function buildSparK(model: ModelConfig, inputSize: number, seed: number, 
       return tf.tidy(() => {
         if (!mask) return core.forward(x, null, o);
         const masks = new MaskPyramid(mask);
-        return core.forward(tf.mul(x, masks.at(inputSize)) as tf.Tensor4D, masks, o);
+        return core.forward(masks.apply(x), masks, o);
       });
     },
     dispose: () => store.dispose(),
