@@ -276,6 +276,14 @@ export function semanticIssues(cfg: ExperimentConfig, written: (p: ConfigPath) =
         : simple(['train', 'epochs'], `must be > train.warmup_epochs (${t.warmup_epochs}, the default)`, t.epochs, 'set train.warmup_epochs or train.warmup_steps'),
     );
   }
+  if (typeof t.accumulate === 'number' && t.batch_size % t.accumulate !== 0) {
+    out.push({
+      path: ['train', 'accumulate'],
+      kind: 'value',
+      hint: "use a divisor of train.batch_size, or 'auto'",
+      message: () => `train.accumulate (${t.accumulate}) must divide train.batch_size (${t.batch_size}) into equal micro-batches`,
+    });
+  }
   if (t.warmup_steps != null && t.steps != null && t.warmup_steps >= t.steps) {
     out.push(simple(['train', 'warmup_steps'], `must be < train.steps (${t.steps})`, t.warmup_steps));
   }

@@ -75,6 +75,8 @@ export interface CreateRunTrackerOptions {
   resume: boolean;
   parentRunId?: string;
   extraTags?: Record<string, string>;
+  /** Params logged beside the config's (a new run only), e.g. the resolved `train.micro_batch`. */
+  extraParams?: Record<string, string>;
   /** Optional: receives tracking warnings (tracking-offline / tracking-online / tracking-error). */
   emit?: (e: RunEvent) => void;
   /** Optional: use this store instead of opening tracking.uri (tests, sweeps). */
@@ -200,7 +202,8 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     tracker = new MlflowRunTracker({ ...base, experimentId: '', runId, placeholderRunId: placeholder, createOp, lastLoggedStep: 0 });
     opts.emit?.(offlineWarning(store.uri, opts.runDir, (err as Error).message));
   }
-  for (const chunk of chunkBatch({ params: Object.entries(configParams(opts.config)).map(([key, value]) => ({ key, value })) })) {
+  const params = { ...configParams(opts.config), ...(opts.extraParams ?? {}) };
+  for (const chunk of chunkBatch({ params: Object.entries(params).map(([key, value]) => ({ key, value })) })) {
     tracker.enqueue({ type: 'batch', runId, batch: chunk });
   }
   if (opts.specPath && existsSync(opts.specPath)) tracker.enqueue({ type: 'artifact', runId, localPath: path.resolve(opts.specPath), artifactPath: 'spec' });

@@ -20,6 +20,31 @@ import { makeSchedule } from './schedule.js';
 import { RunFolder, assignVariables, freshTrainState, loadCheckpoint, loadOptimizerState, resumeCommandFor, type TrainState } from './checkpoint.js';
 import { runLoop, type BatchSource } from './loop.js';
 import { createRunTracker, type RunTracker } from '../track/index.js';
+import {
+  checkMeasuredMicro,
+  describeBatchPlan,
+  estimateStepMemory,
+  estimatedPeak,
+  isOutOfMemory,
+  memoryBudget,
+  planBatch,
+  stepDownAfterOom,
+  type BatchPlan,
+} from '../models/memory.js';
+import { probeMicroBatch } from './memory.js';
+
+/** `accumulate: auto` measures the first micro-batch when its estimated peak is above this fraction of the budget. */
+const PROBE_ABOVE = 0.5;
+
+/** What run.json records of the batch split (resume reuses the micro-batch, so the run stays exact). */
+export interface RunBatchInfo {
+  size: number;
+  micro: number;
+  accumulate: number;
+  mode: 'auto' | 'explicit';
+  estimatedPeakBytes: number;
+  limitBytes: number;
+}
 
 export interface RunOptions {
   /** The resolved configuration; optional when resuming (read from the run folder's config.yaml). */
@@ -60,30 +85,43 @@ export interface RunResult {
   resumeCommand?: string;
 }
 
-/** Optimizer steps per epoch for a loader of `loaderSteps` batches and `accumulate` micro-batches per step. */
-export function optimizerStepsPerEpoch(loaderSteps: number, accumulate: number): number {
-  return Math.max(1, Math.ceil(loaderSteps / Math.max(1, accumulate)));
-}
-
-/** Micro-batch `k` of iteration `it` is the loader's global batch `it·accumulate + k`. */
+/**
+ * The micro-batches of iteration `it`: the loader's batch of global step `it` (train.batch_size images) split into
+ * `batch_size / micro` equal micro-batches, in order. The split does not change which images a step sees, only
+ * how many go through the model at once; `micro` may be lowered before the first step (memory check).
+ */
 export class LoaderSource implements BatchSource {
+  private last: { step: number; images: Float32Array; size: number; batchSize: number } | null = null;
   constructor(
     private readonly loader: Loader,
-    private readonly accumulate: number,
+    public micro: number,
   ) {}
   get stepsPerEpoch(): number {
-    return optimizerStepsPerEpoch(this.loader.stepsPerEpoch, this.accumulate);
+    return this.loader.stepsPerEpoch;
+  }
+  private async batch(it: number): Promise<{ images: Float32Array; size: number; batchSize: number }> {
+    if (this.last?.step === it) return this.last;
+    let b = await this.loader.next();
+    if (b.step !== it) {
+      this.loader.seek(it);
+      b = await this.loader.next();
+    }
+    this.last = { step: it, images: b.images, size: b.size, batchSize: b.batchSize };
+    return this.last;
+  }
+  /** The first micro-batch of iteration `it` (the memory check measures it). */
+  async firstMicro(it: number): Promise<tf.Tensor4D> {
+    const b = await this.batch(it);
+    const m = Math.min(this.micro, b.batchSize);
+    return tf.tensor4d(b.images.subarray(0, m * b.size * b.size * 3), [m, b.size, b.size, 3]);
   }
   async batches(it: number): Promise<tf.Tensor4D[]> {
+    const b = await this.batch(it);
+    const per = b.size * b.size * 3;
     const out: tf.Tensor4D[] = [];
-    for (let k = 0; k < this.accumulate; k++) {
-      const want = it * this.accumulate + k;
-      let b = await this.loader.next();
-      if (b.step !== want) {
-        this.loader.seek(want);
-        b = await this.loader.next();
-      }
-      out.push(tf.tensor4d(b.images, [b.batchSize, b.size, b.size, 3]));
+    for (let start = 0; start < b.batchSize; start += this.micro) {
+      const m = Math.min(this.micro, b.batchSize - start);
+      out.push(tf.tensor4d(b.images.subarray(start * per, (start + m) * per), [m, b.size, b.size, 3]));
     }
     return out;
   }
@@ -102,9 +140,11 @@ async function openTracker(
   resolvedYaml: string,
   resume: boolean,
   bus: EventBus,
+  extraParams: Record<string, string>,
 ): Promise<RunTracker> {
   return createRunTracker({
     config,
+    extraParams,
     runDir: folder.dir,
     specPath,
     resolvedYaml,
@@ -168,11 +208,11 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     });
   }
   const seed = config.runtime.seed;
-  const accumulate = Math.max(1, config.train.accumulate);
 
   // ---- compute
   const backend = await initBackend(config.runtime.backend, { threads: config.runtime.threads });
   const info = describeEncoder(config.model.encoder);
+  const batchPlan = resolveBatchPlan(config, backend.name, opts.resumeDir ? (folder.readRunInfo()?.['batch'] as RunBatchInfo | undefined) : undefined);
   const betas: [number, number] = config.train.optimizer.betas ?? [0.9, info.defaultBeta2];
 
   const bus = new EventBus();
@@ -209,11 +249,24 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       batchSize: config.train.batch_size,
       seed,
       augment: 'pretrain',
-      startStep: startStep * accumulate,
+      startStep,
       runDir: folder.dir,
       onWarning: (code, message) => warn(code, message),
     });
-    const source = new LoaderSource(loader, accumulate);
+    const source = new LoaderSource(loader, batchPlan.plan.micro);
+    if (batchPlan.probe) await checkFirstMicroBatch(model, source, batchPlan.plan, seed, startStep, warn);
+    if (!batchPlan.plan.fits) {
+      warn('batch-may-not-fit', `${describeBatchPlan(batchPlan.plan)}: the step may run out of memory${batchPlan.plan.mode === 'explicit' ? "; set train.accumulate: auto (or a larger accumulate)" : ''}`);
+    }
+    const batchInfo: RunBatchInfo = {
+      size: batchPlan.plan.batch,
+      micro: batchPlan.plan.micro,
+      accumulate: batchPlan.plan.accumulate,
+      mode: batchPlan.plan.mode,
+      estimatedPeakBytes: Math.round(batchPlan.plan.estimatedPeakBytes),
+      limitBytes: Math.round(batchPlan.plan.limitBytes),
+    };
+    await folder.updateRunInfo({ batch: batchInfo });
     const spe = source.stepsPerEpoch;
     const schedule = makeSchedule(config.train, spe);
     optimizer = createOptimizer(config.train.optimizer, buildParamGroups(model.params), betas);
@@ -241,7 +294,10 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       if (c) bus.subscribe(c);
     }
     for (const s of opts.subscribers ?? []) bus.subscribe(s);
-    tracker = await openTracker(config, folder, opts, specPath, resolvedYaml, opts.resumeDir !== undefined, bus);
+    tracker = await openTracker(config, folder, opts, specPath, resolvedYaml, opts.resumeDir !== undefined, bus, {
+      'train.micro_batch': String(batchPlan.plan.micro),
+      'train.accumulate_resolved': String(batchPlan.plan.accumulate),
+    });
     bus.subscribe(tracker);
     if (tracker.runId) await folder.updateRunInfo({ mlflowRunId: tracker.runId, mlflowExperimentId: tracker.experimentId });
 
@@ -263,6 +319,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       ...(opts.sweep ? { sweep: opts.sweep } : {}),
     });
     started = true;
+    bus.emit({ type: 'log', time: Date.now(), level: 'info', message: describeBatchPlan(batchPlan.plan) });
     for (const w of pendingWarnings) bus.emit({ type: 'warning', time: Date.now(), code: w.code, message: w.message });
     if (resumeState && startStep >= schedule.maxIters) {
       bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `run already complete at step ${startStep}` });
@@ -355,5 +412,65 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       await rm(folder.dir, { recursive: true, force: true }).catch(() => undefined);
     }
     throw e;
+  }
+}
+
+/**
+ * The batch split of a run: a resumed run keeps the micro-batch it recorded (the same split = the same BatchNorm
+ * statistics and masks), unless that no longer fits this machine; otherwise `planBatch` over the memory estimate.
+ */
+function resolveBatchPlan(config: ExperimentConfig, backend: string, recorded: RunBatchInfo | undefined): { plan: BatchPlan; probe: boolean } {
+  const mem = estimateStepMemory(config, backend);
+  const budget = memoryBudget();
+  const batch = config.train.batch_size;
+  const fresh = planBatch(batch, config.train.accumulate, mem, budget);
+  if (recorded && recorded.size === batch && batch % recorded.micro === 0 && (config.train.accumulate === 'auto' || recorded.micro === fresh.micro)) {
+    const peak = estimatedPeak(mem, recorded.micro);
+    if (peak <= budget.limitBytes || !fresh.fits || config.train.accumulate !== 'auto') {
+      return { plan: { ...fresh, micro: recorded.micro, accumulate: batch / recorded.micro, estimatedPeakBytes: peak, fits: peak <= budget.limitBytes }, probe: false };
+    }
+  }
+  return { plan: fresh, probe: fresh.mode === 'auto' && fresh.estimatedPeakBytes > PROBE_ABOVE * budget.limitBytes };
+}
+
+/**
+ * `accumulate: auto`, first step: measure the RSS growth of the first micro-batch's forward + backward and step down
+ * (largest smaller divisor of the batch) while the projected step exceeds the budget or the backend runs out of
+ * memory. The probe leaves the model unchanged (BN statistics restored), so the run is the same as without it.
+ */
+async function checkFirstMicroBatch(
+  model: SparKModel,
+  source: LoaderSource,
+  plan: BatchPlan,
+  seed: number,
+  it: number,
+  warn: (code: string, message: string) => void,
+): Promise<void> {
+  let params = 0;
+  for (const v of model.params.values()) params += v.size;
+  const inputBytes = plan.batch * model.inputSize * model.inputSize * 3 * 4;
+  for (;;) {
+    const micro = source.micro;
+    const x = await source.firstMicro(it);
+    let next: number | null;
+    let why: string;
+    try {
+      const r = probeMicroBatch(model, x, seed, it);
+      // the accumulated gradient and the step's other micro-batch tensors live beside the measured one
+      next = checkMeasuredMicro({ batch: plan.batch, micro, rssBefore: r.rssBefore, peakAfter: r.peakAfter, extraBytes: params * 4 + inputBytes, limitBytes: plan.limitBytes });
+      why = `a micro-batch of ${micro} grew the memory by ${Math.round((r.peakAfter - r.rssBefore) / 2 ** 20)} MiB`;
+    } catch (e) {
+      if (!isOutOfMemory(e)) throw e;
+      next = stepDownAfterOom(plan.batch, micro);
+      if (next === null) throw e;
+      why = `a micro-batch of ${micro} ran out of memory (${(e as Error).message.split('\n')[0]})`;
+    } finally {
+      x.dispose();
+    }
+    if (next === micro) return;
+    warn('micro-batch-stepped-down', `${why}: micro-batch ${micro} → ${next}`);
+    source.micro = next;
+    plan.micro = next;
+    plan.accumulate = plan.batch / next;
   }
 }
