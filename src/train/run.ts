@@ -12,7 +12,7 @@ import { configToYaml, loadExperiment } from '../spec/index.js';
 import { initBackend } from '../backend/init.js';
 import { buildSparK, type SparKModel } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
-import { createLoader, type Loader } from '../data/index.js';
+import { checkDataReadable, createLoader, type Loader } from '../data/index.js';
 import { UsageError } from '../util/errors.js';
 import { EventBus, type RunStartEvent, type RunStatus, type RunSubscriber } from './events.js';
 import { buildParamGroups, createOptimizer, type SparkOptimizer } from './optimizers.js';
@@ -190,6 +190,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     if (config.task !== 'pretrain') {
       throw new UsageError(`task '${config.task}' is not run by \`spark run\`; use \`spark ${config.task}\``);
     }
+    // bad data is an error before anything exists (run folder, MLflow run)
+    await checkDataReadable(config.data);
     if (opts.runDir) {
       const dir = path.resolve(opts.runDir);
       mkdirSync(dir, { recursive: true });
@@ -332,7 +334,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     const reconstruct = async (label: string, epoch: number, step: number): Promise<void> => {
       try {
         const ui = await import('../ui/reconstruction.js');
-        reconImages ??= await ui.fixedValidationBatch(config, Math.max(1, config.output.reconstruct_images));
+        const skip = new Set(loader?.skipped().map((f) => f.path) ?? []);
+        reconImages ??= await ui.fixedValidationBatch(config, Math.max(1, config.output.reconstruct_images), { skip });
         const file = folder.path('reconstructions', `${label}.png`);
         mkdirSync(path.dirname(file), { recursive: true });
         const r = await ui.renderReconstructionGrid(m, reconImages, null, config.data.input_size, file, { seed });
