@@ -145,11 +145,13 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `the MLflow run of ${opts.runDir} was never created and its creation is no longer in ${JOURNAL_FILE}: the resumed run is logged as a new MLflow run` });
     prev = null;
   }
+  let prevStartTime: number | undefined;
   if (prev && prev.uri === store.uri) {
     // the run must still be there (deleted runs cannot be written to); an unreachable server is checked later
     try {
       const r = await store.getRun(prev.runId);
       if (r.info.lifecycleStage === 'deleted') throw new TrackingError('deleted', 'RESOURCE_DOES_NOT_EXIST');
+      if (r.info.startTime > 0) prevStartTime = r.info.startTime;
     } catch (err) {
       if (err instanceof TrackingError && err.errorCode === 'RESOURCE_DOES_NOT_EXIST') {
         opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `MLflow run ${prev.runId} no longer exists at ${store.uri}: the resumed run is logged as a new MLflow run` });
@@ -164,6 +166,7 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
       runId: prev.runId,
       lastLoggedStep: prev.lastLoggedStep,
       ...(prev.placeholderRunId ? { placeholderRunId: prev.placeholderRunId } : {}),
+      ...(prevStartTime !== undefined ? { startTime: prevStartTime } : {}),
     });
     tracker.enqueue({ type: 'terminate', runId: prev.runId, status: 'RUNNING', endTime: Date.now() });
     void tracker.flushNow();

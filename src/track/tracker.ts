@@ -99,6 +99,8 @@ export interface TrackerOptions {
   journalPending?: boolean;
   /** Receives 'tracking-offline' / 'tracking-online' / 'tracking-error' warnings. */
   emit?: (e: RunEvent) => void;
+  /** The MLflow run's start time (ms), when known: a resumed run ends at start + its duration without stopped time. */
+  startTime?: number;
 }
 
 const STEP_METRICS: Array<[string, (e: Extract<RunEvent, { type: 'step' }>) => number]> = [
@@ -111,6 +113,7 @@ const STEP_METRICS: Array<[string, (e: Extract<RunEvent, { type: 'step' }>) => n
 
 export class MlflowRunTracker implements RunTracker {
   readonly uri: string;
+  private readonly startTime: number | undefined;
   /** The placeholder of a run that started offline (undefined otherwise). */
   readonly placeholderRunId: string | undefined;
   /** The MLflow run id, or the placeholder while the run is not created. */
@@ -146,6 +149,7 @@ export class MlflowRunTracker implements RunTracker {
     this.currentRunId = o.runId;
     this.currentExperimentId = o.experimentId;
     this.placeholderRunId = o.placeholderRunId;
+    this.startTime = o.startTime;
     if (o.placeholderRunId && o.runId !== o.placeholderRunId) this.runIds.set(o.placeholderRunId, o.runId);
     this.uri = o.store.uri;
     this.journal = new Journal(path.join(o.runDir, JOURNAL_FILE));
@@ -234,6 +238,9 @@ export class MlflowRunTracker implements RunTracker {
           { key: 'epoch_seconds', value: e.seconds, timestamp: e.time, step: e.step },
           { key: 'epoch', value: e.epoch, timestamp: e.time, step: e.step },
         );
+        // a run that ends inside an epoch logs that epoch's numbers too, marked partial (epoch_steps < steps per epoch)
+        if (e.steps !== undefined) this.metrics.push({ key: 'epoch_steps', value: e.steps, timestamp: e.time, step: e.step });
+        if (e.partial) this.metrics.push({ key: 'epoch_partial', value: 1, timestamp: e.time, step: e.step });
         this.bufferedMaxStep = Math.max(this.bufferedMaxStep, e.step);
         this.scheduleFlush();
         return;
@@ -261,7 +268,9 @@ export class MlflowRunTracker implements RunTracker {
         if (e.error) this.tags.push({ key: 'spark.error', value: e.error.slice(0, 4000) });
         if (e.resumeCommand) this.tags.push({ key: 'spark.resume_command', value: e.resumeCommand });
         this.flushBuffered();
-        this.extraOps.push({ type: 'terminate', runId: this.currentRunId, status, endTime: e.time });
+        // MLflow's duration is end − start: a resumed run's end leaves out the time it was stopped
+        const endTime = e.durationMs !== undefined && this.startTime !== undefined ? this.startTime + e.durationMs : e.time;
+        this.extraOps.push({ type: 'terminate', runId: this.currentRunId, status, endTime });
         this.scheduleFlush();
         return;
       }

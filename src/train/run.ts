@@ -14,7 +14,7 @@ import { buildSparK, type SparKModel } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
 import { checkDataReadable, createLoader, type Loader } from '../data/index.js';
 import { UsageError } from '../util/errors.js';
-import { EventBus, type RunStartEvent, type RunStatus, type RunSubscriber } from './events.js';
+import { EventBus, epochOfStep, type RunStartEvent, type RunStatus, type RunSubscriber } from './events.js';
 import { buildParamGroups, createOptimizer, type SparkOptimizer } from './optimizers.js';
 import { makeSchedule } from './schedule.js';
 import { RunFolder, assignVariables, freshTrainState, loadCheckpoint, loadOptimizerState, resumeCommandFor, type TrainState } from './checkpoint.js';
@@ -166,6 +166,7 @@ async function consoleSubscriber(opts: RunOptions, config: ExperimentConfig, onI
 
 /** Run (or resume) one pre-training experiment. */
 export async function runExperiment(opts: RunOptions): Promise<RunResult> {
+  const segmentStart = Date.now();
   // ---- the run folder and the configuration
   let folder: RunFolder;
   let config: ExperimentConfig;
@@ -317,6 +318,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       totalEpochs: Math.ceil(schedule.maxIters / spe),
       startStep,
       resumed: resumeState !== null,
+      ...(resumeState ? { elapsedBefore: resumeState.runSeconds ?? resumeState.trainSeconds } : {}),
       specPath,
       ...(opts.sweep ? { sweep: opts.sweep } : {}),
     });
@@ -368,13 +370,14 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
         logEvery: config.output.log_every,
         signal: stop.signal,
         onStep: opts.onStep,
+        segmentStart,
       });
       if (res.status === 'FINISHED') {
         await folder.writeEncoder(model.params, model.buffers, model.encoderName);
         if (reconEvery > 0 && lastReconStep !== res.step) await reconstruct('final', res.epoch, res.step);
       }
     } catch (e) {
-      res = { status: 'FAILED' as const, step: state.step, epoch: Math.floor(state.step / spe), finalLoss: state.lastLoss, error: (e as Error).message };
+      res = { status: 'FAILED' as const, step: state.step, epoch: epochOfStep(state.step, spe), finalLoss: state.lastLoss, error: (e as Error).message };
     }
     // a sweep trial is resumed through its sweep (which skips finished trials)
     const resumeCommand = res.status === 'KILLED' ? resumeCommandFor('run', opts.sweep ? opts.sweep.sweepDir : folder.dir) : undefined;
@@ -387,6 +390,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       finalLoss: res.finalLoss,
       ...(res.error ? { error: res.error } : {}),
       ...(resumeCommand ? { resumeCommand } : {}),
+      // a resumed run's duration leaves out the time it was stopped (earlier processes' time is in the checkpoint)
+      ...(resumeState ? { durationMs: Math.round(((resumeState.runSeconds ?? resumeState.trainSeconds) + (Date.now() - segmentStart) / 1000) * 1000) } : {}),
     });
     await bus.close();
     await cleanup();
@@ -404,7 +409,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
   } catch (e) {
     // a setup error (bad data folder, incompatible checkpoint, ...): nothing trained
     if (started) {
-      bus.emit({ type: 'run-end', time: Date.now(), status: 'FAILED', step: startStep, epoch: 0, finalLoss: null, error: (e as Error).message });
+      bus.emit({ type: 'run-end', time: Date.now(), status: 'FAILED', step: startStep, epoch: epochOfStep(startStep, resumeState?.stepsPerEpoch ?? 1), finalLoss: null, error: (e as Error).message });
       await bus.close().catch(() => undefined);
     } else if (tracker) {
       await tracker.close?.().catch(() => undefined);

@@ -78,7 +78,7 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
   const spe = s.stepsPerEpoch;
   const epochFrac = spe > 0 ? s.epochStep / spe : 0;
   const runFrac = s.totalSteps > 0 ? s.step / s.totalSteps : 0;
-  const elapsed = s.startTime != null ? (s.now - s.startTime) / 1000 : null;
+  const elapsed = s.startTime != null ? s.elapsedBefore + (s.now - s.startTime) / 1000 : null;
   const title = s.experiment && s.experiment !== s.name ? `${s.experiment}/${s.name}` : s.name;
   const losses = s.lossHistory;
   return (
