@@ -43,6 +43,8 @@ export interface RunStartEvent {
   startStep: number;
   /** Wall seconds the run already ran before this process (resumed runs; stopped time excluded). */
   elapsedBefore?: number;
+  /** How train.batch_size is split: `accumulate` micro-batches of `micro` images ('auto' = chosen for this machine). */
+  batch?: { size: number; micro: number; accumulate: number; mode: 'auto' | 'explicit' };
   resumed: boolean;
   /** Path of the spec file the run came from (null when built in code). */
   specPath: string | null;

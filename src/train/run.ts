@@ -319,6 +319,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       startStep,
       resumed: resumeState !== null,
       ...(resumeState ? { elapsedBefore: resumeState.runSeconds ?? resumeState.trainSeconds } : {}),
+      batch: { size: batchInfo.size, micro: batchInfo.micro, accumulate: batchInfo.accumulate, mode: batchInfo.mode },
       specPath,
       ...(opts.sweep ? { sweep: opts.sweep } : {}),
     });

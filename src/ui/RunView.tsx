@@ -132,11 +132,12 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
             `${s.imgPerSec != null && Number.isFinite(s.imgPerSec) ? s.imgPerSec.toFixed(1) : '—'} img/s`}
         </Text>
       </Box>
-      {s.memory ? (
+      {s.memory || s.batch ? (
         <Box>
           <Label>memory</Label>
           <Text>
-            {`${s.memory.numTensors} tensors (${formatBytes(s.memory.numBytes)})  RSS ${formatBytes(s.memory.rssBytes)}`}
+            {(s.memory ? `${s.memory.numTensors} tensors (${formatBytes(s.memory.numBytes)})  RSS ${formatBytes(s.memory.rssBytes)}  ` : '') +
+              (s.batch ? `batch ${s.batch.size} = ${s.batch.accumulate} × ${s.batch.micro}` : '')}
           </Text>
         </Box>
       ) : null}

@@ -37,6 +37,8 @@ export interface RunState {
   totalEpochs: number;
   logEvery: number;
   startTime: number | null;
+  /** The batch split of the run (run-start): size = accumulate micro-batches of micro images. */
+  batch: { size: number; micro: number; accumulate: number } | null;
   /** Seconds the run ran in earlier processes (resumed): elapsed time = elapsedBefore + now − startTime. */
   elapsedBefore: number;
   sweep: { trial: number; trialName: string; params: Record<string, unknown> } | null;
@@ -91,6 +93,7 @@ export function initialRunState(): RunState {
     logEvery: 1,
     startTime: null,
     elapsedBefore: 0,
+    batch: null,
     sweep: null,
     step: 0,
     epoch: 0,
@@ -142,6 +145,7 @@ export function applyEvent(s: RunState, e: RunEvent): void {
       s.logEvery = Math.max(1, e.config?.output?.log_every ?? 1);
       s.startTime = e.time;
       s.elapsedBefore = e.elapsedBefore ?? 0;
+      s.batch = e.batch ? { size: e.batch.size, micro: e.batch.micro, accumulate: e.batch.accumulate } : null;
       s.step = e.startStep;
       s.epoch = e.stepsPerEpoch > 0 ? Math.min(Math.max(1, e.totalEpochs), Math.floor(e.startStep / e.stepsPerEpoch) + 1) : 0;
       s.epochStep = e.stepsPerEpoch > 0 ? e.startStep % e.stepsPerEpoch : 0;
