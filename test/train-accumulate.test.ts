@@ -15,7 +15,7 @@ import { Rng } from '../src/util/rng.js';
 import { buildSparK } from '../src/models/spark.js';
 import { buildParamGroups, createOptimizer } from '../src/train/optimizers.js';
 import { trainStep, type TrainableModel } from '../src/train/step.js';
-import { runExperiment } from '../src/train/run.js';
+import { runExperiment, runWithOomStepDown } from '../src/train/run.js';
 import { estimateStepMemory, estimatedPeak } from '../src/models/memory.js';
 import type { RunEvent } from '../src/train/events.js';
 
@@ -159,4 +159,43 @@ test('accumulate auto under a small memory budget: picks a divisor of the batch,
   } finally {
     delete process.env['SPARK_MEMORY_BUDGET'];
   }
+});
+
+test('accumulate auto: out of memory before the first optimizer step steps the micro-batch down and retries from the same state', async () => {
+  await testBackend();
+  const bn = tf.variable(tf.tensor1d([1, 2, 3]));
+  const model = { buffers: new Map<string, tf.Variable>([['bn.running_mean', bn]]) };
+  const source = { micro: 16 };
+  const plan = { batch: 64, micro: 16, accumulate: 4, mode: 'auto' as const, estimatedPeakBytes: 0, limitBytes: 0, budgetSource: 'test', fits: true };
+  let info: Record<string, unknown> = { batch: { size: 64, micro: 16, accumulate: 4, mode: 'auto' } };
+  const folder = { readRunInfo: () => info as never, updateRunInfo: async (p: Record<string, unknown>) => (info = { ...info, ...p }) as never };
+  const warnings: string[] = [];
+  const state = { step: 0 };
+  const tried: number[] = [];
+  const before = tf.memory().numTensors;
+  const r = await runWithOomStepDown(
+    async () => {
+      tried.push(source.micro);
+      if (source.micro > 4) {
+        tf.tidy(() => bn.assign(tf.tensor1d([9, 9, 9]))); // the failed attempt's forward passes updated BN statistics
+        throw new Error('OOM when allocating tensor with shape[16,256,56,56]');
+      }
+      assert.deepEqual([...bn.dataSync()], [1, 2, 3], 'BN statistics restored before the retry');
+      return 'done';
+    },
+    { model, source, plan, state, startStep: 0, folder, warn: (_c, m) => warnings.push(m) },
+  );
+  assert.equal(r, 'done');
+  assert.deepEqual(tried, [16, 8, 4]);
+  assert.equal(plan.micro, 4);
+  assert.equal(plan.accumulate, 16);
+  assert.deepEqual((info['batch'] as { micro: number }).micro, 4, 'run.json records the new split');
+  assert.equal(warnings.length, 2);
+  assert.equal(tf.memory().numTensors, before, 'the saved statistics are released');
+  // after the first step, or for another error, nothing is retried
+  state.step = 1;
+  await assert.rejects(runWithOomStepDown(async () => Promise.reject(new Error('OOM when allocating')), { model, source, plan, state, startStep: 0, folder, warn: () => undefined }), /OOM/);
+  state.step = 0;
+  await assert.rejects(runWithOomStepDown(async () => Promise.reject(new Error('shapes do not match')), { model, source, plan, state, startStep: 0, folder, warn: () => undefined }), /shapes/);
+  bn.dispose();
 });

@@ -357,7 +357,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
 
     let res;
     try {
-      res = await runLoop({
+      const loopOptions = {
         onEpochEnd,
         model,
         optimizer,
@@ -372,7 +372,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
         signal: stop.signal,
         onStep: opts.onStep,
         segmentStart,
-      });
+      };
+      res = await runWithOomStepDown(() => runLoop(loopOptions), { model, source, plan: batchPlan.plan, state, startStep, folder, warn });
       if (res.status === 'FINISHED') {
         await folder.writeEncoder(model.params, model.buffers, model.encoderName);
         if (reconEvery > 0 && lastReconStep !== res.step) await reconstruct('final', res.epoch, res.step);
@@ -481,5 +482,46 @@ async function checkFirstMicroBatch(
     source.micro = next;
     plan.micro = next;
     plan.accumulate = plan.batch / next;
+  }
+}
+
+/**
+ * `accumulate: auto`: an out-of-memory error before the first optimizer step of this process steps the micro-batch
+ * down (largest divisor of the batch ≤ half) and runs the loop again from the same state; BatchNorm running
+ * statistics the failed attempt updated are restored first (the weights change only after all micro-batches).
+ */
+export async function runWithOomStepDown<T>(
+  run: () => Promise<T>,
+  o: {
+    model: Pick<SparKModel, 'buffers'>;
+    source: { micro: number };
+    plan: BatchPlan;
+    state: Pick<TrainState, 'step'>;
+    startStep: number;
+    folder: Pick<RunFolder, 'readRunInfo' | 'updateRunInfo'>;
+    warn: (code: string, message: string) => void;
+  },
+): Promise<T> {
+  if (o.plan.mode !== 'auto') return run();
+  const saved = new Map<string, tf.Tensor>();
+  for (const [k, v] of o.model.buffers) saved.set(k, v.clone());
+  try {
+    for (;;) {
+      try {
+        return await run();
+      } catch (e) {
+        const next = o.state.step === o.startStep && isOutOfMemory(e) ? stepDownAfterOom(o.plan.batch, o.source.micro) : null;
+        if (next === null) throw e;
+        o.warn('micro-batch-stepped-down', `micro-batch ${o.source.micro} ran out of memory before the first step (${(e as Error).message.split('\n')[0]}): micro-batch → ${next}`);
+        for (const [k, v] of o.model.buffers) v.assign(saved.get(k)!);
+        o.source.micro = next;
+        o.plan.micro = next;
+        o.plan.accumulate = o.plan.batch / next;
+        const prev = o.folder.readRunInfo()?.['batch'] as RunBatchInfo | undefined;
+        if (prev) await o.folder.updateRunInfo({ batch: { ...prev, micro: next, accumulate: o.plan.accumulate } });
+      }
+    }
+  } finally {
+    tf.dispose([...saved.values()]);
   }
 }
