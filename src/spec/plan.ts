@@ -302,10 +302,11 @@ export function formatPlan(plan: RunPlan): string {
 
   head('schedule');
   row('iterations/epoch', s.itersPerEpoch === null ? 'unknown' : int(s.itersPerEpoch));
-  const epochsText = s.epochs === null ? 'unknown epochs' : s.lengthFrom === 'steps' ? `≈ ${num(+s.epochs.toFixed(3))} epochs` : `${int(s.epochs)} epochs`;
-  const itersText = s.totalIters === null ? 'unknown iterations' : `${int(s.totalIters)} iterations`;
+  const epochsText =
+    s.epochs === null ? 'unknown epochs' : s.lengthFrom === 'steps' ? `≈ ${num(+s.epochs.toFixed(3))} epoch${s.epochs === 1 ? '' : 's'}` : `${int(s.epochs)} epoch${s.epochs === 1 ? '' : 's'}`;
+  const itersText = s.totalIters === null ? 'unknown iterations' : `${int(s.totalIters)} iteration${s.totalIters === 1 ? '' : 's'}`;
   row('length', s.lengthFrom === 'steps' ? `${itersText} (${epochsText})` : `${epochsText} = ${itersText}`);
-  row('warm-up', s.warmupIters === null ? 'unknown iterations' : `${int(s.warmupIters)} iterations`);
+  row('warm-up', s.warmupIters === null ? 'unknown iterations' : `${int(s.warmupIters)} iteration${s.warmupIters === 1 ? '' : 's'}`);
 
   head('runtime');
   const r = plan.runtime;
