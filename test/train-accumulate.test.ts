@@ -17,6 +17,7 @@ import { buildParamGroups, createOptimizer } from '../src/train/optimizers.js';
 import { trainStep, type TrainableModel } from '../src/train/step.js';
 import { runExperiment, runWithOomStepDown } from '../src/train/run.js';
 import { estimateStepMemory, estimatedPeak } from '../src/models/memory.js';
+import { openStore } from '../src/track/index.js';
 import type { RunEvent } from '../src/train/events.js';
 
 function randomImages(n: number, size: number, seed: number): tf.Tensor4D {
@@ -137,16 +138,18 @@ test('accumulation with BatchNorm (SparK, BN in the decoder): identical micro-ba
 test('accumulate auto under a small memory budget: picks a divisor of the batch, records it, trains the same number of images', async () => {
   await testBackend();
   const out = tmpDir();
-  const { config, specPath, resolvedYaml } = await tinyConfig({ outDir: out, steps: 3, checkpointEvery: 0 });
+  const { config, specPath } = await tinyConfig({ outDir: out, steps: 3, checkpointEvery: 0 });
   config.train.batch_size = 8;
   config.train.accumulate = 'auto';
+  const mlruns = path.join(out, 'mlruns');
+  config.tracking = { ...config.tracking, enabled: true, uri: mlruns, experiment: 'accumulate' };
   const backend = (await testBackend()).name;
   const mem = estimateStepMemory(config, backend);
   // room for 2.5 images beyond the fixed part: the largest divisor of 8 that fits is 2
   process.env['SPARK_MEMORY_BUDGET'] = String(Math.floor(estimatedPeak(mem, 2.5)));
   const events: RunEvent[] = [];
   try {
-    const res = await runExperiment({ config, specPath, resolvedYaml, subscribers: [{ onEvent: (e) => events.push(e) }] });
+    const res = await runExperiment({ config, specPath, subscribers: [{ onEvent: (e) => events.push(e) }] });
     assert.equal(res.status, 'FINISHED');
     const info = JSON.parse(readFileSync(path.join(res.runDir, 'run.json'), 'utf8'));
     // the first-step check may step down further (measured growth), never up
@@ -154,6 +157,11 @@ test('accumulate auto under a small memory budget: picks a divisor of the batch,
     assert.equal(info.batch.size, 8);
     assert.equal(info.batch.accumulate * info.batch.micro, 8);
     assert.equal(info.batch.mode, 'auto');
+    // recorded in MLflow: the config's 'auto' and what it resolved to
+    const run = await openStore(mlruns).getRun(res.mlflowRunId!);
+    assert.equal(run.data.params['train.accumulate'], 'auto');
+    assert.equal(run.data.params['train.micro_batch'], String(info.batch.micro));
+    assert.equal(run.data.params['train.accumulate_resolved'], String(info.batch.accumulate));
     const line = events.find((e) => e.type === 'log' && /^batch 8 = \d+ micro-batches of \d+ \(accumulate auto/.test(e.message));
     assert.ok(line, `the run prints the micro-batch it chose: ${JSON.stringify(events.filter((e) => e.type === 'log'))}`);
   } finally {

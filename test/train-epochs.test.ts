@@ -52,10 +52,12 @@ test('numbering: step, epoch, checkpoint, run-end use the same 1-based epoch; a 
   const out = tmpDir();
   // 8 images, batch 2: 4 steps per epoch; 6 steps = epoch 1 + 2 steps of epoch 2
   const c = await tinyConfig({ outDir: out, steps: 6, checkpointEvery: 2 });
+  const mlruns = path.join(out, 'mlruns');
+  c.config.tracking = { ...c.config.tracking, enabled: true, uri: mlruns, experiment: 'epochs' };
   const events: RunEvent[] = [];
   const lines: string[] = [];
   const plain = new PlainLogger({ stream: { write: (s: string) => lines.push(s) } });
-  const res = await runExperiment({ ...c, subscribers: [{ onEvent: (e) => events.push(e) }, plain] });
+  const res = await runExperiment({ config: c.config, specPath: c.specPath, subscribers: [{ onEvent: (e) => events.push(e) }, plain] });
   assert.equal(res.status, 'FINISHED');
   const stepEpoch = new Map(of(events, 'step').map((e) => [e.step, e.epoch]));
   assert.deepEqual([...stepEpoch.values()], [1, 1, 1, 1, 2, 2]);
@@ -79,6 +81,14 @@ test('numbering: step, epoch, checkpoint, run-end use the same 1-based epoch; a 
   assert.match(text, /\[checkpoint\] step 4 epoch 1:/);
   assert.match(text, /\[run-end\] FINISHED at step 6 \(epoch 2\)/);
   assert.doesNotMatch(text, /epoch 0\b/);
+  // MLflow: the partial epoch's metrics are logged at its last step, marked
+  const store = openStore(mlruns);
+  const partialMark = await store.getMetricHistory(res.mlflowRunId!, 'epoch_partial');
+  assert.deepEqual(partialMark.map((m) => [m.step, m.value]), [[6, 1]]);
+  const epochSteps = await store.getMetricHistory(res.mlflowRunId!, 'epoch_steps');
+  assert.deepEqual(epochSteps.map((m) => [m.step, m.value]), [[4, 4], [6, 2]]);
+  const epochMetric = await store.getMetricHistory(res.mlflowRunId!, 'epoch');
+  assert.deepEqual(epochMetric.map((m) => [m.step, m.value]), [[4, 1], [6, 2]]);
 });
 
 test('resume: the loss EMA continues, the epoch and the MLflow run durations leave out the stopped time', async () => {
