@@ -123,6 +123,7 @@ export class LoaderSource implements BatchSource {
       const m = Math.min(this.micro, b.batchSize - start);
       out.push(tf.tensor4d(b.images.subarray(start * per, (start + m) * per), [m, b.size, b.size, 3]));
     }
+    this.last = null; // the tensors hold copies: do not keep a whole batch of images alive through the step
     return out;
   }
 }
