@@ -18,6 +18,7 @@ import { trainStep, type TrainableModel } from '../src/train/step.js';
 import { runExperiment, runWithOomStepDown } from '../src/train/run.js';
 import { estimateStepMemory, estimatedPeak } from '../src/models/memory.js';
 import { openStore } from '../src/track/index.js';
+import { probeMicroBatch } from '../src/train/memory.js';
 import type { RunEvent } from '../src/train/events.js';
 
 function randomImages(n: number, size: number, seed: number): tf.Tensor4D {
@@ -206,4 +207,24 @@ test('accumulate auto: out of memory before the first optimizer step steps the m
   state.step = 0;
   await assert.rejects(runWithOomStepDown(async () => Promise.reject(new Error('shapes do not match')), { model, source, plan, state, startStep: 0, folder, warn: () => undefined }), /shapes/);
   bn.dispose();
+});
+
+test('the first-step memory probe leaves the model as it was (BN statistics restored) and releases its tensors', async () => {
+  await testBackend();
+  const modelCfg = { encoder: 'resnet_mini', decoder: { type: 'light' as const, width: 32 }, mask_ratio: 0.6, drop_path: 0, densify_norm: 'auto' as const };
+  const model = buildSparK(modelCfg, 64, 3);
+  const x = randomImages(2, 64, 9);
+  const params = snapshot(model.params);
+  const buffers = snapshot(model.buffers);
+  const before = tf.memory().numTensors;
+  const r = probeMicroBatch(model, x, 1, 0);
+  assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+  assert.ok(r.peakAfter >= r.rssBefore * 0.5 && r.rssBefore > 0, JSON.stringify(r));
+  assert.equal(maxDiff(params, snapshot(model.params)).diff, 0, 'weights untouched');
+  assert.equal(maxDiff(buffers, snapshot(model.buffers)).diff, 0, 'BN running statistics restored');
+  // and a training-mode forward does change them (so the restore is what kept them)
+  tf.tidy(() => void model.forward(x, model.makeMask(2, Rng.from(1, 'm')), { training: true, rng: Rng.from(1, 'd') }));
+  assert.ok(maxDiff(buffers, snapshot(model.buffers)).diff > 0);
+  x.dispose();
+  model.dispose();
 });
