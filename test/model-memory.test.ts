@@ -90,6 +90,9 @@ test('budget: $SPARK_MEMORY_BUDGET wins; otherwise rss + 85 % of what the system
   assert.deepEqual(memoryBudget({ SPARK_MEMORY_BUDGET: '3G' }, 10), { limitBytes: 3 * GiB, source: '$SPARK_MEMORY_BUDGET' });
   const b = memoryBudget({}, 1000);
   assert.ok(b.limitBytes > 1000 && Number.isFinite(b.limitBytes), `${b.limitBytes}`);
+  // the wasm backend is also bounded by its 4 GiB heap (when the machine has more)
+  const w = memoryBudget({}, 1000, 'wasm');
+  assert.ok(w.limitBytes <= 1000 + 0.85 * 4 * GiB && w.limitBytes <= b.limitBytes, `${w.limitBytes}`);
 });
 
 test('the estimate: activation elements from the model definitions, times the calibrated bytes per element', () => {

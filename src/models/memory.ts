@@ -128,15 +128,23 @@ export function availableMemory(): { bytes: number; source: string } {
   return { bytes, source };
 }
 
-/** The budget of this process now: `$SPARK_MEMORY_BUDGET`, else rss + BUDGET_FRACTION × available. */
-export function memoryBudget(env: NodeJS.ProcessEnv = process.env, rss = process.memoryUsage().rss): MemoryBudget {
+/** The wasm backend's tensors live in a 32-bit WebAssembly heap (tfjs-backend-wasm grows it up to this). */
+export const WASM_HEAP_BYTES = 4294901760;
+
+/**
+ * The budget of this process now: `$SPARK_MEMORY_BUDGET`, else rss + BUDGET_FRACTION × available; on the wasm
+ * backend also at most rss + BUDGET_FRACTION × the wasm heap.
+ */
+export function memoryBudget(env: NodeJS.ProcessEnv = process.env, rss = process.memoryUsage().rss, backend?: string): MemoryBudget {
   const forced = env['SPARK_MEMORY_BUDGET'];
   if (forced) {
     const b = parseBytes(forced);
     if (b !== null) return { limitBytes: b, source: '$SPARK_MEMORY_BUDGET' };
   }
   const a = availableMemory();
-  return { limitBytes: rss + BUDGET_FRACTION * a.bytes, source: `${Math.round(BUDGET_FRACTION * 100)} % of ${a.source}` };
+  const pct = `${Math.round(BUDGET_FRACTION * 100)} %`;
+  if (backend === 'wasm' && WASM_HEAP_BYTES < a.bytes) return { limitBytes: rss + BUDGET_FRACTION * WASM_HEAP_BYTES, source: `${pct} of the 4 GiB wasm heap` };
+  return { limitBytes: rss + BUDGET_FRACTION * a.bytes, source: `${pct} of ${a.source}` };
 }
 
 /** Divisors of n, largest first. */

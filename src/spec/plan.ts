@@ -141,7 +141,7 @@ export function planRun(config: ExperimentConfig, opts: PlanOptions = {}): RunPl
   const effective = t.batch_size;
   const backendName = config.runtime.backend === 'auto' ? 'tensorflow' : config.runtime.backend;
   const mem = estimateStepMemory(config, backendName);
-  const budget = opts.budget ?? memoryBudget(opts.env ?? process.env);
+  const budget = opts.budget ?? memoryBudget(opts.env ?? process.env, process.memoryUsage().rss, backendName);
   const bp = planBatch(t.batch_size, t.accumulate, mem, budget);
   if (!bp.fits) {
     if (bp.mode === 'explicit') {

@@ -432,7 +432,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
  */
 function resolveBatchPlan(config: ExperimentConfig, backend: string, recorded: RunBatchInfo | undefined): { plan: BatchPlan; probe: boolean } {
   const mem = estimateStepMemory(config, backend);
-  const budget = memoryBudget();
+  const budget = memoryBudget(process.env, process.memoryUsage().rss, backend);
   const batch = config.train.batch_size;
   const fresh = planBatch(batch, config.train.accumulate, mem, budget);
   if (recorded && recorded.size === batch && batch % recorded.micro === 0 && (config.train.accumulate === 'auto' || recorded.micro === fresh.micro)) {
