@@ -30,6 +30,7 @@ import {
   planBatch,
   stepDownAfterOom,
   type BatchPlan,
+  type StepMemory,
 } from '../models/memory.js';
 import { probeMicroBatch } from './memory.js';
 
@@ -258,7 +259,11 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       onWarning: (code, message) => warn(code, message),
     });
     const source = new LoaderSource(loader, batchPlan.plan.micro);
-    if (batchPlan.probe) await checkFirstMicroBatch(model, source, batchPlan.plan, seed, startStep, warn);
+    if (batchPlan.probe) {
+      await checkFirstMicroBatch(model, source, batchPlan.plan, seed, startStep, warn);
+      batchPlan.plan.estimatedPeakBytes = estimatedPeak(batchPlan.mem, batchPlan.plan.micro);
+      batchPlan.plan.fits = batchPlan.plan.estimatedPeakBytes <= batchPlan.plan.limitBytes;
+    }
     if (!batchPlan.plan.fits) {
       warn('batch-may-not-fit', `${describeBatchPlan(batchPlan.plan)}: the step may run out of memory${batchPlan.plan.mode === 'explicit' ? "; set train.accumulate: auto (or a larger accumulate)" : ''}`);
     }
@@ -430,7 +435,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
  * The batch split of a run: a resumed run keeps the micro-batch it recorded (the same split = the same BatchNorm
  * statistics and masks), unless that no longer fits this machine; otherwise `planBatch` over the memory estimate.
  */
-function resolveBatchPlan(config: ExperimentConfig, backend: string, recorded: RunBatchInfo | undefined): { plan: BatchPlan; probe: boolean } {
+function resolveBatchPlan(config: ExperimentConfig, backend: string, recorded: RunBatchInfo | undefined): { plan: BatchPlan; probe: boolean; mem: StepMemory } {
   const mem = estimateStepMemory(config, backend);
   const budget = memoryBudget(process.env, process.memoryUsage().rss, backend);
   const batch = config.train.batch_size;
@@ -438,10 +443,10 @@ function resolveBatchPlan(config: ExperimentConfig, backend: string, recorded: R
   if (recorded && recorded.size === batch && batch % recorded.micro === 0 && (config.train.accumulate === 'auto' || recorded.micro === fresh.micro)) {
     const peak = estimatedPeak(mem, recorded.micro);
     if (peak <= budget.limitBytes || !fresh.fits || config.train.accumulate !== 'auto') {
-      return { plan: { ...fresh, micro: recorded.micro, accumulate: batch / recorded.micro, estimatedPeakBytes: peak, fits: peak <= budget.limitBytes }, probe: false };
+      return { plan: { ...fresh, micro: recorded.micro, accumulate: batch / recorded.micro, estimatedPeakBytes: peak, fits: peak <= budget.limitBytes }, probe: false, mem };
     }
   }
-  return { plan: fresh, probe: fresh.mode === 'auto' && fresh.estimatedPeakBytes > PROBE_ABOVE * budget.limitBytes };
+  return { plan: fresh, probe: fresh.mode === 'auto' && fresh.estimatedPeakBytes > PROBE_ABOVE * budget.limitBytes, mem };
 }
 
 /**
