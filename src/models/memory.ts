@@ -20,7 +20,7 @@
  * - input batches: the loader holds whole batches (prefetch + the one being trained) as float32 NHWC.
  *
  * The device is the host for every backend spark runs on (tensorflow = libtensorflow on the CPU, cpu, wasm): its
- * budget is the RSS this process may reach, `rss now + 85 % of the memory available` (Linux MemAvailable, bounded
+ * budget is the RSS this process may reach, `rss now + 75 % of the memory available` (other processes grow too: the 85 % first tried was OOM-killed on the shared 24 GB machine) (Linux MemAvailable, bounded
  * by a cgroup limit), or `$SPARK_MEMORY_BUDGET` (e.g. `20G`, `512M`: the peak RSS allowed) when set.
  *
  * `accumulate: auto` takes the largest divisor of batch_size whose estimated peak fits (equal micro-batches keep
@@ -40,7 +40,7 @@ export const BYTES_PER_PARAM = 24;
 /** RSS of the runtime itself (node + the backend's libraries, before a model), measured: the fixed part of the fit. */
 export const RUNTIME_BYTES: Record<string, number> = { tensorflow: 480 * 2 ** 20, cpu: 180 * 2 ** 20, wasm: 180 * 2 ** 20 };
 /** Fraction of the available memory a run plans to use. */
-export const BUDGET_FRACTION = 0.85;
+export const BUDGET_FRACTION = 0.75;
 
 export interface StepMemory {
   /** Bytes per image of a micro-batch (activations kept for backprop). */
