@@ -88,11 +88,14 @@ test('explicit betas, drop path and accumulation are used as given', () => {
   const p = planRun(
     cfg({
       model: { encoder: 'convnext_small', drop_path: 0.1 },
-      train: { batch_size: 64, accumulate: 4, optimizer: { betas: [0.8, 0.9], base_lr: 1e-3, base_batch_size: 128 } },
+      train: { batch_size: 256, accumulate: 4, optimizer: { betas: [0.8, 0.9], base_lr: 1e-3, base_batch_size: 128 } },
       data: { synthetic_size: 1000 },
     }),
   );
   assert.equal(p.batch.effective, 256);
+  assert.equal(p.batch.micro, 64);
+  assert.equal(p.batch.accumulate, 4);
+  assert.equal(p.batch.mode, 'explicit');
   assert.equal(p.lr.peak, 2e-3);
   assert.deepEqual(p.optimizer.betas, [0.8, 0.9]);
   assert.equal(p.optimizer.betasAreDefault, false);
@@ -107,7 +110,7 @@ test('steps-based length: total = steps, warm-up from warmup_steps, epochs fract
   const { config } = await loadExperiment(path.join(EXP, 'quickstart.yaml'));
   const p = planRun(config);
   const N = config.data.synthetic_size;
-  const eff = config.train.batch_size * config.train.accumulate;
+  const eff = config.train.batch_size;
   assert.equal(p.schedule.lengthFrom, 'steps');
   assert.equal(p.schedule.itersPerEpoch, Math.ceil(N / eff));
   assert.equal(p.schedule.totalIters, config.train.steps);
@@ -154,14 +157,16 @@ test('warm-up longer than the run is a warning in the plan', () => {
 
 test('formatPlan shows the numbers and the resolved config', async () => {
   const { config } = await loadExperiment(path.join(EXP, 'resnet50.yaml'), { set: ['data.source=synthetic', 'data.synthetic_size=1281167'] });
-  const text = formatPlan(planRun(config));
+  const text = formatPlan(planRun(config, { budget: { limitBytes: 24 * 2 ** 30, source: 'a test budget' } }));
   for (const frag of [
     'resnet50',
     '23,508,032',
     '52,921,835',
     '7×7 = 49 cells',
     '20 visible, 29 masked of 49',
-    '4,096 × 1 accumulation = 4,096 effective',
+    '4,096 per step = 1,024 micro-batches of 4 (gradients averaged), accumulate auto',
+    'estimated peak 17.7 GiB at micro-batch 4 (1.7 GiB per image',
+    'of a 24.0 GiB budget (a test budget)',
     'peak 3.2e-3',
     'betas (0.9, 0.95)',
     '313',

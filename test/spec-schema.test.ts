@@ -261,3 +261,15 @@ test('the sub-schema stubs are valid JSON Schema documents the experiment schema
   assert.deepEqual(c.sweep?.grid, { 'model.mask_ratio': [0.4, 0.6] });
   assert.throws(() => resolveConfig({ name: 'x', sweep: 3 }, { file: 'x.yaml' }), /sweep must be a mapping or null/);
 });
+
+test("train.accumulate: 'auto' by default, or an integer that divides the batch", () => {
+  assert.equal(resolveConfig({ name: 'a' }, { file: 'a.yaml' }).train.accumulate, 'auto');
+  assert.equal(resolveConfig({ name: 'a', train: { batch_size: 64, accumulate: 8 } }, { file: 'a.yaml' }).train.accumulate, 8);
+  for (const bad of ['banana', 1.5, true]) {
+    assert.throws(() => resolveConfig({ name: 'a', train: { accumulate: bad } }, { file: 'a.yaml' }), /must be 'auto' or an integer >= 1/, String(bad));
+  }
+  assert.throws(
+    () => resolveConfig({ name: 'a', train: { batch_size: 64, accumulate: 3 } }, { file: 'a.yaml' }),
+    /train\.accumulate \(3\) must divide train\.batch_size \(64\) into equal micro-batches/,
+  );
+});

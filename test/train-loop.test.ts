@@ -15,7 +15,7 @@ import { makeSchedule } from '../src/train/schedule.js';
 import { RunFolder, loadCheckpoint, newRunId, type TrainState } from '../src/train/checkpoint.js';
 import { runLoop, type BatchSource } from '../src/train/loop.js';
 import { trainStep, type TrainableModel } from '../src/train/step.js';
-import { runExperiment, LoaderSource, optimizerStepsPerEpoch } from '../src/train/run.js';
+import { runExperiment, LoaderSource } from '../src/train/run.js';
 import { buildSparK } from '../src/models/spark.js';
 import { Rng } from '../src/util/rng.js';
 import { toFloat32 } from '../src/util/safetensors.js';
@@ -225,27 +225,37 @@ test('the loss falls on a short synthetic run', async () => {
   assert.ok(existsSync(path.join(res.runDir, 'encoder.safetensors')));
 });
 
-test('LoaderSource: micro-batch k of iteration it is loader batch it·accumulate + k (seeks when out of step)', async () => {
+test('LoaderSource: iteration it is the loader batch of step it, split in order into micro-batches (seeks when out of step)', async () => {
   await testBackend();
   const served: number[] = [];
   let pos = 0;
+  // batches of 4 one-pixel images; image j of step s holds the value 10·s + j
   const loader = {
-    numImages: 10, stepsPerEpoch: 5, classes: null, batchSize: 1, inputSize: 1,
+    numImages: 20, stepsPerEpoch: 5, classes: null, batchSize: 4, inputSize: 1,
     next: async () => {
       const step = pos++;
       served.push(step);
-      return { step, epoch: 0, images: new Float32Array([step, step, step]), batchSize: 1, size: 1, indices: [step], labels: null, fresh: 1 };
+      const images = new Float32Array(12);
+      for (let j = 0; j < 4; j++) images.fill(10 * step + j, 3 * j, 3 * j + 3);
+      return { step, epoch: 0, images, batchSize: 4, size: 1, indices: [0, 1, 2, 3], labels: null, fresh: 4 };
     },
     seek: (s: number) => void (pos = s),
     close: async () => undefined,
     skipped: () => [],
   };
   const src = new LoaderSource(loader, 2);
-  assert.equal(src.stepsPerEpoch, 3, 'ceil(5 / 2) optimizer steps per epoch');
-  const a = await src.batches(0);
-  const b = await src.batches(3); // out of order: seeks to 6
-  assert.deepEqual(await Promise.all([...a, ...b].map(async (t) => (await t.data())[0])), [0, 1, 6, 7]);
-  assert.deepEqual(served, [0, 1, 2, 6, 7]);
-  tf.dispose([...a, ...b]);
-  assert.equal(optimizerStepsPerEpoch(32, 1), 32);
+  assert.equal(src.stepsPerEpoch, 5, 'one loader batch per optimizer step');
+  const first = await src.firstMicro(0);
+  const a = await src.batches(0); // the batch the check read is reused
+  const b = await src.batches(3); // out of order: seeks to 3
+  assert.deepEqual(a.map((t) => t.shape[0]), [2, 2]);
+  const vals = async (t: tf.Tensor) => [...(await t.data())].filter((_, i) => i % 3 === 0);
+  assert.deepEqual(await vals(first), [0, 1]);
+  assert.deepEqual(await Promise.all(a.map(vals)), [[0, 1], [2, 3]]);
+  assert.deepEqual(await Promise.all(b.map(vals)), [[30, 31], [32, 33]]);
+  assert.deepEqual(served, [0, 1, 3]);
+  src.micro = 4;
+  const c = await src.batches(4);
+  assert.deepEqual(await Promise.all(c.map(vals)), [[40, 41, 42, 43]]);
+  tf.dispose([first, ...a, ...b, ...c]);
 });

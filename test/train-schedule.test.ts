@@ -30,9 +30,9 @@ test('O10: 800 epochs, warmup 20', () => {
   close(lrAt(250399, s), 3.2e-6, 1e-12, 'lr(250399)');
 });
 
-test('schedule from a train config: peak lr scales with the effective batch, warmup_steps wins', () => {
+test('schedule from a train config: peak lr scales with the batch per step (however it is split), warmup_steps wins', () => {
   const train: TrainConfig = {
-    epochs: 1600, steps: null, batch_size: 1024, accumulate: 4, warmup_epochs: 40, warmup_steps: null,
+    epochs: 1600, steps: null, batch_size: 4096, accumulate: 4, warmup_epochs: 40, warmup_steps: null,
     optimizer: { name: 'lamb', base_lr: 2e-4, base_batch_size: 256, betas: null, eps: 1e-6, weight_decay: 0.04, weight_decay_end: 0.2, clip_grad: 5 },
   };
   assert.ok(Math.abs(peakLr(train) - 3.2e-3) < 1e-15);
@@ -40,6 +40,8 @@ test('schedule from a train config: peak lr scales with the effective batch, war
   assert.equal(s.maxIters, 500800);
   assert.equal(s.warmupIters, 12520);
   assert.equal(s.effectiveBatch, 4096);
+  assert.equal(makeSchedule({ ...train, accumulate: 'auto' }, 313).effectiveBatch, 4096);
+  assert.equal(peakLr({ ...train, accumulate: 16 } as TrainConfig), peakLr(train), 'the split does not change the lr');
   close(s.at(1).lr, 1.625431e-5, 1e-11, 'lr(1)');
   const s2 = makeSchedule({ ...train, steps: 100, epochs: null, warmup_steps: 10 }, 313);
   assert.equal(s2.maxIters, 100);

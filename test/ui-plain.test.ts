@@ -73,7 +73,7 @@ test('plain logger: exact lines for start, steps, epoch, checkpoint, reconstruct
   for (let i = 0; i < 5; i++) raw = b * raw + (1 - b) * 0.75;
   const ema25 = (raw / (1 - b ** 25)).toFixed(4);
   assert.deepEqual(out.lines, [
-    'run quickstart (r1) encoder resnet50, backend cpu, 400 steps = 10 epochs x 40, resumed at step 100',
+    'run quickstart (r1) encoder resnet50, backend cpu, 400 steps = 10 epochs × 40 steps, resumed at step 100',
     'run folder: runs/quickstart/r1',
     `[step 120/400 ep 3/10] loss 0.8123 (ema ${ema20}) lr 1.2e-3 wd 0.041 gn 0.53 12.4 img/s eta 0:05:12`,
     '[epoch 3/10] step 120 mean loss 0.8500 min 0.8123 (12.3 s)',
@@ -130,7 +130,7 @@ test('createConsoleSubscriber on a non-TTY stream is the plain logger (clean lin
   const sub = createConsoleSubscriber({ stream: out as unknown as NodeJS.WriteStream, logEvery: 5 });
   for (const e of demoRunEvents({ totalEpochs: 1, stepsPerEpoch: 10 })) sub.onEvent(e);
   await sub.close?.();
-  assert.match(out.lines[0]!, /^run quickstart \(r20260101-abc123\) encoder resnet_tiny, backend cpu, 10 steps = 1 epochs x 10$/);
+  assert.match(out.lines[0]!, /^run quickstart \(r20260101-abc123\) encoder resnet_tiny, backend cpu, 10 steps = 1 epoch × 10 steps$/);
   assert.deepEqual(
     out.lines.filter((l) => l.startsWith('[step')).map((l) => /^\[step (\d+)\/10 ep 1\/1\]/.exec(l)?.[1]),
     ['5', '10'],

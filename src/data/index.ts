@@ -1,4 +1,5 @@
 /** Public API of the data pipeline (spec §6.1 data aug and sampler). */
+export { checkDataReadable } from './check.js';
 export { createLoader, type Loader, type LoaderOptions, type Batch, type SkippedFile, type AugmentMode } from './loader.js';
 export { IMAGENET_MEAN, IMAGENET_STD, denormalize, denormalizeToUint8, normalizeRgb } from './normalize.js';
 export { countImages, scanImageFolder, isImageFile, IMAGE_EXTENSIONS, type ImageFolder } from './imagefolder.js';

@@ -17,7 +17,7 @@ import { initBackend, runtimeBackendOptions } from '../backend/init.js';
 import { buildEncoder, type Encoder } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
 import type { Loader } from '../data/index.js';
-import type { RunStatus } from '../train/events.js';
+import { epochOfStep, type RunStatus } from '../train/events.js';
 import { AdamW, Lamb, buildParamGroups, type SparkOptimizer } from '../train/optimizers.js';
 import { makeSchedule } from '../train/schedule.js';
 import { RunFolder, assignVariables, freshTrainState, loadCheckpoint, resumeCommandFor, resolveRunPath, loadCheckpointExtra, loadOptimizerState, tensorToSafe, type TrainState } from '../train/checkpoint.js';
@@ -263,7 +263,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
       if (ema) extra.set(EMA_FILE, { tensors: await ema.state(), metadata: { format: 'spark-ema/1', decay: String(ema.decay), step: String(step) } });
       const dir = await folder.writeCheckpoint({ params: enc!.params, buffers: enc!.buffers, optimizer: { tensors: os.tensors }, state, extra });
       lastCkptStep = step;
-      sess.bus.emit({ type: 'checkpoint', time: Date.now(), step, epoch: state.epoch, path: dir });
+      sess.bus.emit({ type: 'checkpoint', time: Date.now(), step, epoch: epochOfStep(step, spe), path: dir });
     };
 
     let t0 = Date.now();
@@ -319,7 +319,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
       if (step % spe === 0 || step === total) {
         const epoch = Math.ceil(step / spe);
         const losses = state.epochLosses;
-        sess.bus.emit({ type: 'epoch', time: now, epoch, step, meanLoss: losses.reduce((a, c) => a + c, 0) / Math.max(1, losses.length), minLoss: Math.min(...losses), seconds: (now - epochStart) / 1000 });
+        sess.bus.emit({ type: 'epoch', time: now, epoch, step, meanLoss: losses.reduce((a, c) => a + c, 0) / Math.max(1, losses.length), minLoss: Math.min(...losses), seconds: (now - epochStart) / 1000, steps: step % spe === 0 ? spe : step % spe, ...(step % spe !== 0 ? { partial: true } : {}) });
         state.epochLosses = [];
         epochStart = now;
         if (epoch % ft.eval_every === 0 || step === total) {
@@ -357,7 +357,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
     }
     await folder.writeJson('metrics.json', { task: 'finetune', status, init, encoder: info.name, steps: step, numClasses, last: task.last, lastEma: task.lastEma, best: task.best, evaluations: task.evaluations });
     const resumeCommand = status === 'KILLED' ? resumeCommandFor('finetune', folder.dir) : undefined;
-    sess.bus.emit({ type: 'run-end', time: Date.now(), status, step, epoch: Math.ceil(step / spe), finalLoss: state.lastLoss, ...(error ? { error } : {}), ...(resumeCommand ? { resumeCommand } : {}) });
+    sess.bus.emit({ type: 'run-end', time: Date.now(), status, step, epoch: epochOfStep(step, spe), finalLoss: state.lastLoss, ...(error ? { error } : {}), ...(resumeCommand ? { resumeCommand } : {}) });
     return {
       status,
       runDir: folder.dir,
@@ -379,7 +379,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<FinetuneResult
       ...(resumeCommand ? { resumeCommand } : {}),
     };
   } catch (e) {
-    sess.bus.emit({ type: 'run-end', time: Date.now(), status: 'FAILED', step, epoch: Math.floor(step / spe), finalLoss: null, error: (e as Error).message });
+    sess.bus.emit({ type: 'run-end', time: Date.now(), status: 'FAILED', step, epoch: epochOfStep(step, spe), finalLoss: null, error: (e as Error).message });
     throw e;
   } finally {
     await sess.close().catch(() => undefined);

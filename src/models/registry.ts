@@ -317,3 +317,49 @@ export function sparkParamCount(model: ModelConfig, inputSize?: number): number 
 export function defaultDropPath(spec: EncoderSpec): number {
   return resolveEncoder(spec).defaultDropPath;
 }
+
+/**
+ * Activation elements of one image in one SparK training forward pass at a square input: the outputs of every conv /
+ * linear layer of the encoder and of the decoder (each is followed by a norm and an activation whose outputs
+ * backprop also keeps; the calibration factor of `train/memory.ts` absorbs those). Pure arithmetic, like the FLOPs.
+ */
+export function activationElementsPerImage(model: ModelConfig, inputSize: number): { encoder: number; decoder: number; total: number } {
+  const r = resolveEncoder(model.encoder);
+  let enc = 0;
+  if (r.family === 'resnet') {
+    let h = convOut(inputSize, 7, 2, 3);
+    enc += h * h * r.width;
+    h = convOut(h, 3, 2, 1);
+    enc += h * h * r.width; // maxpool
+    for (let s = 0; s < 4; s++) {
+      const p = r.width * 2 ** s;
+      for (let b = 0; b < r.layers[s]!; b++) {
+        const ho = convOut(h, 3, b === 0 && s > 0 ? 2 : 1, 1);
+        enc += h * h * p + ho * ho * p + ho * ho * 4 * p; // conv1, conv2, conv3
+        if (b === 0) enc += ho * ho * 4 * p; // downsample
+        h = ho;
+      }
+    }
+  } else {
+    const d = r.dims;
+    let h = convOut(inputSize, 4, 4, 0);
+    enc += h * h * d[0];
+    for (let i = 0; i < 4; i++) {
+      const C = d[i]!;
+      if (i > 0) {
+        h = convOut(h, 2, 2, 0);
+        enc += h * h * C;
+      }
+      enc += r.depths[i]! * h * h * (C + 4 * C + C); // dwconv, pwconv1, pwconv2
+    }
+  }
+  const ch = decoderChannels(model.decoder.width);
+  let dec = 0;
+  let f = Math.floor(inputSize / DOWNSAMPLE_RATIO);
+  for (let i = 0; i < 5; i++) {
+    f *= 2;
+    dec += f * f * (2 * ch[i]! + ch[i + 1]!); // up-sample, conv0, conv3
+  }
+  dec += f * f * 3;
+  return { encoder: enc, decoder: dec, total: enc + dec };
+}

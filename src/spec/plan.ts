@@ -5,6 +5,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describeEncoder, resolveDensifyNorm, sparkParamBreakdown } from '../models/registry.js';
+import { estimateStepMemory, gib, memoryBudget, planBatch, type MemoryBudget } from '../models/memory.js';
 import { roundHalfEven } from '../util/rng.js';
 import { configToYaml } from './load.js';
 import type { ExperimentConfig } from './types.js';
@@ -46,7 +47,13 @@ export interface RunPlan {
     /** masked / cells. */
     effectiveRatio: number;
   };
-  batch: { size: number; accumulate: number; effective: number };
+  /**
+   * size = images per optimizer step (train.batch_size) = `accumulate` micro-batches of `micro` images;
+   * `mode` says whether accumulate was 'auto' (chosen here for this machine) or written.
+   */
+  batch: { size: number; accumulate: number; micro: number; mode: 'auto' | 'explicit'; effective: number };
+  /** Estimated memory of a step at that micro-batch and the budget of the machine the plan was made on. */
+  memory: { perImageBytes: number; inputBytes: number; peakBytes: number; limitBytes: number; budgetSource: string; fits: boolean };
   lr: { base: number; baseBatchSize: number; peak: number };
   optimizer: {
     name: 'lamb' | 'adamw';
@@ -87,6 +94,8 @@ export interface PlanOptions {
   runId?: string;
   /** Environment for the tracking URI default (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** Memory budget to plan the micro-batch against (default: this machine's, models/memory.ts memoryBudget). */
+  budget?: MemoryBudget;
 }
 
 /** Count image files under a folder (recursive, hidden entries skipped); null when it does not exist. */
@@ -129,7 +138,22 @@ export function planRun(config: ExperimentConfig, opts: PlanOptions = {}): RunPl
   const masked = cells - lenKeep;
 
   const t = config.train;
-  const effective = t.batch_size * t.accumulate;
+  const effective = t.batch_size;
+  const backendName = config.runtime.backend === 'auto' ? 'tensorflow' : config.runtime.backend;
+  const mem = estimateStepMemory(config, backendName);
+  const budget = opts.budget ?? memoryBudget(opts.env ?? process.env, process.memoryUsage().rss, backendName);
+  const bp = planBatch(t.batch_size, t.accumulate, mem, budget);
+  if (!bp.fits) {
+    if (bp.mode === 'explicit') {
+      const auto = planBatch(t.batch_size, 'auto', mem, budget);
+      warnings.push(
+        `train.accumulate ${t.accumulate} (micro-batches of ${bp.micro}) will not fit: estimated peak ${gib(bp.estimatedPeakBytes)} > ${gib(budget.limitBytes)} ` +
+          `(${budget.source}); accumulate: auto would use micro-batches of ${auto.micro}${auto.fits ? '' : ' (and still not fit)'}`,
+      );
+    } else {
+      warnings.push(`even a micro-batch of 1 image will not fit: estimated peak ${gib(bp.estimatedPeakBytes)} > ${gib(budget.limitBytes)} (${budget.source}); use a smaller input size or model`);
+    }
+  }
   const o = t.optimizer;
   const peak = (o.base_lr * effective) / o.base_batch_size;
 
@@ -178,7 +202,8 @@ export function planRun(config: ExperimentConfig, opts: PlanOptions = {}): RunPl
     dropPath: dropPathIsDefault ? info.defaultDropPath : config.model.drop_path!,
     dropPathIsDefault,
     mask: { inputSize, fmap, cells, lenKeep, masked, ratio, effectiveRatio: masked / cells },
-    batch: { size: t.batch_size, accumulate: t.accumulate, effective },
+    batch: { size: t.batch_size, accumulate: bp.accumulate, micro: bp.micro, mode: bp.mode, effective },
+    memory: { perImageBytes: mem.perImageBytes, inputBytes: mem.inputBytes, peakBytes: bp.estimatedPeakBytes, limitBytes: budget.limitBytes, budgetSource: budget.source, fits: bp.fits },
     lr: { base: o.base_lr, baseBatchSize: o.base_batch_size, peak },
     optimizer: {
       name: o.name,
@@ -260,7 +285,14 @@ export function formatPlan(plan: RunPlan, opts: { backend?: string } = {}): stri
 
   head('optimisation');
   const b = plan.batch;
-  row('batch', `${int(b.size)} × ${b.accumulate} accumulation = ${int(b.effective)} effective`);
+  const split = b.accumulate === 1 ? `one micro-batch` : `${int(b.accumulate)} micro-batches of ${int(b.micro)} (gradients averaged)`;
+  row('batch', `${int(b.size)} per step = ${split}${b.mode === 'auto' ? ', accumulate auto: the largest micro-batch that fits here' : ''}`);
+  const mm = plan.memory;
+  row(
+    'memory',
+    `estimated peak ${gib(mm.peakBytes)} at micro-batch ${int(b.micro)} (${gib(mm.perImageBytes)} per image, the loader's batches ${gib(mm.inputBytes)}) ` +
+      `of a ${gib(mm.limitBytes)} budget (${mm.budgetSource})${mm.fits ? '' : ' — does not fit'}`,
+  );
   row('learning rate', `peak ${num(plan.lr.peak)} = ${num(plan.lr.base)} × ${int(b.effective)} / ${int(plan.lr.baseBatchSize)}`);
   const o = plan.optimizer;
   row(
@@ -271,10 +303,11 @@ export function formatPlan(plan: RunPlan, opts: { backend?: string } = {}): stri
 
   head('schedule');
   row('iterations/epoch', s.itersPerEpoch === null ? 'unknown' : int(s.itersPerEpoch));
-  const epochsText = s.epochs === null ? 'unknown epochs' : s.lengthFrom === 'steps' ? `≈ ${num(+s.epochs.toFixed(3))} epochs` : `${int(s.epochs)} epochs`;
-  const itersText = s.totalIters === null ? 'unknown iterations' : `${int(s.totalIters)} iterations`;
+  const epochsText =
+    s.epochs === null ? 'unknown epochs' : s.lengthFrom === 'steps' ? `≈ ${num(+s.epochs.toFixed(3))} epoch${s.epochs === 1 ? '' : 's'}` : `${int(s.epochs)} epoch${s.epochs === 1 ? '' : 's'}`;
+  const itersText = s.totalIters === null ? 'unknown iterations' : `${int(s.totalIters)} iteration${s.totalIters === 1 ? '' : 's'}`;
   row('length', s.lengthFrom === 'steps' ? `${itersText} (${epochsText})` : `${epochsText} = ${itersText}`);
-  row('warm-up', s.warmupIters === null ? 'unknown iterations' : `${int(s.warmupIters)} iterations`);
+  row('warm-up', s.warmupIters === null ? 'unknown iterations' : `${int(s.warmupIters)} iteration${s.warmupIters === 1 ? '' : 's'}`);
 
   head('runtime');
   const r = plan.runtime;

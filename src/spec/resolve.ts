@@ -93,11 +93,22 @@ function instancePath(e: ErrorObject, data: unknown): Array<string | number> {
 
 const NAME_RULE = "letters, digits, '.', '_' and '-' only, starting with a letter or digit";
 
+/** A value that is a keyword or an integer (`train.accumulate`: 'auto' or ≥ 1): "must be 'auto' or an integer >= 1". */
+function keywordOrInteger(ps: SchemaNode | undefined): string | null {
+  const node = ps as { type?: unknown; pattern?: unknown; minimum?: unknown } | undefined;
+  const types = Array.isArray(node?.type) ? (node!.type as string[]) : [];
+  const m = typeof node?.pattern === 'string' ? /^\^(\w+)\$$/.exec(node.pattern) : null;
+  if (!m || !types.includes('integer') || !types.includes('string')) return null;
+  return `must be '${m[1]}' or an integer${typeof node?.minimum === 'number' ? ` >= ${node.minimum}` : ''}`;
+}
+
 /** Translate one ajv error; null for meta-errors that only repeat another (if/then). */
 export function issueFromAjv(e: ErrorObject, data: unknown): Issue | null {
   const p = instancePath(e, data);
   const ps = e.parentSchema as SchemaNode | undefined;
   const params = e.params as Record<string, unknown>;
+  const either = keywordOrInteger(ps);
+  if (either && (e.keyword === 'type' || e.keyword === 'pattern')) return simple(p, either, e.data);
   const got = e.data;
   if (e.propertyName !== undefined && e.keyword !== 'propertyNames') {
     // a rule on the key itself (JSON Schema propertyNames)
@@ -275,6 +286,14 @@ export function semanticIssues(cfg: ExperimentConfig, written: (p: ConfigPath) =
         ? simple(['train', 'warmup_epochs'], `must be < train.epochs (${t.epochs})`, t.warmup_epochs)
         : simple(['train', 'epochs'], `must be > train.warmup_epochs (${t.warmup_epochs}, the default)`, t.epochs, 'set train.warmup_epochs or train.warmup_steps'),
     );
+  }
+  if (typeof t.accumulate === 'number' && t.batch_size % t.accumulate !== 0) {
+    out.push({
+      path: ['train', 'accumulate'],
+      kind: 'value',
+      hint: "use a divisor of train.batch_size, or 'auto'",
+      message: () => `train.accumulate (${t.accumulate}) must divide train.batch_size (${t.batch_size}) into equal micro-batches`,
+    });
   }
   if (t.warmup_steps != null && t.steps != null && t.warmup_steps >= t.steps) {
     out.push(simple(['train', 'warmup_steps'], `must be < train.steps (${t.steps})`, t.warmup_steps));

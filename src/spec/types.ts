@@ -61,8 +61,14 @@ export interface TrainConfig {
   /** Exactly one of epochs / steps is set after resolution (the other is null). */
   epochs: number | null;
   steps: number | null;
+  /** Images per optimizer step (what the learning rate is scaled by). */
   batch_size: number;
-  accumulate: number;
+  /**
+   * Micro-batches per step: batch_size is split into `accumulate` micro-batches of batch_size / accumulate images
+   * (gradients averaged). 'auto' = the largest micro-batch that divides batch_size and fits the device's memory
+   * (src/train/memory.ts); the run records what it chose (run.json `batch`, MLflow param `train.micro_batch`).
+   */
+  accumulate: number | 'auto';
   optimizer: OptimizerConfig;
   /** Exactly one of warmup_epochs / warmup_steps is used (warmup_steps wins when set). */
   warmup_epochs: number;

@@ -98,6 +98,8 @@ export interface CreateRunTrackerOptions {
   resume: boolean;
   parentRunId?: string;
   extraTags?: Record<string, string>;
+  /** Params logged beside the config's (a new run only), e.g. the resolved `train.micro_batch`. */
+  extraParams?: Record<string, string>;
   /** Optional: receives tracking warnings (tracking-offline / tracking-online / tracking-error). */
   emit?: (e: RunEvent) => void;
   /** Optional: use this store instead of opening tracking.uri (tests, sweeps). */
@@ -172,6 +174,7 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
   }
   // the highest step the store already has (a flush acknowledged after the last mlflow.json write): not logged again
   let storedStep = 0;
+  let prevStartTime: number | undefined;
   if (prev && prev.uri === store.uri) {
     // the run must still be there (deleted runs cannot be written to); an unreachable server is checked later
     const runId = prev.runId;
@@ -180,6 +183,7 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
       if (r.info.lifecycleStage === 'deleted') throw new TrackingError('deleted', 'RESOURCE_DOES_NOT_EXIST');
       const h = await bounded(store, store.getMetricHistory(runId, 'loss'), closeTimeout);
       for (const m of h) storedStep = Math.max(storedStep, m.step);
+      if (r.info.startTime > 0) prevStartTime = r.info.startTime;
     } catch (err) {
       if (err instanceof TrackingError && err.errorCode === 'RESOURCE_DOES_NOT_EXIST') {
         opts.emit?.({ type: 'warning', time: Date.now(), code: 'tracking-new-run', message: `MLflow run ${prev.runId} no longer exists at ${store.uri}: the resumed run is logged as a new MLflow run` });
@@ -194,6 +198,7 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
       runId: prev.runId,
       lastLoggedStep: Math.max(prev.lastLoggedStep, journaledStep, storedStep),
       ...(prev.placeholderRunId ? { placeholderRunId: prev.placeholderRunId } : {}),
+      ...(prevStartTime !== undefined ? { startTime: prevStartTime } : {}),
     });
     tracker.enqueue({ type: 'terminate', runId: prev.runId, status: 'RUNNING', endTime: Date.now() });
     void tracker.flushNow();
@@ -240,7 +245,8 @@ export async function createRunTracker(opts: CreateRunTrackerOptions): Promise<R
     tracker = new MlflowRunTracker({ ...base, experimentId: '', runId, placeholderRunId: placeholder, createOp, lastLoggedStep: 0 });
     opts.emit?.(offlineWarning(store.uri, opts.runDir, (err as Error).message));
   }
-  for (const chunk of chunkBatch({ params: Object.entries(configParams(opts.config)).map(([key, value]) => ({ key, value })) })) {
+  const params = { ...configParams(opts.config), ...(opts.extraParams ?? {}) };
+  for (const chunk of chunkBatch({ params: Object.entries(params).map(([key, value]) => ({ key, value })) })) {
     tracker.enqueue({ type: 'batch', runId, batch: chunk });
   }
   if (opts.specPath && existsSync(opts.specPath)) tracker.enqueue({ type: 'artifact', runId, localPath: path.resolve(opts.specPath), artifactPath: 'spec' });

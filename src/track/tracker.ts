@@ -18,6 +18,7 @@
  * created it, `runId` is '' (no MLflow run id is known yet); once created, the real id is written to mlflow.json
  * (with the placeholder, for the ops still journaled) and to the run folder's run.json, and used from then on.
  */
+import { commandHint } from '../util/hint.js';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { atomicWriteFileSync } from '../util/atomic.js';
@@ -112,12 +113,13 @@ export interface TrackerOptions {
   emit?: (e: RunEvent) => void;
   /** Seconds close() waits for a server (default 5); then what is pending stays journaled. */
   closeTimeout?: number;
+  /** The MLflow run's start time (ms), when known: a resumed run ends at start + its duration without stopped time. */
+  startTime?: number;
 }
 
 /** The one-line reminder of calls left in a run's journal. */
 export function syncReminder(runDir: string, pending: number): string {
-  const dir = /^[\w./,+@%:=-]+$/.test(runDir) ? runDir : `'${runDir.replace(/'/g, `'\\''`)}'`;
-  return `MLflow: ${pending} tracking call(s) could not be sent and wait in ${path.join(runDir, JOURNAL_FILE)}; send them with: npx spark sync --run ${dir}`;
+  return `MLflow: ${pending} tracking call(s) could not be sent and wait in ${path.join(runDir, JOURNAL_FILE)}; send them with: ${commandHint(['sync', '--run', { path: runDir }])}`;
 }
 
 /** Resolves true when `p` settles within `ms`, false otherwise (p keeps running). */
@@ -151,6 +153,7 @@ const STEP_METRICS: Array<[string, (e: Extract<RunEvent, { type: 'step' }>) => n
 
 export class MlflowRunTracker implements RunTracker {
   readonly uri: string;
+  private readonly startTime: number | undefined;
   /** The placeholder of a run that started offline (undefined otherwise). */
   readonly placeholderRunId: string | undefined;
   /** The MLflow run id, or the placeholder while the run is not created. */
@@ -193,6 +196,7 @@ export class MlflowRunTracker implements RunTracker {
     this.currentRunId = o.runId;
     this.currentExperimentId = o.experimentId;
     this.placeholderRunId = o.placeholderRunId;
+    this.startTime = o.startTime;
     if (o.placeholderRunId && o.runId !== o.placeholderRunId) this.runIds.set(o.placeholderRunId, o.runId);
     this.uri = o.store.uri;
     this.journal = new Journal(path.join(o.runDir, JOURNAL_FILE));
@@ -288,6 +292,9 @@ export class MlflowRunTracker implements RunTracker {
           { key: 'epoch_seconds', value: e.seconds, timestamp: e.time, step: e.step },
           { key: 'epoch', value: e.epoch, timestamp: e.time, step: e.step },
         );
+        // a run that ends inside an epoch logs that epoch's numbers too, marked partial (epoch_steps < steps per epoch)
+        if (e.steps !== undefined) this.metrics.push({ key: 'epoch_steps', value: e.steps, timestamp: e.time, step: e.step });
+        if (e.partial) this.metrics.push({ key: 'epoch_partial', value: 1, timestamp: e.time, step: e.step });
         this.bufferedMaxStep = Math.max(this.bufferedMaxStep, e.step);
         this.scheduleFlush();
         return;
@@ -316,7 +323,9 @@ export class MlflowRunTracker implements RunTracker {
         if (e.error) this.tags.push({ key: 'spark.error', value: e.error.slice(0, 4000) });
         if (e.resumeCommand) this.tags.push({ key: 'spark.resume_command', value: e.resumeCommand });
         this.flushBuffered();
-        this.extraOps.push({ type: 'terminate', runId: this.currentRunId, status, endTime: e.time });
+        // MLflow's duration is end − start: a resumed run's end leaves out the time it was stopped
+        const endTime = e.durationMs !== undefined && this.startTime !== undefined ? this.startTime + e.durationMs : e.time;
+        this.extraOps.push({ type: 'terminate', runId: this.currentRunId, status, endTime });
         this.scheduleFlush();
         return;
       }

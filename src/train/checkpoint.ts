@@ -34,7 +34,7 @@ export interface TrainState {
   format: 'spark-checkpoint/1';
   /** Optimizer steps completed (the next step to run is step + 1, i.e. iteration `step`). */
   step: number;
-  /** Epochs completed (floor(step / stepsPerEpoch)). */
+  /** Epochs completed (floor(step / stepsPerEpoch)): a count, not the 1-based epoch number events and the console show. */
   epoch: number;
   totalSteps: number;
   stepsPerEpoch: number;
@@ -52,6 +52,12 @@ export interface TrainState {
   savedAt: string;
   /** Wall seconds spent training, summed over resumed segments. */
   trainSeconds: number;
+  /** Wall seconds of the run's processes up to this checkpoint (set-up included, stopped time excluded). */
+  runSeconds?: number;
+  /** Wall seconds spent so far in the current (unfinished) epoch, so a resumed epoch's `epoch_seconds` is whole. */
+  epochSeconds?: number;
+  /** The displayed loss EMA (uncorrected average and count, events.ts nextLossEma), continued on resume. */
+  lossEma?: { raw: number; count: number };
   backend: string;
   encoder: string;
   /** Task-specific state (fine-tuning: evaluation results so far). */

@@ -6,6 +6,25 @@ import type { ExperimentConfig } from '../spec/types.js';
 
 export type RunStatus = 'FINISHED' | 'FAILED' | 'KILLED';
 
+/**
+ * Epoch numbers people read are 1-based everywhere (events, console, MLflow's `epoch` metric): epoch k holds the
+ * optimizer steps (k−1)·spe + 1 … k·spe, so the epoch of step s is ceil(s / spe) (epoch 1 before the first step).
+ * Only checkpoint/state.json keeps counts of completed epochs (`epoch`, `dataPosition.epoch` 0-based positions).
+ */
+export function epochOfStep(step: number, stepsPerEpoch: number): number {
+  return Math.max(1, Math.ceil(step / Math.max(1, stepsPerEpoch)));
+}
+
+/** Decay of the displayed loss EMA (bias-corrected, like Adam's moments). */
+export const LOSS_EMA_BETA = 0.9;
+
+/** The loss EMA after one more loss: `raw` is the uncorrected average, `count` the losses folded in. */
+export function nextLossEma(prev: { raw: number; count: number } | null | undefined, loss: number): { raw: number; count: number; value: number } {
+  const raw = LOSS_EMA_BETA * (prev?.raw ?? 0) + (1 - LOSS_EMA_BETA) * loss;
+  const count = (prev?.count ?? 0) + 1;
+  return { raw, count, value: raw / (1 - Math.pow(LOSS_EMA_BETA, count)) };
+}
+
 export interface RunStartEvent {
   type: 'run-start';
   time: number;
@@ -22,6 +41,10 @@ export interface RunStartEvent {
   totalEpochs: number;
   /** First step this process will run (> 0 when resumed). */
   startStep: number;
+  /** Wall seconds the run already ran before this process (resumed runs; stopped time excluded). */
+  elapsedBefore?: number;
+  /** How train.batch_size is split: `accumulate` micro-batches of `micro` images ('auto' = chosen for this machine). */
+  batch?: { size: number; micro: number; accumulate: number; mode: 'auto' | 'explicit' };
   resumed: boolean;
   /** Path of the spec file the run came from (null when built in code). */
   specPath: string | null;
@@ -42,7 +65,10 @@ export interface StepEvent {
   wd: number;
   gradNorm: number;
   imgPerSec: number;
+  /** Seconds left at the recent step rate; NaN while unknown (the first step of a process is warm-up). */
   etaSec: number;
+  /** Bias-corrected EMA of the loss over the whole run (continued across resumes: it is in the checkpoint). */
+  lossEma?: number;
   memory?: { numTensors: number; numBytes: number; rssBytes: number };
 }
 
@@ -54,7 +80,12 @@ export interface EpochEvent {
   step: number;
   meanLoss: number;
   minLoss: number;
+  /** Wall seconds of the epoch's steps, over resumes (stopped time excluded). */
   seconds: number;
+  /** The run ended inside this epoch: the numbers cover its first `steps` steps only. */
+  partial?: boolean;
+  /** Steps the numbers cover (stepsPerEpoch unless partial). */
+  steps?: number;
 }
 
 export interface CheckpointEvent {
@@ -109,6 +140,8 @@ export interface RunEndEvent {
   error?: string;
   /** Command that resumes the run, when it was interrupted. */
   resumeCommand?: string;
+  /** A resumed run: its wall time over all its processes, stopped time excluded (the MLflow run's duration). */
+  durationMs?: number;
 }
 
 export type RunEvent =

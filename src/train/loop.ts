@@ -8,7 +8,8 @@
  * steps the loop holds one batch: the next one (or, after the last step, the last one); it frees it when it ends.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { EventBus, RunStatus } from './events.js';
+import { epochOfStep, nextLossEma, type EventBus, type RunStatus } from './events.js';
+import { EtaEstimator } from './eta.js';
 import type { SparkOptimizer } from './optimizers.js';
 import type { Schedule } from './schedule.js';
 import type { RunFolder, TrainState } from './checkpoint.js';
@@ -38,6 +39,8 @@ export interface LoopOptions {
   onEpochEnd?: (epoch: number, step: number) => Promise<void>;
   /** Called after each completed step (tests use it to interrupt at a chosen step). */
   onStep?: (step: number, loss: number) => void | Promise<void>;
+  /** When this process's part of the run began (Date.now(); default: the loop's start), for `state.runSeconds`. */
+  segmentStart?: number;
 }
 
 export interface LoopResult {
@@ -77,8 +80,13 @@ async function loopSteps(o: LoopOptions, held: Held): Promise<LoopResult> {
   let checkpointPath: string | undefined;
   const segmentStart = Date.now();
   const trainSecondsBefore = state.trainSeconds;
+  const runSegmentStart = o.segmentStart ?? segmentStart;
+  const runSecondsBefore = state.runSeconds ?? state.trainSeconds;
+  // the current epoch's seconds: what earlier processes spent in it (checkpoint) + this one's
   let epochStart = Date.now();
-  let stepSecEma: number | null = null;
+  let epochSecondsBefore = state.epochSeconds ?? 0;
+  const epochSeconds = (): number => epochSecondsBefore + (Date.now() - epochStart) / 1000;
+  const eta = new EtaEstimator();
   let logWindow = { t: Date.now(), steps: 0 };
   let lastRate: number | null = null;
 
@@ -89,16 +97,18 @@ async function loopSteps(o: LoopOptions, held: Held): Promise<LoopResult> {
     state.optimizer = { kind: optimizer.kind, groupSteps: opt.groupSteps };
     state.savedAt = new Date().toISOString();
     state.trainSeconds = trainSecondsBefore + (Date.now() - segmentStart) / 1000;
+    state.runSeconds = runSecondsBefore + (Date.now() - runSegmentStart) / 1000;
+    state.epochSeconds = epochSeconds();
     await bus.beforeCheckpoint(state.step); // what was logged up to this step is durable before the checkpoint counts
     checkpointPath = await folder.writeCheckpoint({ params: model.params, buffers: model.buffers, optimizer: { tensors: opt.tensors }, state });
     lastCkptStep = state.step;
-    bus.emit({ type: 'checkpoint', time: Date.now(), step: state.step, epoch: state.epoch, path: checkpointPath });
+    bus.emit({ type: 'checkpoint', time: Date.now(), step: state.step, epoch: epochOfStep(state.step, spe), path: checkpointPath });
   };
 
   const result = (status: RunStatus, error?: string): LoopResult => ({
     status,
     step: state.step,
-    epoch: Math.floor(state.step / spe),
+    epoch: epochOfStep(state.step, spe),
     finalLoss: state.lastLoss,
     ...(error ? { error } : {}),
     ...(checkpointPath ? { checkpointPath } : {}),
@@ -138,11 +148,12 @@ async function loopSteps(o: LoopOptions, held: Held): Promise<LoopResult> {
     state.lastLoss = r.loss;
     state.minLoss = state.minLoss === null ? r.loss : Math.min(state.minLoss, r.loss);
     state.epochLosses.push(r.loss);
+    const ema = nextLossEma(state.lossEma, r.loss);
+    state.lossEma = { raw: ema.raw, count: ema.count };
     state.lossTail.push([step, r.loss]);
     if (state.lossTail.length > TAIL) state.lossTail.splice(0, state.lossTail.length - TAIL);
 
-    const dt = (Date.now() - t0) / 1000;
-    stepSecEma = stepSecEma === null ? dt : 0.9 * stepSecEma + 0.1 * dt;
+    eta.observe((Date.now() - t0) / 1000);
     // one event per step: the tracker logs every step (batched), the plain logger prints every `logEvery`-th,
     // the Ink view re-renders at its own pace
     logWindow.steps++;
@@ -168,25 +179,31 @@ async function loopSteps(o: LoopOptions, held: Held): Promise<LoopResult> {
         wd,
         gradNorm: r.gradNorm,
         imgPerSec: lastRate ?? rate,
-        etaSec: (total - step) * stepSecEma,
+        etaSec: eta.eta(total - step),
+        lossEma: ema.value,
         memory: { numTensors: mem.numTensors, numBytes: mem.numBytes, rssBytes: process.memoryUsage().rss },
       });
     }
-    if (step % spe === 0) {
+    // an epoch's summary at its end; the run's last epoch when it ends early is summarised as partial
+    if (step % spe === 0 || step === total) {
       const losses = state.epochLosses;
       const mean = losses.reduce((a, b) => a + b, 0) / Math.max(1, losses.length);
+      const partial = step % spe !== 0;
       bus.emit({
         type: 'epoch',
         time: Date.now(),
-        epoch: step / spe,
+        epoch: epochOfStep(step, spe),
         step,
         meanLoss: mean,
         minLoss: Math.min(...losses),
-        seconds: (Date.now() - epochStart) / 1000,
+        seconds: epochSeconds(),
+        steps: partial ? step % spe : spe,
+        ...(partial ? { partial: true } : {}),
       });
       state.epochLosses = [];
-      if (o.onEpochEnd) await o.onEpochEnd(step / spe, step);
+      if (o.onEpochEnd && !partial) await o.onEpochEnd(step / spe, step);
       epochStart = Date.now();
+      epochSecondsBefore = 0;
     }
     if ((o.checkpointEvery > 0 && step % o.checkpointEvery === 0) || step === total) await saveCheckpoint();
     if (o.onStep) await o.onStep(step, r.loss);

@@ -12,15 +12,41 @@ import { configToYaml, loadExperiment } from '../spec/index.js';
 import { initBackend, runtimeBackendOptions } from '../backend/init.js';
 import { buildSparK, type SparKModel } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
-import { createLoader, type Loader } from '../data/index.js';
+import { checkDataReadable, createLoader, type Loader } from '../data/index.js';
 import { UsageError } from '../util/errors.js';
-import { EventBus, type RunStartEvent, type RunStatus, type RunSubscriber } from './events.js';
+import { EventBus, epochOfStep, type RunStartEvent, type RunStatus, type RunSubscriber } from './events.js';
 import { buildParamGroups, createOptimizer, type SparkOptimizer } from './optimizers.js';
 import { makeSchedule } from './schedule.js';
 import { RunFolder, assignVariables, freshTrainState, loadCheckpoint, loadOptimizerState, resumeCommandFor, type TrainState } from './checkpoint.js';
 import { runLoop, type BatchSource } from './loop.js';
 import { createRunTracker, type RunTracker } from '../track/index.js';
 import { createLivenessSubscriber, reconcileRunFolder, runIsAlive } from '../track/liveness.js';
+import {
+  checkMeasuredMicro,
+  describeBatchPlan,
+  estimateStepMemory,
+  estimatedPeak,
+  isOutOfMemory,
+  memoryBudget,
+  planBatch,
+  stepDownAfterOom,
+  type BatchPlan,
+  type StepMemory,
+} from '../models/memory.js';
+import { probeMicroBatch } from './memory.js';
+
+/** `accumulate: auto` measures the first micro-batch when its estimated peak is above this fraction of the budget. */
+const PROBE_ABOVE = 0.5;
+
+/** What run.json records of the batch split (resume reuses the micro-batch, so the run stays exact). */
+export interface RunBatchInfo {
+  size: number;
+  micro: number;
+  accumulate: number;
+  mode: 'auto' | 'explicit';
+  estimatedPeakBytes: number;
+  limitBytes: number;
+}
 
 export interface RunOptions {
   /** The resolved configuration; optional when resuming (read from the run folder's config.yaml). */
@@ -63,31 +89,45 @@ export interface RunResult {
   trackingReminder?: string;
 }
 
-/** Optimizer steps per epoch for a loader of `loaderSteps` batches and `accumulate` micro-batches per step. */
-export function optimizerStepsPerEpoch(loaderSteps: number, accumulate: number): number {
-  return Math.max(1, Math.ceil(loaderSteps / Math.max(1, accumulate)));
-}
-
-/** Micro-batch `k` of iteration `it` is the loader's global batch `it·accumulate + k`. */
+/**
+ * The micro-batches of iteration `it`: the loader's batch of global step `it` (train.batch_size images) split into
+ * `batch_size / micro` equal micro-batches, in order. The split does not change which images a step sees, only
+ * how many go through the model at once; `micro` may be lowered before the first step (memory check).
+ */
 export class LoaderSource implements BatchSource {
+  private last: { step: number; images: Float32Array; size: number; batchSize: number } | null = null;
   constructor(
     private readonly loader: Loader,
-    private readonly accumulate: number,
+    public micro: number,
   ) {}
   get stepsPerEpoch(): number {
-    return optimizerStepsPerEpoch(this.loader.stepsPerEpoch, this.accumulate);
+    return this.loader.stepsPerEpoch;
+  }
+  private async batch(it: number): Promise<{ images: Float32Array; size: number; batchSize: number }> {
+    if (this.last?.step === it) return this.last;
+    let b = await this.loader.next();
+    if (b.step !== it) {
+      this.loader.seek(it);
+      b = await this.loader.next();
+    }
+    this.last = { step: it, images: b.images, size: b.size, batchSize: b.batchSize };
+    return this.last;
+  }
+  /** The first micro-batch of iteration `it` (the memory check measures it). */
+  async firstMicro(it: number): Promise<tf.Tensor4D> {
+    const b = await this.batch(it);
+    const m = Math.min(this.micro, b.batchSize);
+    return tf.tensor4d(b.images.subarray(0, m * b.size * b.size * 3), [m, b.size, b.size, 3]);
   }
   async batches(it: number): Promise<tf.Tensor4D[]> {
+    const b = await this.batch(it);
+    const per = b.size * b.size * 3;
     const out: tf.Tensor4D[] = [];
-    for (let k = 0; k < this.accumulate; k++) {
-      const want = it * this.accumulate + k;
-      let b = await this.loader.next();
-      if (b.step !== want) {
-        this.loader.seek(want);
-        b = await this.loader.next();
-      }
-      out.push(tf.tensor4d(b.images, [b.batchSize, b.size, b.size, 3]));
+    for (let start = 0; start < b.batchSize; start += this.micro) {
+      const m = Math.min(this.micro, b.batchSize - start);
+      out.push(tf.tensor4d(b.images.subarray(start * per, (start + m) * per), [m, b.size, b.size, 3]));
     }
+    this.last = null; // the tensors hold copies: do not keep a whole batch of images alive through the step
     return out;
   }
 }
@@ -105,9 +145,11 @@ async function openTracker(
   resolvedYaml: string,
   resume: boolean,
   bus: EventBus,
+  extraParams: Record<string, string>,
 ): Promise<RunTracker> {
   return createRunTracker({
     config,
+    extraParams,
     runDir: folder.dir,
     specPath,
     resolvedYaml,
@@ -129,6 +171,7 @@ async function consoleSubscriber(opts: RunOptions, config: ExperimentConfig, onI
 
 /** Run (or resume) one pre-training experiment. */
 export async function runExperiment(opts: RunOptions): Promise<RunResult> {
+  const segmentStart = Date.now();
   // ---- the run folder and the configuration
   let folder: RunFolder;
   let config: ExperimentConfig;
@@ -158,6 +201,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     if (config.task !== 'pretrain') {
       throw new UsageError(`task '${config.task}' is not run by \`spark run\`; use \`spark ${config.task}\``);
     }
+    // bad data is an error before anything exists (run folder, MLflow run)
+    await checkDataReadable(config.data);
     if (opts.runDir) {
       const dir = path.resolve(opts.runDir);
       mkdirSync(dir, { recursive: true });
@@ -176,11 +221,11 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     });
   }
   const seed = config.runtime.seed;
-  const accumulate = Math.max(1, config.train.accumulate);
 
   // ---- compute
   const backend = await initBackend(config.runtime.backend, runtimeBackendOptions(config.runtime));
   const info = describeEncoder(config.model.encoder);
+  const batchPlan = resolveBatchPlan(config, backend.name, opts.resumeDir ? (folder.readRunInfo()?.['batch'] as RunBatchInfo | undefined) : undefined);
   const betas: [number, number] = config.train.optimizer.betas ?? [0.9, info.defaultBeta2];
 
   const bus = new EventBus();
@@ -218,11 +263,28 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       batchSize: config.train.batch_size,
       seed,
       augment: 'pretrain',
-      startStep: startStep * accumulate,
+      startStep,
       runDir: folder.dir,
       onWarning: (code, message) => warn(code, message),
     });
-    const source = new LoaderSource(loader, accumulate);
+    const source = new LoaderSource(loader, batchPlan.plan.micro);
+    if (batchPlan.probe) {
+      await checkFirstMicroBatch(model, source, batchPlan.plan, seed, startStep, warn);
+      batchPlan.plan.estimatedPeakBytes = estimatedPeak(batchPlan.mem, batchPlan.plan.micro);
+      batchPlan.plan.fits = batchPlan.plan.estimatedPeakBytes <= batchPlan.plan.limitBytes;
+    }
+    if (!batchPlan.plan.fits) {
+      warn('batch-may-not-fit', `${describeBatchPlan(batchPlan.plan)}: the step may run out of memory${batchPlan.plan.mode === 'explicit' ? "; set train.accumulate: auto (or a larger accumulate)" : ''}`);
+    }
+    const batchInfo: RunBatchInfo = {
+      size: batchPlan.plan.batch,
+      micro: batchPlan.plan.micro,
+      accumulate: batchPlan.plan.accumulate,
+      mode: batchPlan.plan.mode,
+      estimatedPeakBytes: Math.round(batchPlan.plan.estimatedPeakBytes),
+      limitBytes: Math.round(batchPlan.plan.limitBytes),
+    };
+    await folder.updateRunInfo({ batch: batchInfo });
     const spe = source.stepsPerEpoch;
     const schedule = makeSchedule(config.train, spe);
     optimizer = createOptimizer(config.train.optimizer, buildParamGroups(model.params), betas);
@@ -251,7 +313,10 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     }
     for (const s of opts.subscribers ?? []) bus.subscribe(s);
     bus.subscribe(createLivenessSubscriber(folder.dir));
-    tracker = await openTracker(config, folder, opts, specPath, resolvedYaml, opts.resumeDir !== undefined, bus);
+    tracker = await openTracker(config, folder, opts, specPath, resolvedYaml, opts.resumeDir !== undefined, bus, {
+      'train.micro_batch': String(batchPlan.plan.micro),
+      'train.accumulate_resolved': String(batchPlan.plan.accumulate),
+    });
     bus.subscribe(tracker);
     if (tracker.runId) await folder.updateRunInfo({ mlflowRunId: tracker.runId, mlflowExperimentId: tracker.experimentId });
 
@@ -269,11 +334,14 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       totalEpochs: Math.ceil(schedule.maxIters / spe),
       startStep,
       resumed: resumeState !== null,
+      ...(resumeState ? { elapsedBefore: resumeState.runSeconds ?? resumeState.trainSeconds } : {}),
+      batch: { size: batchInfo.size, micro: batchInfo.micro, accumulate: batchInfo.accumulate, mode: batchInfo.mode },
       specPath,
       ...(opts.sweep ? { sweep: opts.sweep } : {}),
     });
     started = true;
     if (backend.name === 'torch') bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `backend: ${backend.reason}` });
+    bus.emit({ type: 'log', time: Date.now(), level: 'info', message: describeBatchPlan(batchPlan.plan) });
     for (const w of pendingWarnings) bus.emit({ type: 'warning', time: Date.now(), code: w.code, message: w.message });
     if (resumeState && startStep >= schedule.maxIters) {
       bus.emit({ type: 'log', time: Date.now(), level: 'info', message: `run already complete at step ${startStep}` });
@@ -286,7 +354,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     const reconstruct = async (label: string, epoch: number, step: number): Promise<void> => {
       try {
         const ui = await import('../ui/reconstruction.js');
-        reconImages ??= await ui.fixedValidationBatch(config, Math.max(1, config.output.reconstruct_images));
+        const skip = new Set(loader?.skipped().map((f) => f.path) ?? []);
+        reconImages ??= await ui.fixedValidationBatch(config, Math.max(1, config.output.reconstruct_images), { skip });
         const file = folder.path('reconstructions', `${label}.png`);
         mkdirSync(path.dirname(file), { recursive: true });
         const r = await ui.renderReconstructionGrid(m, reconImages, null, config.data.input_size, file, { seed });
@@ -305,7 +374,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
 
     let res;
     try {
-      res = await runLoop({
+      const loopOptions = {
         onEpochEnd,
         model,
         optimizer,
@@ -319,13 +388,15 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
         logEvery: config.output.log_every,
         signal: stop.signal,
         onStep: opts.onStep,
-      });
+        segmentStart,
+      };
+      res = await runWithOomStepDown(() => runLoop(loopOptions), { model, source, plan: batchPlan.plan, state, startStep, folder, warn });
       if (res.status === 'FINISHED') {
         await folder.writeEncoder(model.params, model.buffers, model.encoderName);
         if (reconEvery > 0 && lastReconStep !== res.step) await reconstruct('final', res.epoch, res.step);
       }
     } catch (e) {
-      res = { status: 'FAILED' as const, step: state.step, epoch: Math.floor(state.step / spe), finalLoss: state.lastLoss, error: (e as Error).message };
+      res = { status: 'FAILED' as const, step: state.step, epoch: epochOfStep(state.step, spe), finalLoss: state.lastLoss, error: (e as Error).message };
     }
     // a sweep trial is resumed through its sweep (which skips finished trials)
     const resumeCommand = res.status === 'KILLED' ? resumeCommandFor('run', opts.sweep ? opts.sweep.sweepDir : folder.dir) : undefined;
@@ -338,6 +409,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       finalLoss: res.finalLoss,
       ...(res.error ? { error: res.error } : {}),
       ...(resumeCommand ? { resumeCommand } : {}),
+      // a resumed run's duration leaves out the time it was stopped (earlier processes' time is in the checkpoint)
+      ...(resumeState ? { durationMs: Math.round(((resumeState.runSeconds ?? resumeState.trainSeconds) + (Date.now() - segmentStart) / 1000) * 1000) } : {}),
     });
     await bus.close();
     await cleanup();
@@ -357,7 +430,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
   } catch (e) {
     // a setup error (bad data folder, incompatible checkpoint, ...): nothing trained
     if (started) {
-      bus.emit({ type: 'run-end', time: Date.now(), status: 'FAILED', step: startStep, epoch: 0, finalLoss: null, error: (e as Error).message });
+      bus.emit({ type: 'run-end', time: Date.now(), status: 'FAILED', step: startStep, epoch: epochOfStep(startStep, resumeState?.stepsPerEpoch ?? 1), finalLoss: null, error: (e as Error).message });
       await bus.close().catch(() => undefined);
     } else if (tracker) {
       await tracker.close?.().catch(() => undefined);
@@ -368,5 +441,106 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
       await rm(folder.dir, { recursive: true, force: true }).catch(() => undefined);
     }
     throw e;
+  }
+}
+
+/**
+ * The batch split of a run: a resumed run keeps the micro-batch it recorded (the same split = the same BatchNorm
+ * statistics and masks), unless that no longer fits this machine; otherwise `planBatch` over the memory estimate.
+ */
+function resolveBatchPlan(config: ExperimentConfig, backend: string, recorded: RunBatchInfo | undefined): { plan: BatchPlan; probe: boolean; mem: StepMemory } {
+  const mem = estimateStepMemory(config, backend);
+  const budget = memoryBudget(process.env, process.memoryUsage().rss, backend);
+  const batch = config.train.batch_size;
+  const fresh = planBatch(batch, config.train.accumulate, mem, budget);
+  if (recorded && recorded.size === batch && batch % recorded.micro === 0 && (config.train.accumulate === 'auto' || recorded.micro === fresh.micro)) {
+    const peak = estimatedPeak(mem, recorded.micro);
+    if (peak <= budget.limitBytes || !fresh.fits || config.train.accumulate !== 'auto') {
+      return { plan: { ...fresh, micro: recorded.micro, accumulate: batch / recorded.micro, estimatedPeakBytes: peak, fits: peak <= budget.limitBytes }, probe: false, mem };
+    }
+  }
+  return { plan: fresh, probe: fresh.mode === 'auto' && fresh.estimatedPeakBytes > PROBE_ABOVE * budget.limitBytes, mem };
+}
+
+/**
+ * `accumulate: auto`, first step: measure the RSS growth of the first micro-batch's forward + backward and step down
+ * (largest smaller divisor of the batch) while the projected step exceeds the budget or the backend runs out of
+ * memory. The probe leaves the model unchanged (BN statistics restored), so the run is the same as without it.
+ */
+async function checkFirstMicroBatch(
+  model: SparKModel,
+  source: LoaderSource,
+  plan: BatchPlan,
+  seed: number,
+  it: number,
+  warn: (code: string, message: string) => void,
+): Promise<void> {
+  let params = 0;
+  for (const v of model.params.values()) params += v.size;
+  const inputBytes = plan.batch * model.inputSize * model.inputSize * 3 * 4;
+  for (;;) {
+    const micro = source.micro;
+    const x = await source.firstMicro(it);
+    let next: number | null;
+    let why: string;
+    try {
+      const r = probeMicroBatch(model, x, seed, it);
+      // the accumulated gradient and the step's other micro-batch tensors live beside the measured one
+      next = checkMeasuredMicro({ batch: plan.batch, micro, rssBefore: r.rssBefore, peakAfter: r.peakAfter, extraBytes: params * 4 + inputBytes, limitBytes: plan.limitBytes });
+      why = `a micro-batch of ${micro} grew the memory by ${Math.round((r.peakAfter - r.rssBefore) / 2 ** 20)} MiB`;
+    } catch (e) {
+      if (!isOutOfMemory(e)) throw e;
+      next = stepDownAfterOom(plan.batch, micro);
+      if (next === null) throw e;
+      why = `a micro-batch of ${micro} ran out of memory (${(e as Error).message.split('\n')[0]})`;
+    } finally {
+      x.dispose();
+    }
+    if (next === micro) return;
+    warn('micro-batch-stepped-down', `${why}: micro-batch ${micro} → ${next}`);
+    source.micro = next;
+    plan.micro = next;
+    plan.accumulate = plan.batch / next;
+  }
+}
+
+/**
+ * `accumulate: auto`: an out-of-memory error before the first optimizer step of this process steps the micro-batch
+ * down (largest divisor of the batch ≤ half) and runs the loop again from the same state; BatchNorm running
+ * statistics the failed attempt updated are restored first (the weights change only after all micro-batches).
+ */
+export async function runWithOomStepDown<T>(
+  run: () => Promise<T>,
+  o: {
+    model: Pick<SparKModel, 'buffers'>;
+    source: { micro: number };
+    plan: BatchPlan;
+    state: Pick<TrainState, 'step'>;
+    startStep: number;
+    folder: Pick<RunFolder, 'readRunInfo' | 'updateRunInfo'>;
+    warn: (code: string, message: string) => void;
+  },
+): Promise<T> {
+  if (o.plan.mode !== 'auto') return run();
+  const saved = new Map<string, tf.Tensor>();
+  for (const [k, v] of o.model.buffers) saved.set(k, v.clone());
+  try {
+    for (;;) {
+      try {
+        return await run();
+      } catch (e) {
+        const next = o.state.step === o.startStep && isOutOfMemory(e) ? stepDownAfterOom(o.plan.batch, o.source.micro) : null;
+        if (next === null) throw e;
+        o.warn('micro-batch-stepped-down', `micro-batch ${o.source.micro} ran out of memory before the first step (${(e as Error).message.split('\n')[0]}): micro-batch → ${next}`);
+        for (const [k, v] of o.model.buffers) v.assign(saved.get(k)!);
+        o.source.micro = next;
+        o.plan.micro = next;
+        o.plan.accumulate = o.plan.batch / next;
+        const prev = o.folder.readRunInfo()?.['batch'] as RunBatchInfo | undefined;
+        if (prev) await o.folder.updateRunInfo({ batch: { ...prev, micro: next, accumulate: o.plan.accumulate } });
+      }
+    }
+  } finally {
+    tf.dispose([...saved.values()]);
   }
 }

@@ -34,16 +34,16 @@ export function wdAt(it: number, s: ScheduleParams): number {
 }
 
 export interface Schedule extends ScheduleParams {
-  /** Effective batch per optimizer step (batch_size × accumulate). */
+  /** Images per optimizer step (train.batch_size; the micro-batches of a step add up to it). */
   effectiveBatch: number;
   stepsPerEpoch: number;
   /** lr and wd for the 0-based iteration `it`. */
   at(it: number): { lr: number; wd: number };
 }
 
-/** peak lr = base_lr × effective batch / base_batch_size (spec §6.1). */
-export function peakLr(train: Pick<TrainConfig, 'batch_size' | 'accumulate' | 'optimizer'>): number {
-  return (train.optimizer.base_lr * train.batch_size * train.accumulate) / train.optimizer.base_batch_size;
+/** peak lr = base_lr × batch per optimizer step / base_batch_size (spec §6.1). */
+export function peakLr(train: Pick<TrainConfig, 'batch_size' | 'optimizer'>): number {
+  return (train.optimizer.base_lr * train.batch_size) / train.optimizer.base_batch_size;
 }
 
 /** Total optimizer steps of a run: `train.steps`, or `train.epochs × stepsPerEpoch`. */
@@ -69,7 +69,7 @@ export function makeSchedule(train: TrainConfig, stepsPerEpoch: number): Schedul
   };
   return {
     ...params,
-    effectiveBatch: train.batch_size * train.accumulate,
+    effectiveBatch: train.batch_size,
     stepsPerEpoch,
     at: (it: number) => ({ lr: lrAt(it, params), wd: wdAt(it, params) }),
   };

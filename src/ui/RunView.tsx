@@ -178,7 +178,7 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
   const spe = s.stepsPerEpoch;
   const epochFrac = spe > 0 ? s.epochStep / spe : 0;
   const runFrac = s.totalSteps > 0 ? s.step / s.totalSteps : 0;
-  const elapsed = s.startTime != null ? (s.now - s.startTime) / 1000 : null;
+  const elapsed = s.startTime != null ? s.elapsedBefore + (s.now - s.startTime) / 1000 : null;
   const losses = s.lossHistory;
   // header: what the run is, then which run; on two lines when one does not fit (it never wraps into the bars)
   const headerLines = headerLayout(s, W);
@@ -258,11 +258,12 @@ export function RunView({ s, barWidth = 30, sparkWidth = 40, compact = false, hi
             `${s.imgPerSec != null && Number.isFinite(s.imgPerSec) ? s.imgPerSec.toFixed(1) : '—'} img/s`}
         </Text>
       </Box>
-      {s.memory ? (
+      {s.memory || s.batch ? (
         <Box>
           <Label>memory</Label>
           <Text wrap={fit('truncate-end')}>
-            {`${s.memory.numTensors} tensors (${formatBytes(s.memory.numBytes)})  RSS ${formatBytes(s.memory.rssBytes)}`}
+            {(s.memory ? `${s.memory.numTensors} tensors (${formatBytes(s.memory.numBytes)})  RSS ${formatBytes(s.memory.rssBytes)}  ` : '') +
+              (s.batch ? `batch ${s.batch.size} = ${s.batch.accumulate} × ${s.batch.micro}` : '')}
           </Text>
         </Box>
       ) : null}

@@ -126,3 +126,14 @@ export function formatMetrics(values: Record<string, number>): string {
     .map(([k, v]) => `${k} ${Number.isFinite(v) ? (Math.abs(v) >= 1e-3 || v === 0 ? String(Number(v.toPrecision(4))) : v.toExponential(2)) : String(v)}`)
     .join(' ');
 }
+
+/** "64 steps = 2 epochs × 32 steps", "80 steps = 2 epochs × 32 steps + 16 steps of epoch 3", "5 steps of a 32-step epoch". */
+export function formatRunLength(totalSteps: number, stepsPerEpoch: number): string {
+  const spe = Math.max(1, stepsPerEpoch);
+  const full = Math.floor(totalSteps / spe);
+  const rest = totalSteps % spe;
+  const steps = (n: number) => `${n} step${n === 1 ? '' : 's'}`;
+  if (full === 0) return `${steps(totalSteps)} of a ${spe}-step epoch`;
+  const head = `${steps(totalSteps)} = ${full} epoch${full === 1 ? '' : 's'} × ${steps(spe)}`;
+  return rest === 0 ? head : `${head} + ${steps(rest)} of epoch ${full + 1}`;
+}

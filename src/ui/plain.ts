@@ -13,6 +13,7 @@ import {
   stripAnsi,
   formatParamValue,
   formatMetrics,
+  formatRunLength,
 } from './format.js';
 import { applyEvent, initialRunState, type RunState } from './store.js';
 import { trialLabel } from './trial-label.js';
@@ -45,7 +46,7 @@ export function formatStepLine(s: Pick<RunState, 'totalSteps' | 'totalEpochs' | 
 export function formatStartLines(e: RunStartEvent): string[] {
   const lines = [
     `run ${e.name} (${e.runId}) encoder ${e.encoder}, backend ${e.backend}, ` +
-      `${e.totalSteps} steps = ${e.totalEpochs} epochs x ${e.stepsPerEpoch}` +
+      formatRunLength(e.totalSteps, e.stepsPerEpoch) +
       (e.resumed ? `, resumed at step ${e.startStep}` : ''),
     `run folder: ${e.runDir}`,
   ];
@@ -97,7 +98,8 @@ export class PlainLogger implements RunSubscriber {
       case 'epoch': {
         const epochs = s.totalEpochs > 0 ? `/${s.totalEpochs}` : '';
         this.line(
-          `[epoch ${e.epoch}${epochs}] step ${e.step} mean loss ${formatLoss(e.meanLoss)} min ${formatLoss(e.minLoss)} ` +
+          `[epoch ${e.epoch}${epochs}${e.partial ? `, partial: its first ${e.steps} of ${s.stepsPerEpoch} steps` : ''}] step ${e.step} ` +
+            `mean loss ${formatLoss(e.meanLoss)} min ${formatLoss(e.minLoss)} ` +
             `(${e.seconds.toFixed(1)} s)`,
         );
         break;

@@ -145,19 +145,40 @@ export async function renderReconstructionGrid(
 }
 
 /**
- * A fixed validation batch of `n` normalised images at the config's input size (for the periodic grids): evenly
- * spaced files of `data.val_root` (else `data.root`), loaded with the eval transform; for a synthetic source,
- * synthetic images with indices after the training set's. Deterministic for a given config.
+ * The fixed batch of a run's reconstruction grids: `n` images spread evenly over the validation folder (or the
+ * training folder), or synthetic images past the training range. Unreadable files are passed over — those in `skip`
+ * (the loader's skipped files, absolute paths) without trying — and the next readable file in folder order takes
+ * their place, so corrupt images never break the grid; no readable image at all is an error.
  */
-export async function fixedValidationBatch(config: ExperimentConfig, n: number): Promise<Float32Array[]> {
+export async function fixedValidationBatch(config: ExperimentConfig, n: number, opts: { skip?: ReadonlySet<string> } = {}): Promise<Float32Array[]> {
   const size = config.data.input_size;
   const root = config.data.val_root ?? (config.data.source === 'imagefolder' ? config.data.root : null);
   if (root) {
     const folder = scanImageFolder(root);
     if (!folder.files.length) throw new UsageError(`${root}: no images for the reconstruction grid`);
-    const k = Math.min(n, folder.files.length);
-    const picks = Array.from({ length: k }, (_, i) => folder.files[Math.floor((i * folder.files.length) / k)]!);
-    return Promise.all(picks.map((f) => loadEvalImage(path.join(folder.root, f), size)));
+    const N = folder.files.length;
+    const k = Math.min(n, N);
+    const tried = new Set<number>();
+    const out: Float32Array[] = [];
+    let lastError = '';
+    for (let i = 0; i < k; i++) {
+      // the evenly spaced pick, or the next untried file after it
+      for (let j = Math.floor((i * N) / k), t = 0; t < N; t++, j = (j + 1) % N) {
+        if (tried.has(j)) continue;
+        tried.add(j);
+        const file = path.join(folder.root, folder.files[j]!);
+        if (opts.skip?.has(file)) continue;
+        try {
+          out.push(await loadEvalImage(file, size));
+          break;
+        } catch (e) {
+          lastError = `'${file}': ${(e as Error).message.split('\n')[0]}`;
+        }
+      }
+      if (tried.size >= N) break;
+    }
+    if (!out.length) throw new UsageError(`${root}: no readable image for the reconstruction grid${lastError ? ` (e.g. ${lastError})` : ''}`);
+    return out;
   }
   const base = Math.max(0, config.data.synthetic_size);
   return Array.from({ length: n }, (_, i) => normalizeRgb(syntheticImage(config.runtime.seed, base + i, size), size, size));

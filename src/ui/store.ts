@@ -37,6 +37,10 @@ export interface RunState {
   totalEpochs: number;
   logEvery: number;
   startTime: number | null;
+  /** The batch split of the run (run-start): size = accumulate micro-batches of micro images. */
+  batch: { size: number; micro: number; accumulate: number } | null;
+  /** Seconds the run ran in earlier processes (resumed): elapsed time = elapsedBefore + now − startTime. */
+  elapsedBefore: number;
   sweep: { trial: number; trialName: string; params: Record<string, unknown>; trials?: number } | null;
 
   step: number;
@@ -88,6 +92,8 @@ export function initialRunState(): RunState {
     totalEpochs: 0,
     logEvery: 1,
     startTime: null,
+    elapsedBefore: 0,
+    batch: null,
     sweep: null,
     step: 0,
     epoch: 0,
@@ -138,6 +144,8 @@ export function applyEvent(s: RunState, e: RunEvent): void {
       s.totalEpochs = e.totalEpochs;
       s.logEvery = Math.max(1, e.config?.output?.log_every ?? 1);
       s.startTime = e.time;
+      s.elapsedBefore = e.elapsedBefore ?? 0;
+      s.batch = e.batch ? { size: e.batch.size, micro: e.batch.micro, accumulate: e.batch.accumulate } : null;
       s.step = e.startStep;
       s.epoch = e.stepsPerEpoch > 0 ? Math.min(Math.max(1, e.totalEpochs), Math.floor(e.startStep / e.stepsPerEpoch) + 1) : 0;
       s.epochStep = e.stepsPerEpoch > 0 ? e.startStep % e.stepsPerEpoch : 0;
@@ -151,7 +159,8 @@ export function applyEvent(s: RunState, e: RunEvent): void {
       if (Number.isFinite(e.loss)) {
         s.emaRaw = EMA_BETA * s.emaRaw + (1 - EMA_BETA) * e.loss;
         s.emaCount++;
-        s.ema = s.emaRaw / (1 - Math.pow(EMA_BETA, s.emaCount));
+        // the run's own EMA (continued across resumes) when the emitter keeps one
+        s.ema = e.lossEma ?? s.emaRaw / (1 - Math.pow(EMA_BETA, s.emaCount));
         if (s.minLoss == null || e.loss < s.minLoss) s.minLoss = e.loss;
       }
       if (s.lossRing.length < LOSS_HISTORY) s.lossRing.push(e.loss);
