@@ -133,7 +133,8 @@ test('a server that accepts but never answers: the run finishes within close_tim
     assert.deepEqual(await lossSteps(store), range(1, 12));
     const run = await store.getRun(r.state.runId);
     assert.equal(run.info.status, 'FINISHED');
-    assert.deepEqual(run.data.params, configParams(l.config));
+    // every config value, plus the batch split the run resolved (batch 2, accumulate 1: one micro-batch of 2)
+    assert.deepEqual(run.data.params, { ...configParams(l.config), 'train.micro_batch': '2', 'train.accumulate_resolved': '1' });
     const again = await syncRunJournal(res.runDir, store);
     assert.equal(again.replayed, 0);
     assert.deepEqual(await lossSteps(store), range(1, 12));
