@@ -11,7 +11,8 @@
  *
  * Cache: `<cache>/<key>/spark_torch.node` + `build.json` (<cache>: $SPARK_TORCH_CACHE, else $SPARK_CACHE_DIR/torch, else
  * ${XDG_CACHE_HOME:-~/.cache}/spark/torch), key =
- * hash of the sources, the torch version, CUDA version, C++ ABI, Node's module ABI and the architecture. A second run
+ * hash of the sources, the torch version and library folder (the rpath), CUDA version, C++ ABI, Node's module ABI and
+ * the architecture. A second run
  * with nothing changed only re-checks. src/backend/torch/addon-path.ts finds the build ($SPARK_TORCH_ADDON overrides).
  *
  * Exit status: 0 built (or up to date) and checked; 1 cannot (one line `setup-torch: FAILED: <why>`, then `fix:`);
@@ -231,6 +232,8 @@ function stepCompiler() {
 function buildKey(src, torch, cc) {
   const parts = {
     sources: src.hash, torch: torch.torch, cuda: torch.cudaLibs ? torch.cuda : null, abi: torch.abi,
+    // the rpath: an addon built against another installation of the same torch (another venv) must not be reused
+    torchLib: torch.libDir,
     node: process.versions.modules, napi: process.versions.napi, arch: process.arch, compiler: cc.version,
   };
   return { key: createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16), parts };
