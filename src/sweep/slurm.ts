@@ -229,6 +229,22 @@ function jobTags(jobId: string, cluster: SlurmCluster): Record<string, string> {
   return tags;
 }
 
+/** The sbatch script's input for a sweep folder: the sweep's own fields, the caller's workdir and command. */
+function sbatchInput(dir: string, sweep: SweepFile, o: { workdir?: string; command?: string[] }, options: SlurmOptions, tasks?: number[]): SbatchInput {
+  return {
+    sweepDir: dir,
+    sweepId: sweep.id,
+    specPath: sweep.specPath,
+    trials: sweep.trials.length,
+    name: sweep.name,
+    trackingUri: sweep.tracking.uri,
+    workdir: path.resolve(o.workdir ?? process.cwd()),
+    command: o.command ?? sparkCommand(),
+    options,
+    ...(tasks ? { tasks } : {}),
+  };
+}
+
 /**
  * Create the sweep folder (every trial validated), write the sbatch script and, with `submit`, submit it. Without
  * `submit` the parent MLflow run is created at once (array tasks attach their children to it whenever the script is
@@ -245,17 +261,7 @@ export async function launchSlurm(o: LaunchOptions): Promise<{ dir: string; scri
   const launcher: SlurmLaunchRecord = { type: 'slurm', script: 'slurm/sweep.sbatch', jobId: null, submittedAt: null, options: optionRecord(o.options) };
   const { dir, sweep, tracker } = await createSweep({ loaded: o.loaded, cliSweeps: o.cliSweeps, launcher, spec: o.spec, tracker: o.tracker, parent: !o.submit });
   const script = path.join(dir, 'slurm', 'sweep.sbatch');
-  const text = buildSbatchScript({
-    sweepDir: dir,
-    sweepId: sweep.id,
-    specPath: sweep.specPath,
-    trials: sweep.trials.length,
-    name: sweep.name,
-    trackingUri: sweep.tracking.uri,
-    workdir: path.resolve(o.workdir ?? process.cwd()),
-    command: o.command ?? sparkCommand(),
-    options: o.options,
-  });
+  const text = buildSbatchScript(sbatchInput(dir, sweep, o, o.options));
   let jobId: string | null = null;
   try {
     await atomicWriteFile(script, text);
@@ -353,18 +359,7 @@ export async function resumeSlurm(o: ResumeOptions): Promise<ResumeResult> {
   const script = path.join(dir, rel);
   await atomicWriteFile(
     script,
-    buildSbatchScript({
-      sweepDir: dir,
-      sweepId: sweep.id,
-      specPath: sweep.specPath,
-      trials: sweep.trials.length,
-      name: sweep.name,
-      trackingUri: sweep.tracking.uri,
-      workdir: path.resolve(o.workdir ?? process.cwd()),
-      command: o.command ?? sparkCommand(),
-      options,
-      tasks,
-    }),
+    buildSbatchScript(sbatchInput(dir, sweep, o, options, tasks)),
   );
   await fsp.chmod(script, 0o755);
   let jobId: string;
