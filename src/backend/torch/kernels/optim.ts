@@ -120,13 +120,15 @@ function moments(g: number[], m0: number[], v0: number[], a: NamedAttrMap): { m:
   return { m, v, den };
 }
 
+/** The four input lists of an optimizer update kernel (params, grads, first and second moments). */
+function updateLists(b: TorchBackend, inputs: NamedTensorInfoMap, n: number) {
+  return { p: list(b, inputs, 'param', n), g0: list(b, inputs, 'grad', n), m0: list(b, inputs, 'expAvg', n), v0: list(b, inputs, 'expAvgSq', n) };
+}
+
 function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo[] {
   const n = a['n'] as number;
   if (n === 0) return [];
-  const p = list(b, inputs, 'param', n);
-  const g0 = list(b, inputs, 'grad', n);
-  const m0 = list(b, inputs, 'expAvg', n);
-  const v0 = list(b, inputs, 'expAvgSq', n);
+  const { p, g0, m0, v0 } = updateLists(b, inputs, n);
   const g = unitOnCpu(b, scalarInput(b, inputs, 'clipDiv')) ? g0.h : runMulti(fDivT, g0.h, scalarInput(b, inputs, 'clipDiv'));
   const { m, v, den } = moments(g, m0.h, v0.h, a);
   if (g !== g0.h) b.free(g);
@@ -170,10 +172,7 @@ function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Ten
 function adamw(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo[] {
   const n = a['n'] as number;
   if (n === 0) return [];
-  const p = list(b, inputs, 'param', n);
-  const g0 = list(b, inputs, 'grad', n);
-  const m0 = list(b, inputs, 'expAvg', n);
-  const v0 = list(b, inputs, 'expAvgSq', n);
+  const { p, g0, m0, v0 } = updateLists(b, inputs, n);
   const lr = a['lr'] as number;
   const wd = a['weightDecay'] as number;
   const step = -(lr / (a['biasCorrection1'] as number));
