@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { initBackend, parseBackendRequest, previewBackend } from '../src/backend/init.js';
@@ -42,11 +42,32 @@ function fakeCache(cudaVersion: string | null): string {
   writeFileSync(path.join(dir, 'spark_torch.node'), '');
   writeFileSync(path.join(dir, 'build.json'), JSON.stringify({
     key: 'abc123', torchVersion: cudaVersion ? '2.11.0+cu130' : '2.13.0+cpu', cudaVersion, cxx11Abi: 1, python: '/nonexistent/python',
-    torchLib: '/nonexistent', sourcesHash, nodeVersion: process.version, nodeModules: process.versions.modules, arch: process.arch,
+    torchLib: cache, sourcesHash, nodeVersion: process.version, nodeModules: process.versions.modules, arch: process.arch,
     compiler: 'g++ 12', command: 'g++ …', builtAt: new Date().toISOString(),
   }));
   return cache;
 }
+
+test('findTorchAddon skips a build whose torch libraries are gone (a deleted clone\'s .venv-ref) and says so when none is left', () => {
+  const cache = fakeCache(null);
+  try {
+    const good = path.join(cache, 'abc123');
+    // a newer build of the same sources against a torch that no longer exists
+    const stale = path.join(cache, 'def456');
+    mkdirSync(stale);
+    writeFileSync(path.join(stale, 'spark_torch.node'), '');
+    const info = JSON.parse(readFileSync(path.join(good, 'build.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(path.join(stale, 'build.json'), JSON.stringify({ ...info, key: 'def456', torchLib: path.join(cache, 'gone', 'torch', 'lib'), builtAt: new Date(Date.now() + 60_000).toISOString() }));
+    const src = path.join(packageRoot(), 'native', 'torch');
+    assert.equal(findTorchAddon({ cacheDir: cache, sourcesDir: src }).path, path.join(good, 'spark_torch.node'), 'the older build whose torch is there');
+    rmSync(good, { recursive: true, force: true });
+    const none = findTorchAddon({ cacheDir: cache, sourcesDir: src });
+    assert.equal(none.path, null);
+    assert.match(none.reason, /link a torch that is no longer there .*gone.*npm run setup:torch/);
+  } finally {
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
 
 test('device requests: auto | cpu | cuda | cuda:N; $SPARK_TORCH_DEVICE applies when the spec says auto', async () => {
   assert.equal(parseBackendRequest('torch', 'runtime.backend'), 'torch');

@@ -8,13 +8,14 @@
  *  - masked training BatchNorm: gather the visible rows (Where + GatherNd), FusedBatchNormV3 / its gradient on
  *    them and scatter back (ScatterNd), the way the reference runs its sparse BatchNorm; or, with
  *    SPARK_MASKED_BN=composite, the visible-position statistics as elementwise + reduction ops (the portable formula);
- *  - LayerNorm and exact GELU: elementwise + reduction chains (TensorFlow 2.21 has no Gelu or LayerNorm op).
+ *  - LayerNorm and exact GELU: elementwise + reduction chains (TensorFlow 2.21 has no Gelu or LayerNorm op);
+ *  - the ReLU / ReLU6 backward from the activation's output: TensorFlow's ReluGrad / Relu6Grad (one op each).
  *
  * CPU only: on a GPU TensorFlow's FusedBatchNormV3 keeps 1/σ (cuDNN) rather than σ² in its reserve space, so these
  * kernels are not registered when tfjs-node-gpu uses a GPU (the portable composites run there).
  */
 import * as tf from '@tensorflow/tfjs';
-import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from './fused-kernel-names.js';
+import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, RELU6_GRAD, RELU_GRAD } from './fused-kernel-names.js';
 
 interface Meta {
   id: number;
@@ -290,6 +291,12 @@ function geluGradKernel({ inputs, backend }: { inputs: KInputs; backend: unknown
   });
 }
 
+/** TensorFlow's ReluGrad / Relu6Grad (dy where 0 < y (< 6)); they accept the activation's output as `features`. */
+function activationGradKernel(op: 'ReluGrad' | 'Relu6Grad') {
+  return ({ inputs, backend }: { inputs: KInputs; backend: unknown }): tf.Tensor =>
+    withChain(backend, (c) => c.out(c.op1(op, c.in(inputs['dy']!), c.in(inputs['y']!))));
+}
+
 const KERNELS: Array<[string, tf.KernelFunc]> = [
   [BN_TRAIN, bnTrainKernel as unknown as tf.KernelFunc],
   [BN_TRAIN_GRAD, bnTrainGradKernel as unknown as tf.KernelFunc],
@@ -297,6 +304,8 @@ const KERNELS: Array<[string, tf.KernelFunc]> = [
   [LAYER_NORM_GRAD, layerNormGradKernel as unknown as tf.KernelFunc],
   [GELU, geluKernel as unknown as tf.KernelFunc],
   [GELU_GRAD, geluGradKernel as unknown as tf.KernelFunc],
+  [RELU_GRAD, activationGradKernel('ReluGrad') as unknown as tf.KernelFunc],
+  [RELU6_GRAD, activationGradKernel('Relu6Grad') as unknown as tf.KernelFunc],
 ];
 
 /**

@@ -80,25 +80,32 @@ export function defineConvNeXt(s: ParamScope, c: ResolvedConvNeXt, dropPathRate:
       let h = x;
       for (let st = 0; st < 4; st++) {
         const ds = down[st]!;
-        if (st === 0) {
-          // SparseConv then sparse LN: the LN's own × mask zeroes the masked positions (LN is per-position)
-          h = conv2d(h, ds.conv as unknown as tf.Tensor4D, 4, 0, ds.convBias);
-          h = layerNorm(h, ds.norm.weight, ds.norm.bias, masks ? masks.at(h.shape[1]) : null);
-        } else {
-          h = layerNorm(h, ds.norm.weight, ds.norm.bias, masks ? masks.at(h.shape[1]) : null);
-          h = sparseConv2d(h, ds.conv as unknown as tf.Tensor4D, masks, { stride: 2, pad: 0, bias: ds.convBias });
-        }
+        const hs = h;
+        // the downsampling layer and each block in a tidy of its own: what the backward needs is saved by the ops,
+        // the rest is freed as soon as the block is done (not at the end of the whole forward pass)
+        h = tf.tidy(() => {
+          if (st === 0) {
+            // SparseConv then sparse LN: the LN's own × mask zeroes the masked positions (LN is per-position)
+            const c = conv2d(hs, ds.conv as unknown as tf.Tensor4D, 4, 0, ds.convBias);
+            return layerNorm(c, ds.norm.weight, ds.norm.bias, masks ? masks.at(c.shape[1]) : null);
+          }
+          const n = layerNorm(hs, ds.norm.weight, ds.norm.bias, masks ? masks.at(hs.shape[1]) : null);
+          return sparseConv2d(n, ds.conv as unknown as tf.Tensor4D, masks, { stride: 2, pad: 0, bias: ds.convBias });
+        });
         for (const blk of stages[st]!) {
           const m = masks ? masks.at(h.shape[1]) : null;
-          // sparse dwconv then sparse LN: as in the stem, the LN's × mask stands for the conv's
-          let y = depthwiseConv2d(h, blk.dw as unknown as tf.Tensor4D, 1, 3, blk.dwBias);
-          y = layerNorm(y, blk.norm.weight, blk.norm.bias, m);
-          let z = linear(y, blk.pw1 as unknown as tf.Tensor2D, blk.pw1Bias);
-          z = gelu(z);
-          z = linear(z, blk.pw2 as unknown as tf.Tensor2D, blk.pw2Bias);
-          z = tf.mul(z, blk.gamma);
-          if (m) z = maskMul(z, m);
-          h = addSame(h, dropPath(z as tf.Tensor4D, blk.dropPath, tr, ctx.rng));
+          const hin = h;
+          h = tf.tidy(() => {
+            // sparse dwconv then sparse LN: as in the stem, the LN's × mask stands for the conv's
+            let y = depthwiseConv2d(hin, blk.dw as unknown as tf.Tensor4D, 1, 3, blk.dwBias);
+            y = layerNorm(y, blk.norm.weight, blk.norm.bias, m);
+            let z = linear(y, blk.pw1 as unknown as tf.Tensor2D, blk.pw1Bias);
+            z = gelu(z);
+            z = linear(z, blk.pw2 as unknown as tf.Tensor2D, blk.pw2Bias);
+            z = tf.mul(z, blk.gamma);
+            if (m) z = maskMul(z, m);
+            return addSame(hin, dropPath(z as tf.Tensor4D, blk.dropPath, tr, ctx.rng));
+          });
         }
         outs.push(h);
       }

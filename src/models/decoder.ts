@@ -56,11 +56,14 @@ export function defineLightDecoder(s: ParamScope, width: number, upSampleRatio =
       let x: tf.Tensor4D | null = null;
       for (let i = 0; i < blocks.length; i++) {
         const b = blocks[i]!;
-        if (i < toDec.length) x = x ? addSame(x, toDec[i]!) : toDec[i]!;
-        if (!x) throw new Error('LightDecoder: no input features');
-        x = convTranspose2x(x, b.up as unknown as tf.Tensor4D, b.upBias);
-        x = batchNorm(conv2d(x, b.conv0 as unknown as tf.Tensor4D, 1, 1), b.bn1, null, training, { act: 'relu6' });
-        x = batchNorm(conv2d(x, b.conv3 as unknown as tf.Tensor4D, 1, 1), b.bn4, null, training);
+        const xin = i < toDec.length ? (x ? addSame(x, toDec[i]!) : toDec[i]!) : x;
+        if (!xin) throw new Error('LightDecoder: no input features');
+        // one tidy per block: only what the backward needs (saved by the ops) outlives the block
+        x = tf.tidy(() => {
+          let h = convTranspose2x(xin, b.up as unknown as tf.Tensor4D, b.upBias);
+          h = batchNorm(conv2d(h, b.conv0 as unknown as tf.Tensor4D, 1, 1), b.bn1, null, training, { act: 'relu6' });
+          return batchNorm(conv2d(h, b.conv3 as unknown as tf.Tensor4D, 1, 1), b.bn4, null, training);
+        });
       }
       return conv2d(x!, proj as unknown as tf.Tensor4D, 1, 0, projBias);
     },

@@ -20,6 +20,8 @@
  * | SparkLayerNormGrad      | dy, x, gamma, mean, invStd               | —       | dx, dgamma, dbeta                          |
  * | SparkGelu               | x                                        | —       | y = x·Φ(x) (exact, erf)                    |
  * | SparkGeluGrad           | dy, x                                    | —       | dx                                         |
+ * | SparkReluGrad           | dy, y (the ReLU's output)                | —       | dx = dy where y > 0, else 0                |
+ * | SparkRelu6Grad          | dy, y (the ReLU6's output)               | —       | dx = dy where 0 < y < 6, else 0            |
  *
  * The running statistics are updated as PyTorch does: newRunningMean = runningMean·(1 − momentum) + mean·momentum,
  * newRunningVar = runningVar·(1 − momentum) + varUnbiased·momentum, varUnbiased = biased var · n/max(n−1, 1), n =
@@ -31,9 +33,9 @@
  * running statistics) need no kernels.
  */
 import * as tf from '@tensorflow/tfjs';
-import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from '../backend/fused-kernel-names.js';
+import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, RELU6_GRAD, RELU_GRAD } from '../backend/fused-kernel-names.js';
 
-export { BN_TRAIN, BN_TRAIN_GRAD, FUSED_KERNELS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from '../backend/fused-kernel-names.js';
+export { BN_TRAIN, BN_TRAIN_GRAD, FUSED_KERNELS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, RELU6_GRAD, RELU_GRAD } from '../backend/fused-kernel-names.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 type Inputs = Record<string, tf.Tensor>;
@@ -189,10 +191,15 @@ function applyActivation(y: tf.Tensor, act: FusedActivation): tf.Tensor {
   return act === 'relu' ? tf.relu(y) : act === 'relu6' ? tf.relu6(y) : y;
 }
 
-/** dy through the activation, from its output a: relu' = sign(a); relu6' = 1 on 0 < a < 6 (PyTorch's hardtanh). */
-function activationGrad(dy: tf.Tensor, a: tf.Tensor, act: FusedActivation): tf.Tensor {
-  if (act === 'relu') return tf.mul(dy, tf.sign(a));
-  if (act === 'relu6') return tf.mul(tf.mul(dy, tf.sign(a)), tf.sign(tf.sub(6, a)));
+/**
+ * dy through the activation, from its output a: relu' = sign(a); relu6' = 1 on 0 < a < 6 (PyTorch's hardtanh).
+ * One kernel (SparkReluGrad / SparkRelu6Grad) where the backend has it, else the portable sign-and-multiply chain.
+ */
+export function activationGrad(dy: tf.Tensor, a: tf.Tensor, act: FusedActivation): tf.Tensor {
+  if (act === 'relu') return native(RELU_GRAD) ? run(RELU_GRAD, { dy, y: a })[0]! : tf.tidy(() => tf.mul(dy, tf.sign(a)));
+  if (act === 'relu6') {
+    return native(RELU6_GRAD) ? run(RELU6_GRAD, { dy, y: a })[0]! : tf.tidy(() => tf.mul(tf.mul(dy, tf.sign(a)), tf.sign(tf.sub(6, a))));
+  }
   return dy;
 }
 
@@ -374,4 +381,40 @@ export function addSame<T extends tf.Tensor>(a: T, b: tf.Tensor): T {
     gradFunc: (dy: tf.Tensor) => [dy, dy.clone()],
   })) as unknown as CustomGradFn);
   return f(a, b) as T;
+}
+
+/**
+ * DropPath's per-sample scaling, (x / keep) · bits with bits [B,1,…,1] of 0/1, as one op that saves only `bits`
+ * (tfjs's Div and Multiply would each keep a full-size input alive until the backward). The same arithmetic in the
+ * same order as the two-op version, forward (x / keep, then × bits) and backward (dy · bits, then / keep).
+ */
+export function dropPathScale<T extends tf.Tensor>(x: T, keep: number, bits: tf.Tensor): T {
+  const f = tf.customGrad(((xi: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([bits]);
+    return {
+      value: tf.mul(tf.div(xi, keep), bits),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [tf.div(tf.mul(dy, saved[0]!), keep)],
+    };
+  }) as unknown as CustomGradFn);
+  return f(x) as T;
+}
+
+/**
+ * SparK's densify fill, f + (1 − mask)·token (f already zero at masked positions; token [1,1,1,C] broadcast), as
+ * one op that saves only 1 − mask ([B,H,W,1]): df = dy, dtoken = Σ over B,H,W of dy·(1 − mask). Same arithmetic
+ * and reduction as the Add / Multiply / Sum chain it replaces (which kept f and the full-size token term alive).
+ */
+export function maskTokenFill<T extends tf.Tensor>(f: T, mask: tf.Tensor, token: tf.Tensor): T {
+  const g = tf.customGrad(((fi: tf.Tensor, ti: tf.Tensor, save: tf.GradSaveFunc) => {
+    const inv = tf.sub(1, mask);
+    save([inv]);
+    return {
+      value: tf.add(fi, tf.mul(inv, ti)),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [
+        dy.clone(),
+        tf.reshape(tf.sum(tf.mul(dy, saved[0]!), leadingAxes(dy)), ti.shape),
+      ],
+    };
+  }) as unknown as CustomGradFn);
+  return g(f, token) as T;
 }

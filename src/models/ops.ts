@@ -10,7 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/rng.js';
 import { isSparkKernel } from '../backend/wasm-kernels.js';
-import { batchNormTrain, biasAdd, type FusedActivation, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused } from './fused.js';
+import { batchNormTrain, biasAdd, dropPathScale, type FusedActivation, geluFused, layerNormFused, linearFused, maskMul, relu6Fused, reluFused } from './fused.js';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -35,14 +35,17 @@ export function upsampleMask(mask: tf.Tensor4D, r: number): tf.Tensor4D {
 /**
  * The mask of one forward pass at every resolution it is needed, computed once per resolution ("masks are
  * values": the reference keeps it in a module-level global). The base mask is [B, f, f, 1] float32, 1 = visible.
- * Tensors created here belong to the caller's tf.tidy scope.
+ * The resolutions f·2^k up to f·`maxFactor` (every one a SparK network uses) are made in the constructor, in the
+ * caller's tf.tidy scope, so that the models may run each block in a tidy of its own (which frees the block's
+ * intermediates as soon as the block is done); any other resolution is made on first use in the scope of that use.
  */
 export class MaskPyramid {
   private cache = new Map<number, tf.Tensor4D>();
   readonly fmap: number;
-  constructor(readonly base: tf.Tensor4D) {
+  constructor(readonly base: tf.Tensor4D, maxFactor = 32) {
     this.fmap = base.shape[1];
     this.cache.set(this.fmap, base);
+    for (let r = 2; r <= maxFactor; r *= 2) this.cache.set(this.fmap * r, upsampleMask(base, r));
   }
   /** The mask at spatial size h×h (h must be a multiple of the mask size). */
   at(h: number): tf.Tensor4D {
@@ -268,7 +271,7 @@ export function dropPath<T extends tf.Tensor>(x: T, rate: number, training: bool
   const bits = new Float32Array(b);
   for (let i = 0; i < b; i++) bits[i] = rng.float() < keep ? 1 : 0;
   const shape = [b, ...x.shape.slice(1).map(() => 1)];
-  return tf.mul(tf.div(x, keep), tf.tensor(bits, shape)) as T;
+  return dropPathScale(x, keep, tf.tensor(bits, shape));
 }
 
 /** Dense layer over the last axis: x[..., I] · w[I, O] + b[O] (one fused op). */

@@ -96,17 +96,21 @@ export function defineResNet(s: ParamScope, r: ResolvedResNet, dropPathRate: num
     stageChannels: [4 * w0, 8 * w0, 16 * w0, 32 * w0],
     forward(x, masks, ctx) {
       const tr = ctx.training;
-      let h = convBn(x, stemConv, stemBn, 2, 3, masks, tr, 'relu');
-      h = sparseMaxPool(h, masks, 3, 2, 1);
+      // each block in a tidy of its own: what its backward needs is saved by the ops themselves, the rest is freed
+      // as soon as the block is done (not at the end of the whole forward pass)
+      let h = tf.tidy(() => sparseMaxPool(convBn(x, stemConv, stemBn, 2, 3, masks, tr, 'relu'), masks, 3, 2, 1));
       const outs: tf.Tensor4D[] = [];
       for (const blocks of stages) {
         for (const blk of blocks) {
-          let y = convBn(h, blk.conv1, blk.bn1, 1, 0, masks, tr, 'relu');
-          y = convBn(y, blk.conv2, blk.bn2, blk.stride, 1, masks, tr, 'relu');
-          y = convBn(y, blk.conv3, blk.bn3, 1, 0, masks, tr);
-          y = dropPath(y, blk.dropPath, tr, ctx.rng);
-          const sc = blk.downsample ? convBn(h, blk.downsample.conv, blk.downsample.bn, blk.stride, 0, masks, tr) : h;
-          h = relu(addSame(y, sc));
+          const hin = h;
+          h = tf.tidy(() => {
+            let y = convBn(hin, blk.conv1, blk.bn1, 1, 0, masks, tr, 'relu');
+            y = convBn(y, blk.conv2, blk.bn2, blk.stride, 1, masks, tr, 'relu');
+            y = convBn(y, blk.conv3, blk.bn3, 1, 0, masks, tr);
+            y = dropPath(y, blk.dropPath, tr, ctx.rng);
+            const sc = blk.downsample ? convBn(hin, blk.downsample.conv, blk.downsample.bn, blk.stride, 0, masks, tr) : hin;
+            return relu(addSame(y, sc));
+          });
         }
         outs.push(h);
       }

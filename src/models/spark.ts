@@ -13,6 +13,7 @@ import { Rng, roundHalfEven } from '../util/rng.js';
 import { defineConvNeXt } from './convnext.js';
 import { defineLightDecoder, type LightDecoder } from './decoder.js';
 import { batchNorm, conv2d, layerNorm, linear, MaskPyramid, upsampleMask, type BatchNormVars } from './ops.js';
+import { maskTokenFill } from './fused.js';
 import { ParamStore, torchDefaultBound, truncNormal02, type ParamScope, type TensorDef } from './params.js';
 import {
   DOWNSAMPLE_RATIO,
@@ -309,7 +310,7 @@ export function buildSparK(model: ModelConfig, inputSize: number, seed: number, 
       if (nrm?.bn) f = batchNorm(f, nrm.bn, m, o.training);
       else if (nrm?.ln) f = layerNorm(f, nrm.ln.weight, nrm.ln.bias, m);
       // where(mask, f, token); a masked norm has already zeroed f at masked positions
-      if (m) f = tf.add(nrm ? f : masks!.apply(f), tf.mul(tf.sub(1, m), tokens[i]!)) as tf.Tensor4D;
+      if (m) f = maskTokenFill(nrm ? f : masks!.apply(f), m, tokens[i]!);
       const pj = projs[i];
       if (pj) f = conv2d(f, pj.w as unknown as tf.Tensor4D, 1, (pj.k - 1) / 2, pj.b);
       toDec.push(f);

@@ -2,6 +2,7 @@
  * The first-step memory check of `train.accumulate: auto` (the memory model is models/memory.ts).
  */
 import * as tf from '@tensorflow/tfjs';
+import { leanVariableGrads } from './lean-grads.js';
 import { stepRngs, type TrainableModel } from './step.js';
 
 /**
@@ -19,7 +20,7 @@ export function probeMicroBatch(model: TrainableModel, x: tf.Tensor4D, seed: num
     const r = stepRngs(seed, it, 0);
     const { value, grads } = tf.tidy(() => {
       const mask = model.makeMask(x.shape[0], r.mask);
-      return tf.variableGrads(() => model.forward(x, mask, { training: true, rng: r.dropPath }).loss, vars);
+      return leanVariableGrads(() => model.forward(x, mask, { training: true, rng: r.dropPath }).loss, vars);
     });
     value.dataSync();
     // the process's peak RSS is the probe's peak when the probe raised it; else the RSS now is a lower bound

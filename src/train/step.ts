@@ -10,6 +10,7 @@
  * asynchronous in `trainStepAsync` (what the training loop uses), synchronous in `trainStep`.
  */
 import * as tf from '@tensorflow/tfjs';
+import { leanVariableGrads } from './lean-grads.js';
 import { Rng } from '../util/rng.js';
 import type { SparkOptimizer, StepHyper } from './optimizers.js';
 
@@ -68,7 +69,7 @@ function dispatchStep(model: TrainableModel, optimizer: SparkOptimizer, micro: t
       const r = stepRngs(opts.seed, opts.it, k);
       const { value, grads } = tf.tidy(() => {
         const mask = opts.masks?.[k] ?? model.makeMask(x.shape[0], r.mask);
-        return tf.variableGrads(() => model.forward(x, mask, { training: true, rng: r.dropPath }).loss, varList);
+        return leanVariableGrads(() => model.forward(x, mask, { training: true, rng: r.dropPath }).loss, varList);
       });
       losses.push(value);
       const g = varList.map((v) => grads[v.name]);

@@ -109,8 +109,13 @@ export function findTorchAddon(opts: { cacheDir?: string; sourcesDir?: string | 
     usable = forNode.filter((b) => b.info.sourcesHash === want);
     if (!usable.length) return { path: null, reason: `the torch addon in ${cache} was built from other sources than ${src} (run \`${SETUP_TORCH_FIX}\` to rebuild)` };
   }
-  usable.sort((a, b) => String(b.info.builtAt).localeCompare(String(a.info.builtAt)));
-  const b = usable[0]!;
+  // a build whose torch is gone (e.g. made by another clone's .venv-ref, since deleted) cannot load: skip it
+  const present = usable.filter((b) => !b.info.torchLib || existsSync(b.info.torchLib));
+  if (!present.length) {
+    return { path: null, reason: `the torch addon builds in ${cache} link a torch that is no longer there (${usable[0]!.info.torchLib}; run \`${SETUP_TORCH_FIX}\`)` };
+  }
+  present.sort((a, b) => String(b.info.builtAt).localeCompare(String(a.info.builtAt)));
+  const b = present[0]!;
   return {
     path: path.join(b.dir, ADDON),
     reason: `built by setup:torch against torch ${b.info.torchVersion}${b.info.cudaVersion ? ` (CUDA ${b.info.cudaVersion})` : ' (CPU)'}`,

@@ -2,7 +2,8 @@
  * spark's fused kernels (the contract in src/models/fused.ts and /work/wt/notes/FUSED-CONTRACT.md) as ATen's own
  * fused operators: BatchNorm training forward/backward = native_batch_norm / native_batch_norm_backward on x viewed
  * as [M, C] (M = every leading position; ATen's channels-last kernels, no copy); LayerNorm = native_layer_norm /
- * native_layer_norm_backward; GELU = gelu / gelu_backward (exact, erf).
+ * native_layer_norm_backward; GELU = gelu / gelu_backward (exact, erf); the ReLU / ReLU6 backward = dy × the boolean
+ * condition (one kernel, −0 kept as the other backends give it).
  *
  * The masked BatchNorm (statistics over mask = 1 positions, y and dx zero elsewhere) has no ATen operator; it is a
  * short chain of ATen calls inside one kernel (one tfjs dispatch instead of ~25).
@@ -20,6 +21,28 @@ const nativeLayerNorm = aten('native_layer_norm', '', 'TITTd');
 const nativeLayerNormBackward = aten('native_layer_norm_backward', '', 'TTITTTTB');
 const gelu = aten('gelu', '', 'TS');
 const geluBackward = aten('gelu_backward', '', 'TTS');
+const gtScalar = aten('gt', 'Scalar', 'Ts');
+const ltScalar = aten('lt', 'Scalar', 'Ts');
+const logicalAnd = aten('logical_and', '', 'TT');
+
+/**
+ * dy × (0 < y [< 6]) as a multiply by the boolean condition, not threshold_backward / hardtanh_backward: those write
+ * +0 where the multiply gives −0 for a negative dy, and the portable composite (dy·sign(y)) and TensorFlow's ReluGrad
+ * give −0 (bit-identical results across backends).
+ */
+function activationGrad(b: TorchBackend, dy: TensorInfo, y: TensorInfo, six: boolean): TensorInfo {
+  const pos = run(gtScalar, b.h(y), 0);
+  const tmp = [pos];
+  let cond = pos;
+  if (six) {
+    const below = run(ltScalar, b.h(y), 6);
+    cond = run(logicalAnd, pos, below);
+    tmp.push(below, cond);
+  }
+  const out = run(mul, b.h(dy), cond);
+  b.free(tmp);
+  return b.make(out, dy.shape, 'float32');
+}
 const mul = aten('mul', 'Tensor', 'TT');
 const sub = aten('sub', 'Tensor', 'TTz');
 const add = aten('add', 'Tensor', 'TTz');
@@ -168,4 +191,7 @@ export const fusedKernels: KernelConfig[] = [
   kernel('SparkLayerNormGrad', (b, i) => layerNormGrad(b, i['dy']!, i['x']!, i['gamma']!, i['mean']!, i['invStd']!)),
   kernel('SparkGelu', (b, { x }) => b.out(run(gelu, b.h(x!), 'none'))),
   kernel('SparkGeluGrad', (b, { dy, x }) => b.out(run(geluBackward, b.h(dy!), b.h(x!), 'none'))),
+  // from the activation's output y: dy where y > 0 (and, for ReLU6, y < 6), else 0
+  kernel('SparkReluGrad', (b, { dy, y }) => activationGrad(b, dy!, y!, false)),
+  kernel('SparkRelu6Grad', (b, { dy, y }) => activationGrad(b, dy!, y!, true)),
 ];
