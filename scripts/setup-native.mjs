@@ -18,6 +18,7 @@
  *   npm_config_nodedir                   Node headers folder for node-gyp (default: node's own prefix)
  */
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync,
   rmSync, statSync, symlinkSync, writeFileSync,
@@ -451,6 +452,50 @@ function stepBuild(pkg, restaged) {
   return true;
 }
 
+// 6b. spark's own TensorFlow ops (native/tf/spark_tf_ops.cc) ------------------------------------------------------
+/**
+ * A small Node addon that registers spark's ops (fused LAMB / AdamW / global norm, exact GELU) with the TensorFlow
+ * that tfjs-node loads, through TensorFlow's C op/kernel API (src/backend/tf-native-ops.ts loads it). Built with the
+ * system g++ against the staged deps/lib and Node's headers; rebuilt when the source, TensorFlow or Node changes.
+ * Optional: when it cannot be built the backend works without it (slower optimizer and GELU), with a warning here.
+ */
+function stepOps(pkg, force) {
+  const src = path.join(root, 'native', 'tf', 'spark_tf_ops.cc');
+  if (!existsSync(src)) return;
+  const out = path.join(pkg, 'deps', 'spark-ops');
+  const addon = path.join(out, 'spark_tf_ops.node');
+  const sourceHash = createHash('sha256').update(readFileSync(src)).digest('hex');
+  const stamp = readJson(path.join(out, 'stamp.json'));
+  const lib = path.join(pkg, 'deps', 'lib');
+  if (!force && stamp && existsSync(addon) && stamp.sourceHash === sourceHash && stamp.tf === TF_VERSION && stamp.node === process.versions.modules && stamp.lib === lib) {
+    line('ops', `${path.relative(root, addon)} in place`);
+    return;
+  }
+  const warn = (why) => line('ops', `WARNING: spark's TensorFlow ops not built (${why}); the tensorflow backend runs without them (slower optimizer and GELU)`);
+  if (!have('g++')) return warn('g++ not found; install a C++ toolchain');
+  let nd;
+  try {
+    nd = nodeDir();
+  } catch (e) {
+    return warn(e.message);
+  }
+  const nodeInclude = nd ? path.join(nd, 'include', 'node') : path.join(os.homedir(), '.cache', 'node-gyp', process.versions.node, 'include', 'node');
+  mkdirSync(out, { recursive: true });
+  const tmp = path.join(out, `.tmp-${process.pid}.node`);
+  // -march=native: built and run on this machine; -ffp-contract=off keeps the reference chains' rounding (no fused
+  // multiply-add); -fno-math-errno lets sqrt vectorise
+  const args = ['-std=c++17', '-O3', '-march=native', '-ffp-contract=off', '-fno-math-errno', '-fPIC', '-shared', '-DNODE_GYP_MODULE_NAME=spark_tf_ops',
+    `-I${nodeInclude}`, `-I${path.join(pkg, 'deps', 'include')}`, src, '-o', tmp, `-L${lib}`, '-l:libtensorflow_framework.so.2', `-Wl,-rpath,${lib}`];
+  const r = run('g++', args);
+  if (!r.ok || !existsSync(tmp)) {
+    rmSync(tmp, { force: true });
+    return warn(`g++ failed: ${tail(r.err || r.out, 6)}`);
+  }
+  renameSync(tmp, addon);
+  writeJsonAtomic(path.join(out, 'stamp.json'), { sourceHash, tf: TF_VERSION, node: process.versions.modules, lib, command: `g++ ${args.join(' ')}` });
+  line('ops', `${path.relative(root, addon)} built (g++, ${((Date.now() - t0) / 1000).toFixed(1)}s since start)`);
+}
+
 // 7. verify --------------------------------------------------------------------------------------------------------
 const VERIFY = `
 const t0 = Date.now();
@@ -522,6 +567,7 @@ try {
   const restaged = stepStage(pkg);
   stepPatch(pkg);
   const rebuilt = stepBuild(pkg, restaged);
+  stepOps(pkg, restaged || rebuilt || force);
   stepVerify(pkg, restaged || rebuilt || force);
   process.stdout.write(`setup-native: done in ${((Date.now() - t0) / 1000).toFixed(1)}s — the 'tensorflow' backend is ready (spark doctor shows it)\n`);
 } catch (e) {

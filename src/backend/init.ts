@@ -104,6 +104,7 @@ async function useNative(c: NativeCandidate, threads: number | null | undefined)
     const n = threads ?? (Number(process.env['TF_NUM_INTRAOP_THREADS']) || defaultThreads());
     process.env['TF_NUM_INTRAOP_THREADS'] = String(n);
     process.env['TF_NUM_INTEROP_THREADS'] ??= '1';
+    process.env['SPARK_TF_OPS_THREADS'] ??= String(n); // spark's own TensorFlow ops (tf-native-ops.ts)
     const res = loadNative(c);
     nativeThreads = n;
     nativeInfo = { provider: c.provider, ...res };

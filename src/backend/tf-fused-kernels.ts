@@ -15,6 +15,7 @@
  * kernels are not registered when tfjs-node-gpu uses a GPU (the portable composites run there).
  */
 import * as tf from '@tensorflow/tfjs';
+import { registerTensorflowNativeOps, unregisterTensorflowNativeOps } from './tf-native-ops.js';
 import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, RELU6_GRAD, RELU_GRAD } from './fused-kernel-names.js';
 
 interface Meta {
@@ -319,10 +320,13 @@ export function registerTensorflowFusedKernels(): boolean {
   for (const [kernelName, kernelFunc] of KERNELS) {
     if (!tf.getKernel(kernelName, 'tensorflow')) tf.registerKernel({ kernelName, backendName: 'tensorflow', kernelFunc });
   }
+  // spark's own TensorFlow ops when built: the optimizer kernels, and GELU in one pass instead of the chains above
+  registerTensorflowNativeOps();
   return true;
 }
 
 /** Remove them again (tests compare against the portable composites). */
 export function unregisterTensorflowFusedKernels(): void {
+  unregisterTensorflowNativeOps();
   for (const [kernelName] of KERNELS) if (tf.getKernel(kernelName, 'tensorflow')) tf.unregisterKernel(kernelName, 'tensorflow');
 }

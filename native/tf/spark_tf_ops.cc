@@ -1,0 +1,425 @@
+// spark's own TensorFlow ops for the 'tensorflow' backend (issue 12): the optimizer updates and exact GELU as single
+// native kernels instead of chains of ~20 elementwise TensorFlow ops.
+//
+// This file is a Node addon (N-API) whose only job is to register ops and CPU kernels with the TensorFlow that
+// tfjs-node has already loaded, through TensorFlow's stable C API (tensorflow/c/ops.h, tensorflow/c/kernels.h: plain
+// C, no C++ ABI shared with the wheel). Once registered, tfjs-node's binding runs them like any TensorFlow op
+// (`binding.executeOp('SparkTfLamb', ...)`); src/backend/tf-native-ops.ts does that.
+//
+// Ops (float32; hyper-parameters that change every step come in a small `hyper` tensor, not as attrs, so that
+// TensorFlow's eager kernel cache does not grow by one kernel per step):
+//   SparkTfLamb(params, grads, m, v: N*float, clip: float scalar, hyper[9], apply: bool) -> params', m', v' (N each)
+//       clip = clipDiv (gradients are divided by it); hyper = lr, weightDecay, beta1, 1-beta1, beta2, 1-beta2, eps,
+//       biasCorrection1, sqrt(biasCorrection2); attrs adapt, trust_clip (LAMB of timm 0.5.4, the contract in
+//       src/train/fused-optim.ts)
+//   SparkTfAdamW(params, grads, m, v, clip, hyper[9], apply) -> params', m', v'
+//       clip = clipCoef (gradients are multiplied by it); hyper = decayFactor (1 - lr*wd), hasDecay (0/1), beta1,
+//       1-beta1, beta2, 1-beta2, eps, sqrt(biasCorrection2), lr/biasCorrection1
+//   SparkTfGlobalNorm(grads: N*float) -> sqrt(sum of squares) (accumulated in double)
+//   SparkTfGelu(x) -> x * Phi(x);  SparkTfGeluGrad(dy, x) -> dy * (Phi(x) + x * phi(x))   (exact, erf)
+//
+// Arithmetic follows the reference tf-op chains operation by operation (build with -ffp-contract=off so that no
+// multiply-add is fused), so the updates agree with them to float32 rounding; only the norms are summed in double.
+// `apply` false copies every input to its output unchanged (a non-finite loss skips the step on the device).
+// Large loops are split over a few std::threads (SPARK_TF_OPS_THREADS, default: the hardware threads, at most 8).
+
+#include <node_api.h>
+
+#include <tensorflow/c/c_api.h>  // TF_Status, TF_Tensor, TF_DataType (the header closure tfjs-node builds with)
+
+// The part of TensorFlow's C kernel and op API (tensorflow/c/kernels.h, tensorflow/c/ops.h) used here. Declared
+// here rather than included: those headers pull in internal TensorFlow headers that the staged C API include folder
+// does not have; the functions themselves are the stable C ABI exported by libtensorflow_framework.so.2.
+extern "C" {
+typedef struct TF_OpDefinitionBuilder TF_OpDefinitionBuilder;
+typedef struct TF_KernelBuilder TF_KernelBuilder;
+typedef struct TF_OpKernelConstruction TF_OpKernelConstruction;
+typedef struct TF_OpKernelContext TF_OpKernelContext;
+TF_OpDefinitionBuilder* TF_NewOpDefinitionBuilder(const char* op_name);
+void TF_RegisterOpDefinition(TF_OpDefinitionBuilder* builder, TF_Status* status);
+void TF_OpDefinitionBuilderAddAttr(TF_OpDefinitionBuilder* builder, const char* attr_spec);
+void TF_OpDefinitionBuilderAddInput(TF_OpDefinitionBuilder* builder, const char* input_spec);
+void TF_OpDefinitionBuilderAddOutput(TF_OpDefinitionBuilder* builder, const char* output_spec);
+TF_KernelBuilder* TF_NewKernelBuilder(const char* op_name, const char* device_name, void* (*create_func)(TF_OpKernelConstruction*),
+                                      void (*compute_func)(void*, TF_OpKernelContext*), void (*delete_func)(void*));
+void TF_RegisterKernelBuilder(const char* kernel_name, TF_KernelBuilder* builder, TF_Status* status);
+int TF_NumInputs(TF_OpKernelContext* ctx);
+void TF_GetInput(TF_OpKernelContext* ctx, int i, TF_Tensor** tensor, TF_Status* status);
+TF_Tensor* TF_AllocateOutput(TF_OpKernelContext* context, int index, TF_DataType dtype, const int64_t* dims, int num_dims,
+                             size_t len, TF_Status* status);
+void TF_OpKernelContext_Failure(TF_OpKernelContext* ctx, TF_Status* status);
+bool TF_OpKernelConstruction_HasAttr(TF_OpKernelConstruction* ctx, const char* attr_name, TF_Status* status);
+void TF_OpKernelConstruction_GetAttrBool(TF_OpKernelConstruction* ctx, const char* attr_name, TF_Bool* val, TF_Status* status);
+}
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// ----------------------------------------------------------------------------------------------------- threading
+
+int NumThreads() {
+  static const int n = [] {
+    const char* env = std::getenv("SPARK_TF_OPS_THREADS");
+    int t = env ? std::atoi(env) : static_cast<int>(std::thread::hardware_concurrency());
+    return std::max(1, std::min(t, 8));
+  }();
+  return n;
+}
+
+// fn(begin, end, part) over [0, n) in contiguous parts; parts >= 1 only when the work is large enough to pay for
+// starting a thread (~20 us).
+template <typename F>
+void ParallelFor(int64_t n, F fn) {
+  const int64_t kMinPerThread = 1 << 16;
+  int parts = static_cast<int>(std::min<int64_t>(NumThreads(), std::max<int64_t>(1, n / kMinPerThread)));
+  if (parts <= 1) {
+    fn(int64_t{0}, n, 0);
+    return;
+  }
+  std::vector<std::thread> threads;
+  const int64_t chunk = (n + parts - 1) / parts;
+  for (int p = 1; p < parts; ++p) {
+    const int64_t b = p * chunk, e = std::min(n, b + chunk);
+    threads.emplace_back([=, &fn] { fn(b, e, p); });
+  }
+  fn(int64_t{0}, std::min(n, chunk), 0);
+  for (auto& t : threads) t.join();
+}
+
+// --------------------------------------------------------------------------------------------------- tensor access
+
+struct Status {
+  TF_Status* s = TF_NewStatus();
+  ~Status() { TF_DeleteStatus(s); }
+  bool ok() const { return TF_GetCode(s) == TF_OK; }
+};
+
+// An input tensor (released on scope exit).
+struct In {
+  TF_Tensor* t = nullptr;
+  In(TF_OpKernelContext* ctx, int i, Status& st) { TF_GetInput(ctx, i, &t, st.s); }
+  ~In() {
+    if (t) TF_DeleteTensor(t);
+  }
+  int64_t size() const { return TF_TensorElementCount(t); }
+  const float* f() const { return static_cast<const float*>(TF_TensorData(t)); }
+  bool b0() const { return *static_cast<const bool*>(TF_TensorData(t)); }
+};
+
+// Output `i` with the shape of `like` (released on scope exit; TensorFlow keeps its own reference).
+struct Out {
+  TF_Tensor* t = nullptr;
+  Out(TF_OpKernelContext* ctx, int i, const TF_Tensor* like, Status& st) {
+    const int nd = TF_NumDims(like);
+    std::vector<int64_t> dims(nd);
+    for (int d = 0; d < nd; ++d) dims[d] = TF_Dim(like, d);
+    t = TF_AllocateOutput(ctx, i, TF_FLOAT, dims.data(), nd, TF_TensorElementCount(like) * sizeof(float), st.s);
+  }
+  Out(TF_OpKernelContext* ctx, int i, Status& st) {  // a scalar
+    t = TF_AllocateOutput(ctx, i, TF_FLOAT, nullptr, 0, sizeof(float), st.s);
+  }
+  ~Out() {
+    if (t) TF_DeleteTensor(t);
+  }
+  float* f() { return static_cast<float*>(TF_TensorData(t)); }
+};
+
+void Fail(TF_OpKernelContext* ctx, const char* msg) {
+  Status st;
+  TF_SetStatus(st.s, TF_INVALID_ARGUMENT, msg);
+  TF_OpKernelContext_Failure(ctx, st.s);
+}
+
+// ------------------------------------------------------------------------------------------------- the optimizers
+
+struct OptAttrs {
+  TF_Bool adapt = 0;
+  TF_Bool trust_clip = 0;
+};
+
+void* CreateOpt(TF_OpKernelConstruction* c) {
+  auto* a = new OptAttrs;
+  Status st;
+  if (TF_OpKernelConstruction_HasAttr(c, "adapt", st.s)) TF_OpKernelConstruction_GetAttrBool(c, "adapt", &a->adapt, st.s);
+  if (TF_OpKernelConstruction_HasAttr(c, "trust_clip", st.s)) TF_OpKernelConstruction_GetAttrBool(c, "trust_clip", &a->trust_clip, st.s);
+  return a;
+}
+void DeleteOpt(void* k) { delete static_cast<OptAttrs*>(k); }
+
+// The loops, on restrict pointers so that the compiler vectorises them.
+
+// LAMB moments and the update direction u = (m'/bc1) / (sqrt(v')/sqrt(bc2) + eps) (+ wd*p), in the reference's order.
+void LambMoments(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
+                 float* __restrict MO, float* __restrict VO, float* __restrict U, int64_t n, float clipDiv, float wd,
+                 float b1, float omb1, float b2, float omb2, float eps, float bc1, float sbc2) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float g = G[j] / clipDiv;
+    const float m = M[j] * b1 + g * omb1;
+    const float v = V[j] * b2 + (g * g) * omb2;
+    MO[j] = m;
+    VO[j] = v;
+    const float u = (m / bc1) / (std::sqrt(v) / sbc2 + eps);
+    U[j] = wd != 0.f ? u + P[j] * wd : u;
+  }
+}
+
+// p' = p - (u*trust)*lr (the trust ratio applied only when adapting, as the reference does).
+void LambApply(const float* __restrict P, const float* __restrict U, float* __restrict PO, int64_t n, bool adapt, float trust, float lr) {
+  if (adapt) {
+    for (int64_t j = 0; j < n; ++j) PO[j] = P[j] - (U[j] * trust) * lr;
+  } else {
+    for (int64_t j = 0; j < n; ++j) PO[j] = P[j] - U[j] * lr;
+  }
+}
+
+// AdamW: p' = decayed - (m'/(sqrt(v')/sqrt(bc2) + eps)) * (lr/bc1), decayed = p*(1 - lr*wd) when decaying.
+void AdamWStep(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
+               float* __restrict PO, float* __restrict MO, float* __restrict VO, int64_t n, float coef, const float* h) {
+  const float decay = h[0], hasDecay = h[1], b1 = h[2], omb1 = h[3], b2 = h[4], omb2 = h[5], eps = h[6], sbc2 = h[7], step = h[8];
+  const bool dec = hasDecay != 0.f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float g = G[j] * coef;
+    const float m = M[j] * b1 + g * omb1;
+    const float v = V[j] * b2 + (g * g) * omb2;
+    MO[j] = m;
+    VO[j] = v;
+    const float decayed = dec ? P[j] * decay : P[j];
+    PO[j] = decayed - (m / (std::sqrt(v) / sbc2 + eps)) * step;
+  }
+}
+
+// Sum of squares in double: float partial sums over blocks of 256 values (8 lanes of 32, vectorised), blocks added
+// in double (relative error ~1e-7 for any length).
+double SumSq(const float* __restrict x, int64_t n) {
+  double total = 0;
+  int64_t j = 0;
+  for (; j + 256 <= n; j += 256) {
+    float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int k = 0; k < 256; k += 8)
+      for (int l = 0; l < 8; ++l) lane[l] += x[j + k + l] * x[j + k + l];
+    total += static_cast<double>((lane[0] + lane[1]) + (lane[2] + lane[3])) + static_cast<double>((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  }
+  for (; j < n; ++j) total += static_cast<double>(x[j]) * x[j];
+  return total;
+}
+
+// Inputs are params[0..n), grads[n..2n), m[2n..3n), v[3n..4n), clip, hyper, apply; outputs params', m', v'.
+template <bool kLamb>
+void ComputeOpt(void* kernel, TF_OpKernelContext* ctx) {
+  const OptAttrs& at = *static_cast<OptAttrs*>(kernel);
+  const int n = (TF_NumInputs(ctx) - 3) / 4;
+  Status st;
+  In clip(ctx, 4 * n, st), hyper(ctx, 4 * n + 1, st), apply(ctx, 4 * n + 2, st);
+  if (!st.ok() || hyper.size() != 9 || clip.size() != 1) return Fail(ctx, "SparkTfLamb/AdamW: clip must be a scalar and hyper have 9 values");
+  const float* h = hyper.f();
+  const float c = clip.f()[0];
+  const bool go = apply.b0();
+  for (int i = 0; i < n; ++i) {
+    In p(ctx, i, st), g(ctx, n + i, st), m(ctx, 2 * n + i, st), v(ctx, 3 * n + i, st);
+    Out po(ctx, i, p.t, st), mo(ctx, n + i, p.t, st), vo(ctx, 2 * n + i, p.t, st);
+    if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+    const int64_t len = p.size();
+    if (g.size() != len || m.size() != len || v.size() != len) return Fail(ctx, "SparkTfLamb/AdamW: a parameter's gradient or moments differ in size");
+    const float *P = p.f(), *G = g.f(), *M = m.f(), *V = v.f();
+    float *PO = po.f(), *MO = mo.f(), *VO = vo.f();
+    if (!go) {
+      std::memcpy(PO, P, len * sizeof(float));
+      std::memcpy(MO, M, len * sizeof(float));
+      std::memcpy(VO, V, len * sizeof(float));
+      continue;
+    }
+    if (kLamb) {
+      const float clipDiv = c, lr = h[0], wd = h[1], b1 = h[2], omb1 = h[3], b2 = h[4], omb2 = h[5], eps = h[6], bc1 = h[7], sbc2 = h[8];
+      std::vector<float> ubuf(len);
+      float* U = ubuf.data();
+      std::vector<double> pp(NumThreads(), 0.0), uu(NumThreads(), 0.0);
+      ParallelFor(len, [&](int64_t b, int64_t e, int part) {
+        LambMoments(P + b, G + b, M + b, V + b, MO + b, VO + b, U + b, e - b, clipDiv, wd, b1, omb1, b2, omb2, eps, bc1, sbc2);
+        if (at.adapt) {
+          pp[part] = SumSq(P + b, e - b);
+          uu[part] = SumSq(U + b, e - b);
+        }
+      });
+      float trust = 1.f;
+      if (at.adapt) {
+        double sp = 0, su = 0;
+        for (int t = 0; t < NumThreads(); ++t) sp += pp[t], su += uu[t];
+        const float wn = static_cast<float>(std::sqrt(sp)), un = static_cast<float>(std::sqrt(su));
+        if (wn > 0.f && un > 0.f) trust = wn / un;
+        if (at.trust_clip) trust = std::min(trust, 1.f);
+      }
+      ParallelFor(len, [&](int64_t b, int64_t e, int) { LambApply(P + b, U + b, PO + b, e - b, at.adapt != 0, trust, lr); });
+    } else {
+      ParallelFor(len, [&](int64_t b, int64_t e, int) { AdamWStep(P + b, G + b, M + b, V + b, PO + b, MO + b, VO + b, e - b, c, h); });
+    }
+  }
+}
+
+void ComputeGlobalNorm(void*, TF_OpKernelContext* ctx) {
+  const int n = TF_NumInputs(ctx);
+  Status st;
+  double total = 0;
+  for (int i = 0; i < n; ++i) {
+    In g(ctx, i, st);
+    if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+    const float* G = g.f();
+    std::vector<double> part(NumThreads(), 0.0);
+    ParallelFor(g.size(), [&](int64_t b, int64_t e, int p) { part[p] = SumSq(G + b, e - b); });
+    for (double s : part) total += s;
+  }
+  Out out(ctx, 0, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  *out.f() = static_cast<float>(std::sqrt(total));
+}
+
+// --------------------------------------------------------------------------------------------------------- GELU
+
+// erf in float32 by a rational approximation on [-4, 4] (erf is +-1 in float32 beyond), the one Eigen and XLA use for
+// float: x * P(x^2) / Q(x^2). Written as plain arithmetic so that the compiler vectorises the loops.
+inline float ErfF(float x) {
+  x = std::min(4.f, std::max(-4.f, x));
+  const float x2 = x * x;
+  float p = -2.72614225801306e-10f;
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 + -2.10102402082508e-06f;
+  p = p * x2 + -5.69250639462346e-05f;
+  p = p * x2 + -7.34990630326855e-04f;
+  p = p * x2 + -2.95459980854025e-03f;
+  p = p * x2 + -1.60960333262415e-02f;
+  p = p * x;
+  float q = -1.45660718464996e-05f;
+  q = q * x2 + -2.13374055278905e-04f;
+  q = q * x2 + -1.68282697438203e-03f;
+  q = q * x2 + -7.37332916720468e-03f;
+  q = q * x2 + -1.42647390514189e-02f;
+  return p / q;
+}
+
+// exp(a) for a <= 0 in float32 (clamped at -87, below which it is under the smallest normal float): 2^n * exp(r)
+// with r = a - n*ln2 (ln2 split in two parts) and a degree-7 Taylor polynomial on |r| <= ln2/2 (relative error
+// below 2e-8 there). Plain arithmetic, so that the compiler vectorises it (libm's expf is a call per element).
+inline float ExpNonPositiveF(float a) {
+  a = std::max(a, -87.f);
+  // n = a/ln2 rounded to the nearest integer (adding and subtracting 1.5*2^23 rounds in float32)
+  const float n = (a * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  float r = a - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187045e-06f;
+  float p = 1.f / 5040.f;
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  return p * __builtin_bit_cast(float, bits);
+}
+
+constexpr float kSqrtHalf = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+void GeluLoop(const float* __restrict X, float* __restrict Y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) Y[j] = (X[j] * 0.5f) * (ErfF(X[j] * kSqrtHalf) + 1.f);
+}
+
+// dy * (Phi(x) + x * phi(x)), Phi(x) = (erf(x/sqrt2) + 1) * 0.5, phi(x) = exp(-x^2/2) / sqrt(2 pi)
+void GeluGradLoop(const float* __restrict DY, const float* __restrict X, float* __restrict DX, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float x = X[j];
+    const float cdf = (ErfF(x * kSqrtHalf) + 1.f) * 0.5f;
+    const float pdf = ExpNonPositiveF((x * x) * -0.5f) * kInvSqrt2Pi;
+    DX[j] = DY[j] * (cdf + x * pdf);
+  }
+}
+
+void ComputeGelu(void*, TF_OpKernelContext* ctx) {
+  Status st;
+  In x(ctx, 0, st);
+  Out y(ctx, 0, x.t, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  const float* X = x.f();
+  float* Y = y.f();
+  ParallelFor(x.size(), [&](int64_t b, int64_t e, int) { GeluLoop(X + b, Y + b, e - b); });
+}
+
+void ComputeGeluGrad(void*, TF_OpKernelContext* ctx) {
+  Status st;
+  In dy(ctx, 0, st), x(ctx, 1, st);
+  Out dx(ctx, 0, x.t, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  if (dy.size() != x.size()) return Fail(ctx, "SparkTfGeluGrad: dy and x differ in size");
+  const float *DY = dy.f(), *X = x.f();
+  float* DX = dx.f();
+  ParallelFor(x.size(), [&](int64_t b, int64_t e, int) { GeluGradLoop(DY + b, X + b, DX + b, e - b); });
+}
+
+// ------------------------------------------------------------------------------------------------- registration
+
+bool Register(const char* op, const std::vector<const char*>& attrs, const std::vector<const char*>& inputs,
+              const std::vector<const char*>& outputs, void* (*create)(TF_OpKernelConstruction*),
+              void (*compute)(void*, TF_OpKernelContext*), void (*del)(void*), std::string* error) {
+  Status st;
+  TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder(op);
+  for (const char* a : attrs) TF_OpDefinitionBuilderAddAttr(b, a);
+  for (const char* i : inputs) TF_OpDefinitionBuilderAddInput(b, i);
+  for (const char* o : outputs) TF_OpDefinitionBuilderAddOutput(b, o);
+  TF_RegisterOpDefinition(b, st.s);  // takes ownership of the builder
+  if (!st.ok()) {
+    *error = std::string(op) + ": " + TF_Message(st.s);
+    return false;
+  }
+  TF_KernelBuilder* kb = TF_NewKernelBuilder(op, "CPU", create, compute, del);
+  TF_RegisterKernelBuilder((std::string(op) + "_CPU").c_str(), kb, st.s);
+  if (!st.ok()) {
+    *error = std::string(op) + " kernel: " + TF_Message(st.s);
+    return false;
+  }
+  return true;
+}
+
+std::string RegisterAll() {
+  std::string err;
+  const std::vector<const char*> optIn = {"params: N * float", "grads: N * float", "m: N * float", "v: N * float", "clip: float", "hyper: float", "apply: bool"};
+  const std::vector<const char*> optOut = {"new_params: N * float", "new_m: N * float", "new_v: N * float"};
+  if (!Register("SparkTfLamb", {"N: int >= 1", "adapt: bool = false", "trust_clip: bool = false"}, optIn, optOut, CreateOpt, ComputeOpt<true>, DeleteOpt, &err)) return err;
+  if (!Register("SparkTfAdamW", {"N: int >= 1"}, optIn, optOut, CreateOpt, ComputeOpt<false>, DeleteOpt, &err)) return err;
+  if (!Register("SparkTfGlobalNorm", {"N: int >= 1"}, {"grads: N * float"}, {"norm: float"}, nullptr, ComputeGlobalNorm, nullptr, &err)) return err;
+  if (!Register("SparkTfGelu", {}, {"x: float"}, {"y: float"}, nullptr, ComputeGelu, nullptr, &err)) return err;
+  if (!Register("SparkTfGeluGrad", {}, {"dy: float", "x: float"}, {"dx: float"}, nullptr, ComputeGeluGrad, nullptr, &err)) return err;
+  return "";
+}
+
+// -------------------------------------------------------------------------------------------------- the addon
+
+// exports.ops: the registered op names; exports.error: why registration failed ('' when it did not).
+napi_value Init(napi_env env, napi_value exports) {
+  static const std::string error = RegisterAll();  // once per process (TensorFlow's registries are global)
+  const char* names[] = {"SparkTfLamb", "SparkTfAdamW", "SparkTfGlobalNorm", "SparkTfGelu", "SparkTfGeluGrad"};
+  napi_value arr, s, e, threads;
+  napi_create_array(env, &arr);
+  if (error.empty()) {
+    for (uint32_t i = 0; i < sizeof(names) / sizeof(names[0]); ++i) {
+      napi_create_string_utf8(env, names[i], NAPI_AUTO_LENGTH, &s);
+      napi_set_element(env, arr, i, s);
+    }
+  }
+  napi_create_string_utf8(env, error.c_str(), NAPI_AUTO_LENGTH, &e);
+  napi_create_int32(env, NumThreads(), &threads);
+  napi_set_named_property(env, exports, "ops", arr);
+  napi_set_named_property(env, exports, "error", e);
+  napi_set_named_property(env, exports, "threads", threads);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
