@@ -17,6 +17,13 @@
 //       1-beta1, beta2, 1-beta2, eps, sqrt(biasCorrection2), lr/biasCorrection1
 //   SparkTfGlobalNorm(grads: N*float) -> sqrt(sum of squares) (accumulated in double)
 //   SparkTfGelu(x) -> x * Phi(x);  SparkTfGeluGrad(dy, x) -> dy * (Phi(x) + x * phi(x))   (exact, erf)
+//   SparkTfMaskedBatchNorm(x [..., C], gamma, beta, running_mean, running_var [C], mask [...] with one value per
+//       position of x) -> y, mean, inv_std, new_running_mean, new_running_var; attrs epsilon, momentum. Training
+//       BatchNorm with the statistics over the positions where mask = 1 only (y = 0 elsewhere); masked positions
+//       are skipped, so the cost is that of the visible ones. Running statistics as PyTorch updates them.
+//   SparkTfMaskedBatchNormGrad(dy, x, gamma, mean, inv_std, mask) -> dx (0 where masked), dgamma, dbeta
+//   SparkTfLayerNorm(x [..., C], gamma, beta) -> y, mean [..., 1], inv_std [..., 1]; attr epsilon (over the last axis)
+//   SparkTfLayerNormGrad(dy, x, gamma, mean, inv_std) -> dx, dgamma, dbeta
 //
 // Arithmetic follows the reference tf-op chains operation by operation (build with -ffp-contract=off so that no
 // multiply-add is fused), so the updates agree with them to float32 rounding; only the norms are summed in double.
@@ -50,6 +57,7 @@ TF_Tensor* TF_AllocateOutput(TF_OpKernelContext* context, int index, TF_DataType
 void TF_OpKernelContext_Failure(TF_OpKernelContext* ctx, TF_Status* status);
 bool TF_OpKernelConstruction_HasAttr(TF_OpKernelConstruction* ctx, const char* attr_name, TF_Status* status);
 void TF_OpKernelConstruction_GetAttrBool(TF_OpKernelConstruction* ctx, const char* attr_name, TF_Bool* val, TF_Status* status);
+void TF_OpKernelConstruction_GetAttrFloat(TF_OpKernelConstruction* ctx, const char* attr_name, float* val, TF_Status* status);
 }
 
 #include <algorithm>
@@ -362,6 +370,256 @@ void ComputeGeluGrad(void*, TF_OpKernelContext* ctx) {
   ParallelFor(x.size(), [&](int64_t b, int64_t e, int) { GeluGradLoop(DY + b, X + b, DX + b, e - b); });
 }
 
+// ----------------------------------------------------------------------------------------- masked BatchNorm
+
+struct BnAttrs {
+  float eps = 1e-5f;
+  float momentum = 0.1f;
+};
+
+void* CreateBn(TF_OpKernelConstruction* c) {
+  auto* a = new BnAttrs;
+  Status st;
+  if (TF_OpKernelConstruction_HasAttr(c, "epsilon", st.s)) TF_OpKernelConstruction_GetAttrFloat(c, "epsilon", &a->eps, st.s);
+  if (TF_OpKernelConstruction_HasAttr(c, "momentum", st.s)) TF_OpKernelConstruction_GetAttrFloat(c, "momentum", &a->momentum, st.s);
+  return a;
+}
+void DeleteBn(void* k) { delete static_cast<BnAttrs*>(k); }
+
+// acc[c] += x[c] (and the square of x[c] - mean[c] when `centered`), over one row of C values.
+inline void AddRow(const float* __restrict x, double* __restrict acc, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) acc[c] += x[c];
+}
+inline void AddSqRow(const float* __restrict x, const float* __restrict mean, double* __restrict acc, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const float d = x[c] - mean[c];
+    acc[c] += d * d;
+  }
+}
+
+// Per-channel sums over the visible rows of [M, C], split over threads (per-thread accumulators, added in order).
+template <typename RowFn>
+std::vector<double> ChannelSums(int64_t M, int64_t C, const float* mask, RowFn row) {
+  const int T = NumThreads();
+  std::vector<double> part(static_cast<size_t>(T) * C, 0.0);
+  ParallelFor(M, [&](int64_t b, int64_t e, int p) {
+    double* acc = part.data() + static_cast<size_t>(p) * C;
+    for (int64_t r = b; r < e; ++r)
+      if (mask[r] != 0.f) row(r, acc);
+  });
+  std::vector<double> sum(C, 0.0);
+  for (int t = 0; t < T; ++t)
+    for (int64_t c = 0; c < C; ++c) sum[c] += part[static_cast<size_t>(t) * C + c];
+  return sum;
+}
+
+void ComputeMaskedBn(void* kernel, TF_OpKernelContext* ctx) {
+  const BnAttrs& at = *static_cast<BnAttrs*>(kernel);
+  Status st;
+  In x(ctx, 0, st), gamma(ctx, 1, st), beta(ctx, 2, st), rm(ctx, 3, st), rv(ctx, 4, st), mask(ctx, 5, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  const int64_t C = gamma.size();
+  if (C == 0 || x.size() % C != 0 || mask.size() != x.size() / C || beta.size() != C || rm.size() != C || rv.size() != C)
+    return Fail(ctx, "SparkTfMaskedBatchNorm: x must be [..., C] with gamma/beta/running stats [C] and one mask value per position");
+  const int64_t M = x.size() / C;
+  Out y(ctx, 0, x.t, st), mean(ctx, 1, gamma.t, st), invStd(ctx, 2, gamma.t, st), nrm(ctx, 3, gamma.t, st), nrv(ctx, 4, gamma.t, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  const float *X = x.f(), *MK = mask.f(), *G = gamma.f(), *B = beta.f();
+  int64_t n = 0;
+  for (int64_t r = 0; r < M; ++r) n += MK[r] != 0.f;
+  const float cnt = static_cast<float>(n);
+  float* MEAN = mean.f();
+  float* IS = invStd.f();
+  const std::vector<double> sum = ChannelSums(M, C, MK, [&](int64_t r, double* acc) { AddRow(X + r * C, acc, C); });
+  for (int64_t c = 0; c < C; ++c) MEAN[c] = static_cast<float>(sum[c]) / cnt;
+  const std::vector<double> sq = ChannelSums(M, C, MK, [&](int64_t r, double* acc) { AddSqRow(X + r * C, MEAN, acc, C); });
+  std::vector<float> scale(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const float var = static_cast<float>(sq[c]) / cnt;
+    IS[c] = 1.f / std::sqrt(var + at.eps);
+    scale[c] = IS[c] * G[c];
+    const float varU = var * (cnt / std::max(cnt - 1.f, 1.f));
+    nrm.f()[c] = rm.f()[c] * (1.f - at.momentum) + MEAN[c] * at.momentum;
+    nrv.f()[c] = rv.f()[c] * (1.f - at.momentum) + varU * at.momentum;
+  }
+  float* Y = y.f();
+  const float* S = scale.data();
+  ParallelFor(M, [&](int64_t b, int64_t e, int) {
+    for (int64_t r = b; r < e; ++r) {
+      float* __restrict yr = Y + r * C;
+      const float* __restrict xr = X + r * C;
+      if (MK[r] == 0.f) {
+        std::memset(yr, 0, C * sizeof(float));
+        continue;
+      }
+      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - MEAN[c]) * S[c] + B[c];
+    }
+  });
+}
+
+void ComputeMaskedBnGrad(void*, TF_OpKernelContext* ctx) {
+  Status st;
+  In dy(ctx, 0, st), x(ctx, 1, st), gamma(ctx, 2, st), mean(ctx, 3, st), invStd(ctx, 4, st), mask(ctx, 5, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  const int64_t C = gamma.size();
+  if (C == 0 || x.size() % C != 0 || dy.size() != x.size() || mask.size() != x.size() / C || mean.size() != C || invStd.size() != C)
+    return Fail(ctx, "SparkTfMaskedBatchNormGrad: dy and x must be [..., C] with one mask value per position");
+  const int64_t M = x.size() / C;
+  Out dx(ctx, 0, x.t, st), dgamma(ctx, 1, gamma.t, st), dbeta(ctx, 2, gamma.t, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  const float *DY = dy.f(), *X = x.f(), *MK = mask.f(), *G = gamma.f(), *MEAN = mean.f(), *IS = invStd.f();
+  int64_t n = 0;
+  for (int64_t r = 0; r < M; ++r) n += MK[r] != 0.f;
+  const float cnt = static_cast<float>(n);
+  // dbeta = sum dy, dgamma = sum dy * xhat over the visible rows (one pass: 2C accumulators per thread)
+  const std::vector<double> sums = ChannelSums(M, 2 * C, MK, [&](int64_t r, double* acc) {
+    const float* __restrict d = DY + r * C;
+    const float* __restrict xr = X + r * C;
+    double* __restrict a0 = acc;
+    double* __restrict a1 = acc + C;
+    for (int64_t c = 0; c < C; ++c) {
+      a0[c] += d[c];
+      a1[c] += d[c] * ((xr[c] - MEAN[c]) * IS[c]);
+    }
+  });
+  float* DB = dbeta.f();
+  float* DG = dgamma.f();
+  std::vector<float> k(C);
+  for (int64_t c = 0; c < C; ++c) {
+    DB[c] = static_cast<float>(sums[c]);
+    DG[c] = static_cast<float>(sums[C + c]);
+    k[c] = (G[c] * IS[c]) / cnt;
+  }
+  // dx = ((n*dy - dbeta) - xhat*dgamma) * (gamma*invStd/n), 0 where masked
+  float* DX = dx.f();
+  const float* K = k.data();
+  ParallelFor(M, [&](int64_t b, int64_t e, int) {
+    for (int64_t r = b; r < e; ++r) {
+      float* __restrict o = DX + r * C;
+      if (MK[r] == 0.f) {
+        std::memset(o, 0, C * sizeof(float));
+        continue;
+      }
+      const float* __restrict d = DY + r * C;
+      const float* __restrict xr = X + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float xhat = (xr[c] - MEAN[c]) * IS[c];
+        o[c] = ((d[c] * cnt - DB[c]) - xhat * DG[c]) * K[c];
+      }
+    }
+  });
+}
+
+// -------------------------------------------------------------------------------------------------- LayerNorm
+
+// Sum of a row of C floats: 8 float lanes (vectorised), then the lanes in a fixed order.
+inline float RowSum(const float* __restrict x, int64_t C) {
+  float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += x[c + l];
+  float tail = 0.f;
+  for (; c < C; ++c) tail += x[c];
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
+}
+
+void* CreateLn(TF_OpKernelConstruction* c) {
+  auto* a = new BnAttrs;
+  Status st;
+  if (TF_OpKernelConstruction_HasAttr(c, "epsilon", st.s)) TF_OpKernelConstruction_GetAttrFloat(c, "epsilon", &a->eps, st.s);
+  return a;
+}
+
+void ComputeLayerNorm(void* kernel, TF_OpKernelContext* ctx) {
+  const float eps = static_cast<BnAttrs*>(kernel)->eps;
+  Status st;
+  In x(ctx, 0, st), gamma(ctx, 1, st), beta(ctx, 2, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  const int64_t C = gamma.size();
+  if (C == 0 || x.size() % C != 0 || beta.size() != C) return Fail(ctx, "SparkTfLayerNorm: x must be [..., C] with gamma and beta [C]");
+  const int64_t M = x.size() / C;
+  const int nd = TF_NumDims(x.t);
+  std::vector<int64_t> sdims(nd);
+  for (int d = 0; d < nd; ++d) sdims[d] = d == nd - 1 ? 1 : TF_Dim(x.t, d);
+  Out y(ctx, 0, x.t, st);
+  TF_Tensor* mt = TF_AllocateOutput(ctx, 1, TF_FLOAT, sdims.data(), nd, M * sizeof(float), st.s);
+  TF_Tensor* it = TF_AllocateOutput(ctx, 2, TF_FLOAT, sdims.data(), nd, M * sizeof(float), st.s);
+  if (!st.ok()) {
+    if (mt) TF_DeleteTensor(mt);
+    if (it) TF_DeleteTensor(it);
+    return TF_OpKernelContext_Failure(ctx, st.s);
+  }
+  float* MEAN = static_cast<float*>(TF_TensorData(mt));
+  float* IS = static_cast<float*>(TF_TensorData(it));
+  const float *X = x.f(), *G = gamma.f(), *B = beta.f();
+  float* Y = y.f();
+  const float invC = 1.f / static_cast<float>(C);
+  ParallelFor(M, [&](int64_t b, int64_t e, int) {
+    std::vector<float> d(C);
+    float* __restrict dd = d.data();
+    for (int64_t r = b; r < e; ++r) {
+      const float* __restrict xr = X + r * C;
+      float* __restrict yr = Y + r * C;
+      const float mean = RowSum(xr, C) * invC;
+      for (int64_t c = 0; c < C; ++c) dd[c] = (xr[c] - mean) * (xr[c] - mean);
+      const float inv = 1.f / std::sqrt(RowSum(dd, C) * invC + eps);
+      for (int64_t c = 0; c < C; ++c) yr[c] = ((xr[c] - mean) * inv) * G[c] + B[c];
+      MEAN[r] = mean;
+      IS[r] = inv;
+    }
+  });
+  TF_DeleteTensor(mt);
+  TF_DeleteTensor(it);
+}
+
+void ComputeLayerNormGrad(void*, TF_OpKernelContext* ctx) {
+  Status st;
+  In dy(ctx, 0, st), x(ctx, 1, st), gamma(ctx, 2, st), mean(ctx, 3, st), invStd(ctx, 4, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  const int64_t C = gamma.size();
+  if (C == 0 || x.size() % C != 0 || dy.size() != x.size() || mean.size() != x.size() / C || invStd.size() != mean.size())
+    return Fail(ctx, "SparkTfLayerNormGrad: dy and x must be [..., C] with one mean and inv_std per position");
+  const int64_t M = x.size() / C;
+  Out dx(ctx, 0, x.t, st), dgamma(ctx, 1, gamma.t, st), dbeta(ctx, 2, gamma.t, st);
+  if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
+  const float *DY = dy.f(), *X = x.f(), *G = gamma.f(), *MEAN = mean.f(), *IS = invStd.f();
+  float* DX = dx.f();
+  const float invC = 1.f / static_cast<float>(C);
+  const int T = NumThreads();
+  std::vector<double> part(static_cast<size_t>(T) * 2 * C, 0.0);
+  ParallelFor(M, [&](int64_t b, int64_t e, int p) {
+    std::vector<float> buf(2 * C);
+    float* __restrict xh = buf.data();
+    float* __restrict g = buf.data() + C;
+    double* __restrict dgAcc = part.data() + static_cast<size_t>(p) * 2 * C;
+    double* __restrict dbAcc = dgAcc + C;
+    for (int64_t r = b; r < e; ++r) {
+      const float* __restrict d = DY + r * C;
+      const float* __restrict xr = X + r * C;
+      float* __restrict o = DX + r * C;
+      const float m = MEAN[r], inv = IS[r];
+      for (int64_t c = 0; c < C; ++c) {
+        xh[c] = (xr[c] - m) * inv;
+        g[c] = d[c] * G[c];
+        dgAcc[c] += d[c] * xh[c];
+        dbAcc[c] += d[c];
+      }
+      const float a = RowSum(g, C) * invC;
+      for (int64_t c = 0; c < C; ++c) o[c] = g[c] * xh[c];  // (o as scratch for g * xhat)
+      const float bb = RowSum(o, C) * invC;
+      for (int64_t c = 0; c < C; ++c) o[c] = ((g[c] - a) - xh[c] * bb) * inv;
+    }
+  });
+  float* DG = dgamma.f();
+  float* DB = dbeta.f();
+  for (int64_t c = 0; c < C; ++c) {
+    double sg = 0, sb = 0;
+    for (int t = 0; t < T; ++t) sg += part[static_cast<size_t>(t) * 2 * C + c], sb += part[static_cast<size_t>(t) * 2 * C + C + c];
+    DG[c] = static_cast<float>(sg);
+    DB[c] = static_cast<float>(sb);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------- registration
 
 bool Register(const char* op, const std::vector<const char*>& attrs, const std::vector<const char*>& inputs,
@@ -395,6 +653,19 @@ std::string RegisterAll() {
   if (!Register("SparkTfGlobalNorm", {"N: int >= 1"}, {"grads: N * float"}, {"norm: float"}, nullptr, ComputeGlobalNorm, nullptr, &err)) return err;
   if (!Register("SparkTfGelu", {}, {"x: float"}, {"y: float"}, nullptr, ComputeGelu, nullptr, &err)) return err;
   if (!Register("SparkTfGeluGrad", {}, {"dy: float", "x: float"}, {"dx: float"}, nullptr, ComputeGeluGrad, nullptr, &err)) return err;
+  if (!Register("SparkTfMaskedBatchNorm", {"epsilon: float", "momentum: float"},
+                {"x: float", "gamma: float", "beta: float", "running_mean: float", "running_var: float", "mask: float"},
+                {"y: float", "mean: float", "inv_std: float", "new_running_mean: float", "new_running_var: float"}, CreateBn, ComputeMaskedBn, DeleteBn, &err))
+    return err;
+  if (!Register("SparkTfLayerNorm", {"epsilon: float"}, {"x: float", "gamma: float", "beta: float"}, {"y: float", "mean: float", "inv_std: float"},
+                CreateLn, ComputeLayerNorm, DeleteBn, &err))
+    return err;
+  if (!Register("SparkTfLayerNormGrad", {}, {"dy: float", "x: float", "gamma: float", "mean: float", "inv_std: float"}, {"dx: float", "dgamma: float", "dbeta: float"},
+                nullptr, ComputeLayerNormGrad, nullptr, &err))
+    return err;
+  if (!Register("SparkTfMaskedBatchNormGrad", {}, {"dy: float", "x: float", "gamma: float", "mean: float", "inv_std: float", "mask: float"},
+                {"dx: float", "dgamma: float", "dbeta: float"}, nullptr, ComputeMaskedBnGrad, nullptr, &err))
+    return err;
   return "";
 }
 
@@ -403,7 +674,7 @@ std::string RegisterAll() {
 // exports.ops: the registered op names; exports.error: why registration failed ('' when it did not).
 napi_value Init(napi_env env, napi_value exports) {
   static const std::string error = RegisterAll();  // once per process (TensorFlow's registries are global)
-  const char* names[] = {"SparkTfLamb", "SparkTfAdamW", "SparkTfGlobalNorm", "SparkTfGelu", "SparkTfGeluGrad"};
+  const char* names[] = {"SparkTfLamb", "SparkTfAdamW", "SparkTfGlobalNorm", "SparkTfGelu", "SparkTfGeluGrad", "SparkTfMaskedBatchNorm", "SparkTfMaskedBatchNormGrad", "SparkTfLayerNorm", "SparkTfLayerNormGrad"};
   napi_value arr, s, e, threads;
   napi_create_array(env, &arr);
   if (error.empty()) {

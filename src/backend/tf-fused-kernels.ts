@@ -5,9 +5,11 @@
  * call: intermediates never become tfjs tensors, and only the kernel's outputs are handed to the engine.
  *
  *  - unmasked training BatchNorm: TensorFlow's FusedBatchNormV3 / FusedBatchNormGradV3 (one op each way);
- *  - masked training BatchNorm: gather the visible rows (Where + GatherNd), FusedBatchNormV3 / its gradient on
- *    them and scatter back (ScatterNd), the way the reference runs its sparse BatchNorm; or, with
- *    SPARK_MASKED_BN=composite, the visible-position statistics as elementwise + reduction ops (the portable formula);
+ *  - masked training BatchNorm: spark's own op SparkTfMaskedBatchNorm(Grad) when the ops addon is built
+ *    (tf-native-ops.ts; it skips masked positions); else gather the visible rows (Where + GatherNd),
+ *    FusedBatchNormV3 / its gradient on them and scatter back (ScatterNd), the way the reference runs its sparse
+ *    BatchNorm (SPARK_MASKED_BN=gather forces this); or, with SPARK_MASKED_BN=composite, the visible-position
+ *    statistics as elementwise + reduction ops (the portable formula);
  *  - LayerNorm and exact GELU: elementwise + reduction chains (TensorFlow 2.21 has no Gelu or LayerNorm op);
  *  - the ReLU / ReLU6 backward from the activation's output: TensorFlow's ReluGrad / Relu6Grad (one op each).
  *
@@ -15,7 +17,7 @@
  * kernels are not registered when tfjs-node-gpu uses a GPU (the portable composites run there).
  */
 import * as tf from '@tensorflow/tfjs';
-import { registerTensorflowNativeOps, unregisterTensorflowNativeOps } from './tf-native-ops.js';
+import { loadTfOps, registerTensorflowNativeOps, unregisterTensorflowNativeOps } from './tf-native-ops.js';
 import { BN_TRAIN, BN_TRAIN_GRAD, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, RELU6_GRAD, RELU_GRAD } from './fused-kernel-names.js';
 
 interface Meta {
@@ -157,6 +159,11 @@ function bnTrainKernel({ inputs, attrs, backend }: { inputs: KInputs; attrs?: un
       return [c.out(reshapeTo(c, y!, x.shape)), c.out(mean!), c.out(invStd), c.out(newMean!), c.out(newVar!)];
     }
     const mask = c.in(inputs['mask']!);
+    if (nativeMaskedBn(x, mask)) {
+      const b = c.b;
+      const attrs: Attr[] = [{ name: 'epsilon', type: b.TF_ATTR_FLOAT, value: eps }, { name: 'momentum', type: b.TF_ATTR_FLOAT, value: momentum }];
+      return c.op('SparkTfMaskedBatchNorm', [x, gamma, beta, rm, rv, mask], attrs, 5).map((m) => c.out(m));
+    }
     if (gatherMode()) return bnTrainGather(c, x, gamma, beta, rm, rv, mask, eps, momentum);
     const cnt = c.reduce('Sum', mask, allAxes(mask.shape.length), false);
     const mean = c.op1('RealDiv', c.reduce('Sum', c.op1('Mul', x, mask), axes, false), cnt);
@@ -211,6 +218,19 @@ function gatherMode(): boolean {
   return process.env['SPARK_MASKED_BN'] !== 'composite';
 }
 
+/**
+ * Whether masked BatchNorm runs as spark's own TensorFlow op (native/tf/spark_tf_ops.cc: one pass per statistic over
+ * the visible positions only, no gather / scatter copies): when the ops addon is loaded, the mask has one value per
+ * position of x, and SPARK_MASKED_BN does not ask for 'gather' or 'composite'.
+ */
+function nativeMaskedBn(x: Meta, mask: Meta): boolean {
+  const mode = process.env['SPARK_MASKED_BN'];
+  if (mode === 'gather' || mode === 'composite') return false;
+  if (!loadTfOps().ops.includes('SparkTfMaskedBatchNorm')) return false;
+  const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  return size(mask.shape) * x.shape[x.shape.length - 1]! === size(x.shape);
+}
+
 function bnTrainGradKernel({ inputs, backend }: { inputs: KInputs; backend: unknown }): tf.Tensor[] {
   return withChain(backend, (c) => {
     const dy = c.in(inputs['dy']!);
@@ -220,6 +240,9 @@ function bnTrainGradKernel({ inputs, backend }: { inputs: KInputs; backend: unkn
     const invStd = c.in(inputs['invStd']!);
     const axes = leading(x.shape.length);
     const maskT = inputs['mask'];
+    if (maskT && nativeMaskedBn(x, c.in(maskT))) {
+      return c.op('SparkTfMaskedBatchNormGrad', [dy, x, gamma, mean, invStd, c.in(maskT)], [], 3).map((m) => c.out(m));
+    }
     if (!maskT || gatherMode()) {
       // FusedBatchNormGradV3 (CPU) recomputes 1/√(σ² + eps) from σ²: hand it σ² + eps = 1/invStd² (with eps 0)
       const varPlusEps = c.op1('Reciprocal', c.op1('Square', invStd));

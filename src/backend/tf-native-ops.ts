@@ -3,7 +3,8 @@
  * 'tensorflow' backend: the fused optimizer kernels of src/train/fused-optim.ts (`SparkLambUpdate`,
  * `SparkAdamWUpdate`, `SparkGlobalNorm`: one TensorFlow op per parameter group instead of ~25 elementwise ops per
  * parameter) and exact GELU forward / backward (`SparkGelu`, `SparkGeluGrad`: one pass instead of a chain of 5–9
- * ops). The addon registers the ops with the TensorFlow that tfjs-node loaded (TensorFlow's C op/kernel API); the
+ * ops), LayerNorm forward / backward (one pass per row instead of ~10 ops), and masked BatchNorm (used by
+ * tf-fused-kernels.ts). The addon registers the ops with the TensorFlow that tfjs-node loaded (TensorFlow's C op/kernel API); the
  * kernels here run them through tfjs-node's binding like any other op.
  *
  * Optional: without the addon (not built, or SPARK_TF_NATIVE_OPS=0) the portable composites run, as before.
@@ -14,7 +15,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { packageRoot } from '../util/paths.js';
-import { GELU, GELU_GRAD } from './fused-kernel-names.js';
+import { GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from './fused-kernel-names.js';
 
 interface Meta {
   id: number;
@@ -31,6 +32,7 @@ interface Binding {
   TF_BOOL: number;
   TF_ATTR_INT: number;
   TF_ATTR_BOOL: number;
+  TF_ATTR_FLOAT: number;
   createTensor(shape: number[], dtype: number, values: Float32Array): number;
   deleteTensor(id: number): void;
   executeOp(name: string, attrs: Attr[], inputs: number[], numOutputs: number): Meta[];
@@ -166,6 +168,13 @@ const KERNELS: Array<[string, tf.KernelFunc]> = [
   ['SparkAdamWUpdate', optimizerKernel('adamw')],
   ['SparkGlobalNorm', globalNormKernel as unknown as tf.KernelFunc],
   [GELU, (({ inputs, backend }: { inputs: KInputs; backend: unknown }) => exec(backend as NodeBackend, 'SparkTfGelu', [inputs['x']!], null, [], [], 1)[0]!) as unknown as tf.KernelFunc],
+  [LAYER_NORM, (({ inputs, attrs, backend }: { inputs: KInputs; attrs: unknown; backend: unknown }) => {
+    const be = backend as NodeBackend;
+    const eps = (attrs as { epsilon: number }).epsilon;
+    return exec(be, 'SparkTfLayerNorm', [inputs['x']!, inputs['gamma']!, inputs['beta']!], null, [], [{ name: 'epsilon', type: be.binding.TF_ATTR_FLOAT, value: eps }], 3);
+  }) as unknown as tf.KernelFunc],
+  [LAYER_NORM_GRAD, (({ inputs, backend }: { inputs: KInputs; backend: unknown }) =>
+    exec(backend as NodeBackend, 'SparkTfLayerNormGrad', ['dy', 'x', 'gamma', 'mean', 'invStd'].map((k) => inputs[k]!), null, [], [], 3)) as unknown as tf.KernelFunc],
   [GELU_GRAD, (({ inputs, backend }: { inputs: KInputs; backend: unknown }) => exec(backend as NodeBackend, 'SparkTfGeluGrad', [inputs['dy']!, inputs['x']!], null, [], [], 1)[0]!) as unknown as tf.KernelFunc],
 ];
 
