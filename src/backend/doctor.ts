@@ -5,6 +5,7 @@
  * tfjs-node / tfjs-node-gpu can live in a process); wasm and cpu are checked in-process, and the previously active
  * backend is restored afterwards.
  */
+import { tfOpsBuilt } from './tf-native-ops.js';
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -77,6 +78,12 @@ function pkgVersion(name: string): string | undefined {
   }
 }
 
+/** spark's own TensorFlow ops (native/tf): built, or why not (the backend works without them, slower). */
+function opsNote(): string {
+  const o = tfOpsBuilt();
+  return o.built ? '; spark ops built' : `; spark ops ${o.reason.replace(/^not built /, 'not built ')} — optimizer and norms run slower without them`;
+}
+
 function nativeStatus(provider: NativeProvider, threads: number): BackendStatus {
   const id: BackendId = provider === 'tfjs-node-gpu' ? 'tensorflow-gpu' : 'tensorflow';
   const c = detectNative(provider);
@@ -94,7 +101,7 @@ function nativeStatus(provider: NativeProvider, threads: number): BackendStatus 
   }
   return {
     ...base, available: true, trainable: true, tfVersion: p.tfVersion, threads: p.threads, gpu: p.gpu,
-    note: p.gpu ? 'GPU' : 'libtensorflow on the CPU (oneDNN)',
+    note: p.gpu ? 'GPU' : `libtensorflow on the CPU (oneDNN)${opsNote()}`,
   };
 }
 

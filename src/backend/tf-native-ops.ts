@@ -64,6 +64,21 @@ export interface TfOpsStatus {
   ops: string[];
 }
 
+/** Whether the ops addon is built for this checkout's source (a file check only: nothing is loaded). */
+export function tfOpsBuilt(root = packageRoot()): { built: boolean; reason: string } {
+  const dir = tfOpsDir(root);
+  const file = path.join(dir, TF_OPS_ADDON);
+  if (!existsSync(file)) return { built: false, reason: 'not built (run `npm run setup:native`)' };
+  try {
+    const stamp = JSON.parse(readFileSync(path.join(dir, 'stamp.json'), 'utf8')) as { sourceHash?: string };
+    const want = tfOpsSourceHash(root);
+    if (want && stamp.sourceHash !== want) return { built: false, reason: `built from other sources than ${SOURCE} (run \`npm run setup:native\`)` };
+  } catch {
+    return { built: false, reason: 'no build stamp (run `npm run setup:native`)' };
+  }
+  return { built: true, reason: file };
+}
+
 let status: TfOpsStatus | null = null;
 
 /** Load the ops addon once (after tfjs-node, whose libtensorflow it registers with). */
