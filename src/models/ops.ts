@@ -174,7 +174,9 @@ function depthwiseValid(x: tf.Tensor4D, w: tf.Tensor4D): tf.Tensor4D {
 export function depthwiseConv2d(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: number, bias?: tf.Tensor | null): tf.Tensor4D {
   const k = w.shape[0];
   let y: tf.Tensor4D;
-  if (stride === 1 && w.shape[3] === 1) y = depthwiseValid(padHW(x, pad), w);
+  // native backends: 'same' is PyTorch's symmetric padding here, with no padded copy of x and no pad gradient
+  if (!useOwnConvGrads() && stride === 1 && k === w.shape[1] && k % 2 === 1 && pad === (k - 1) / 2) y = tf.depthwiseConv2d(x, w, 1, 'same');
+  else if (stride === 1 && w.shape[3] === 1) y = depthwiseValid(padHW(x, pad), w);
   else if (stride === 1 && k % 2 === 1 && pad === (k - 1) / 2) y = tf.depthwiseConv2d(x, w, 1, 'same');
   else y = tf.depthwiseConv2d(padHW(x, pad), w, stride, 'valid');
   return bias ? biasAdd(y, bias) : y;

@@ -5,8 +5,9 @@
  * native_layer_norm_backward; GELU = gelu / gelu_backward (exact, erf); the ReLU / ReLU6 backward = dy × the boolean
  * condition (one kernel, −0 kept as the other backends give it).
  *
- * The masked BatchNorm (statistics over mask = 1 positions, y and dx zero elsewhere) has no ATen operator; it is a
- * short chain of ATen calls inside one kernel (one tfjs dispatch instead of ~25).
+ * The masked BatchNorm (statistics over mask = 1 positions, y and dx zero elsewhere) has no ATen operator; as the
+ * reference's sparse BatchNorm does, it takes the visible rows (masked_select), runs ATen's BatchNorm on them and
+ * scatters the result back into zeros (masked_scatter), in one tfjs kernel.
  */
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
 import { aten, run, runMulti } from '../addon.js';
@@ -44,19 +45,11 @@ function activationGrad(b: TorchBackend, dy: TensorInfo, y: TensorInfo, six: boo
   return b.make(out, dy.shape, 'float32');
 }
 const mul = aten('mul', 'Tensor', 'TT');
-const sub = aten('sub', 'Tensor', 'TTz');
-const add = aten('add', 'Tensor', 'TTz');
-const div = aten('div', 'Tensor', 'TT');
-const sumDim = aten('sum', 'dim_IntList', 'TIbn');
-const sumAll = aten('sum', '', 'Tn');
-const square = aten('square', '', 'T');
-const rsqrt = aten('rsqrt', '', 'T');
-const addScalar = aten('add', 'Scalar', 'Tsz');
-const subScalar = aten('sub', 'Scalar', 'Tsz');
-const clampMin = aten('clamp_min', '', 'Ts');
 const cloneOp = aten('clone', '', 'Tn');
-const mulScalar = aten('mul', 'Scalar', 'Ts');
-const addAlpha = aten('add', 'Tensor', 'TTs');
+const neScalar = aten('ne', 'Scalar', 'Ts');
+const maskedSelect = aten('masked_select', '', 'TT');
+const maskedScatter = aten('masked_scatter', '', 'TTT');
+const zerosLike = aten('zeros_like', '', 'Tnnnnn');
 
 /** x as [M, C] and the mask as [M, 1] (expanded first when it broadcasts over leading axes). */
 function flat(b: TorchBackend, x: TensorInfo, mask: TensorInfo | undefined, tmp: number[]): { hx: number; hm: number; m: number; c: number } {
@@ -103,35 +96,38 @@ function bnTrain(
     const c = [x.shape[x.shape.length - 1]!];
     return done(b, tmp, [[y, x.shape], [mean!, c], [invStd!, c], [rm, c], [rv, c]]);
   }
-  // masked: μ = Σm·x/n, σ² = Σm·(x−μ)²/n (biased), y = ((x−μ)·γ·invStd + β)·m, varUnbiased = σ²·n/max(n−1, 1),
-  // r' = r·(1−momentum) + batch·momentum
-  const cnt = run(sumAll, hm);
-  const xm = run(mul, hx, hm);
-  const s = run(sumDim, xm, [0], false);
-  const mean = run(div, s, cnt);
-  const d = run(sub, hx, mean, 1);
-  const d2 = run(square, d);
-  const d2m = run(mul, d2, hm);
-  const sv = run(sumDim, d2m, [0], false);
-  const variance = run(div, sv, cnt);
-  const ve = run(addScalar, variance, eps, 1);
-  const invStd = run(rsqrt, ve);
-  const scale = run(mul, invStd, b.h(gamma));
-  const ds = run(mul, d, scale);
-  const yb = run(add, ds, b.h(beta), 1);
-  const ym = run(mul, yb, hm);
-  const y = run(reshape, ym, x.shape);
-  const n1 = run(subScalar, cnt, 1, 1);
-  const n1c = run(clampMin, n1, 1);
-  const corr = run(div, cnt, n1c);
-  const varU = run(mul, variance, corr);
-  const rmDecayed = run(mulScalar, b.h(runningMean), 1 - momentum);
-  const newMean = run(addAlpha, rmDecayed, mean, momentum);
-  const rvDecayed = run(mulScalar, b.h(runningVar), 1 - momentum);
-  const newVar = run(addAlpha, rvDecayed, varU, momentum);
-  tmp.push(cnt, xm, s, d, d2, d2m, sv, variance, ve, scale, ds, yb, ym, n1, n1c, corr, varU, rmDecayed, rvDecayed);
+  // masked: the reference's sparse BatchNorm: the visible rows (index_select), ATen's BatchNorm on them (batch
+  // statistics over visible positions; running statistics as PyTorch updates them), scattered back into zeros
+  const { keep, rows } = visibleRows(b, hx, hm, x, tmp);
+  const rm = run(cloneOp, b.h(runningMean));
+  const rv = run(cloneOp, b.h(runningVar));
+  const [yRows, mean, invStd] = runMulti(nativeBatchNorm, rows, b.h(gamma), b.h(beta), rm, rv, true, momentum, eps);
+  tmp.push(yRows!);
+  const y = run(reshape, scatterRows(b, hx, keep, yRows!, tmp), x.shape);
   const c = [x.shape[x.shape.length - 1]!];
-  return done(b, tmp, [[y, x.shape], [mean, c], [invStd, c], [newMean, c], [newVar, c]]);
+  return done(b, tmp, [[y, x.shape], [mean!, c], [invStd!, c], [rm, c], [rv, c]]);
+}
+
+/**
+ * The visible rows (mask ≠ 0) of x viewed as [M, C], as [n, C] in row order, and the boolean mask [M, 1] that
+ * scatters rows back (masked_select / masked_scatter: index tensors would be int64, which the addon hands to tfjs as
+ * int32). Both pushed to tmp.
+ */
+function visibleRows(b: TorchBackend, hx: number, hm: number, x: TensorInfo, tmp: number[]): { keep: number; rows: number } {
+  const c = x.shape[x.shape.length - 1]!;
+  const keep = run(neScalar, hm, 0);
+  const flatRows = run(maskedSelect, hx, keep);
+  const rows = run(reshape, flatRows, [-1, c]);
+  tmp.push(keep, flatRows, rows);
+  return { keep, rows };
+}
+
+/** rows [n, C] written into zeros of x's [M, C] shape at the visible rows (pushed to tmp). */
+function scatterRows(b: TorchBackend, hx: number, keep: number, rows: number, tmp: number[]): number {
+  const zeros = run(zerosLike, hx);
+  const out = run(maskedScatter, zeros, keep, rows);
+  tmp.push(zeros, out);
+  return out;
 }
 
 function bnTrainGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: TensorInfo, mean: TensorInfo, invStd: TensorInfo, mask: TensorInfo | undefined): TensorInfo[] {
@@ -146,26 +142,15 @@ function bnTrainGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: Tens
     const c = [x.shape[x.shape.length - 1]!];
     return done(b, tmp, [[dx, x.shape], [dgamma!, c], [dbeta!, c]]);
   }
-  // g = dy·m; x̂ = (x−μ)·invStd; dβ = Σg; dγ = Σg·x̂; dx = m·γ·invStd/n·(n·g − dβ − x̂·dγ)
-  const cnt = run(sumAll, hm);
-  const g = run(mul, hdy, hm);
-  const xc = run(sub, hx, b.h(mean), 1);
-  const xhat = run(mul, xc, b.h(invStd));
-  const dbeta = run(sumDim, g, [0], false);
-  const gx = run(mul, g, xhat);
-  const dgamma = run(sumDim, gx, [0], false);
-  const ng = run(mul, g, cnt);
-  const t1 = run(sub, ng, dbeta, 1);
-  const xd = run(mul, xhat, dgamma);
-  const t2 = run(sub, t1, xd, 1);
-  const gi = run(mul, b.h(gamma), b.h(invStd));
-  const k = run(div, gi, cnt);
-  const t3 = run(mul, t2, k);
-  const t4 = run(mul, t3, hm);
-  const dx = run(reshape, t4, x.shape);
-  tmp.push(cnt, g, xc, xhat, gx, ng, t1, xd, t2, gi, k, t3, t4);
+  // masked: ATen's BatchNorm backward on the visible rows, dx scattered back into zeros
+  const { keep, rows } = visibleRows(b, hx, hm, x, tmp);
+  const dyFlat = run(maskedSelect, hdy, keep);
+  const dyRows = run(reshape, dyFlat, [-1, x.shape[x.shape.length - 1]!]);
+  const [dxRows, dgamma, dbeta] = runMulti(nativeBatchNormBackward, dyRows, rows, b.h(gamma), -1, -1, b.h(mean), b.h(invStd), true, 0, [true, true, true]);
+  tmp.push(dyFlat, dyRows, dxRows!);
+  const dx = run(reshape, scatterRows(b, hx, keep, dxRows!, tmp), x.shape);
   const c = [x.shape[x.shape.length - 1]!];
-  return done(b, tmp, [[dx, x.shape], [dgamma, c], [dbeta, c]]);
+  return done(b, tmp, [[dx, x.shape], [dgamma!, c], [dbeta!, c]]);
 }
 
 function layerNorm(b: TorchBackend, x: TensorInfo, gamma: TensorInfo, beta: TensorInfo, eps: number): TensorInfo[] {
