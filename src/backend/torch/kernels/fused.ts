@@ -6,8 +6,8 @@
  * condition (one kernel, −0 kept as the other backends give it).
  *
  * The masked BatchNorm (statistics over mask = 1 positions, y and dx zero elsewhere) has no ATen operator; as the
- * reference's sparse BatchNorm does, it takes the visible rows (masked_select), runs ATen's BatchNorm on them and
- * scatters the result back into zeros (masked_scatter), in one tfjs kernel.
+ * reference's sparse BatchNorm does, it takes the visible rows (nonzero + index_select), runs ATen's BatchNorm on
+ * them and scatters the result back into zeros (index_copy), in one tfjs kernel.
  */
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs';
 import { aten, run, runMulti } from '../addon.js';
@@ -46,9 +46,11 @@ function activationGrad(b: TorchBackend, dy: TensorInfo, y: TensorInfo, six: boo
 }
 const mul = aten('mul', 'Tensor', 'TT');
 const cloneOp = aten('clone', '', 'Tn');
-const neScalar = aten('ne', 'Scalar', 'Ts');
-const maskedSelect = aten('masked_select', '', 'TT');
-const maskedScatter = aten('masked_scatter', '', 'TTT');
+// int64 indices stay int64 ('!': outputs as ATen makes them), as index_copy needs
+const nonzeroLong = aten('nonzero', '', '!T');
+const reshapeLong = aten('reshape', '', '!TI');
+const indexSelect = aten('index_select', '', 'TiT');
+const indexCopy = aten('index_copy', '', 'TiTT');
 const zerosLike = aten('zeros_like', '', 'Tnnnnn');
 
 /** x as [M, C] and the mask as [M, 1] (expanded first when it broadcasts over leading axes). */
@@ -98,34 +100,34 @@ function bnTrain(
   }
   // masked: the reference's sparse BatchNorm: the visible rows (index_select), ATen's BatchNorm on them (batch
   // statistics over visible positions; running statistics as PyTorch updates them), scattered back into zeros
-  const { keep, rows } = visibleRows(b, hx, hm, x, tmp);
+  const { idx, rows } = visibleRows(b, hx, hm, x, tmp);
   const rm = run(cloneOp, b.h(runningMean));
   const rv = run(cloneOp, b.h(runningVar));
   const [yRows, mean, invStd] = runMulti(nativeBatchNorm, rows, b.h(gamma), b.h(beta), rm, rv, true, momentum, eps);
   tmp.push(yRows!);
-  const y = run(reshape, scatterRows(b, hx, keep, yRows!, tmp), x.shape);
+  const y = run(reshape, scatterRows(b, hx, idx, yRows!, tmp), x.shape);
   const c = [x.shape[x.shape.length - 1]!];
   return done(b, tmp, [[y, x.shape], [mean!, c], [invStd!, c], [rm, c], [rv, c]]);
 }
 
 /**
- * The visible rows (mask ≠ 0) of x viewed as [M, C], as [n, C] in row order, and the boolean mask [M, 1] that
- * scatters rows back (masked_select / masked_scatter: index tensors would be int64, which the addon hands to tfjs as
- * int32). Both pushed to tmp.
+ * The visible rows (mask ≠ 0) of x viewed as [M, C]: their indices (int64, kept as ATen makes them: '!' ops) and the
+ * rows [n, C] (index_select). Both pushed to tmp.
  */
-function visibleRows(b: TorchBackend, hx: number, hm: number, x: TensorInfo, tmp: number[]): { keep: number; rows: number } {
-  const c = x.shape[x.shape.length - 1]!;
-  const keep = run(neScalar, hm, 0);
-  const flatRows = run(maskedSelect, hx, keep);
-  const rows = run(reshape, flatRows, [-1, c]);
-  tmp.push(keep, flatRows, rows);
-  return { keep, rows };
+function visibleRows(b: TorchBackend, hx: number, hm: number, x: TensorInfo, tmp: number[]): { idx: number; rows: number } {
+  const m = sizeOf(x.shape) / x.shape[x.shape.length - 1]!;
+  const m1 = run(reshape, hm, [m]);
+  const nz = run(nonzeroLong, m1);
+  const idx = run(reshapeLong, nz, [-1]);
+  const rows = run(indexSelect, hx, 0, idx);
+  tmp.push(m1, nz, idx, rows);
+  return { idx, rows };
 }
 
-/** rows [n, C] written into zeros of x's [M, C] shape at the visible rows (pushed to tmp). */
-function scatterRows(b: TorchBackend, hx: number, keep: number, rows: number, tmp: number[]): number {
+/** rows [n, C] written into zeros of x's [M, C] shape at the visible rows (index_copy; pushed to tmp). */
+function scatterRows(b: TorchBackend, hx: number, idx: number, rows: number, tmp: number[]): number {
   const zeros = run(zerosLike, hx);
-  const out = run(maskedScatter, zeros, keep, rows);
+  const out = run(indexCopy, zeros, 0, idx, rows);
   tmp.push(zeros, out);
   return out;
 }
@@ -143,12 +145,11 @@ function bnTrainGrad(b: TorchBackend, dy: TensorInfo, x: TensorInfo, gamma: Tens
     return done(b, tmp, [[dx, x.shape], [dgamma!, c], [dbeta!, c]]);
   }
   // masked: ATen's BatchNorm backward on the visible rows, dx scattered back into zeros
-  const { keep, rows } = visibleRows(b, hx, hm, x, tmp);
-  const dyFlat = run(maskedSelect, hdy, keep);
-  const dyRows = run(reshape, dyFlat, [-1, x.shape[x.shape.length - 1]!]);
+  const { idx, rows } = visibleRows(b, hx, hm, x, tmp);
+  const dyRows = run(indexSelect, hdy, 0, idx);
   const [dxRows, dgamma, dbeta] = runMulti(nativeBatchNormBackward, dyRows, rows, b.h(gamma), -1, -1, b.h(mean), b.h(invStd), true, 0, [true, true, true]);
-  tmp.push(dyFlat, dyRows, dxRows!);
-  const dx = run(reshape, scatterRows(b, hx, keep, dxRows!, tmp), x.shape);
+  tmp.push(dyRows, dxRows!);
+  const dx = run(reshape, scatterRows(b, hx, idx, dxRows!, tmp), x.shape);
   const c = [x.shape[x.shape.length - 1]!];
   return done(b, tmp, [[dx, x.shape], [dgamma!, c], [dbeta!, c]]);
 }
