@@ -27,6 +27,8 @@
 // torch/version.h (on the API include path) has the version macros in every 2.x; newer ones forward to headeronly/
 #include <torch/version.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -545,6 +547,168 @@ napi_value Version(napi_env env, napi_callback_info) {
   });
 }
 
+// ----------------------------------------------------------------------------------- fused optimizer (CPU)
+//
+// LAMB / AdamW over a parameter group and the global gradient norm, as loops over the float32 CPU tensors
+// (src/backend/torch/kernels/optim.ts uses them on the CPU, where ATen's _foreach_* operators are a loop of whole
+// passes per operation; on CUDA those are fused multi-tensor kernels and stay in use). The arithmetic is the
+// contract's (src/train/fused-optim.ts), operation by operation in the same order (built with -ffp-contract=off);
+// norms accumulate in double, per chunk, chunks added in order (deterministic for any thread count).
+
+// Sum of squares of x[0, n): float partial sums over blocks of 256 (vectorised), blocks added in double.
+double SumSq(const float* __restrict x, int64_t n) {
+  double total = 0;
+  int64_t j = 0;
+  for (; j + 256 <= n; j += 256) {
+    float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int k = 0; k < 256; k += 8)
+      for (int l = 0; l < 8; ++l) lane[l] += x[j + k + l] * x[j + k + l];
+    total += static_cast<double>((lane[0] + lane[1]) + (lane[2] + lane[3])) + static_cast<double>((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  }
+  for (; j < n; ++j) total += static_cast<double>(x[j]) * x[j];
+  return total;
+}
+
+constexpr int64_t kChunk = 1 << 16;
+
+// fn(begin, end, chunk) over [0, n) in chunks of kChunk, on ATen's intra-op threads.
+template <typename F>
+void Chunks(int64_t n, F fn) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) fn(c * kChunk, std::min(n, (c + 1) * kChunk), c);
+  });
+}
+
+double ParallelSumSq(const float* x, int64_t n) {
+  std::vector<double> part((n + kChunk - 1) / kChunk, 0.0);
+  Chunks(n, [&](int64_t b, int64_t e, int64_t c) { part[c] = SumSq(x + b, e - b); });
+  double s = 0;
+  for (double v : part) s += v;
+  return s;
+}
+
+void LambMoments(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
+                 float* __restrict MO, float* __restrict VO, float* __restrict U, int64_t n, float clipDiv, float wd,
+                 float b1, float omb1, float b2, float omb2, float eps, float bc1, float sbc2) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float g = G[j] / clipDiv;
+    const float m = M[j] * b1 + g * omb1;
+    const float v = V[j] * b2 + (g * g) * omb2;
+    MO[j] = m;
+    VO[j] = v;
+    const float u = (m / bc1) / (std::sqrt(v) / sbc2 + eps);
+    U[j] = wd != 0.f ? u + P[j] * wd : u;
+  }
+}
+
+void LambApply(const float* __restrict P, const float* __restrict U, float* __restrict PO, int64_t n, bool adapt, float trust, float lr) {
+  if (adapt) {
+    for (int64_t j = 0; j < n; ++j) PO[j] = P[j] - (U[j] * trust) * lr;
+  } else {
+    for (int64_t j = 0; j < n; ++j) PO[j] = P[j] - U[j] * lr;
+  }
+}
+
+void AdamWStep(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
+               float* __restrict PO, float* __restrict MO, float* __restrict VO, int64_t n, float coef, const float* h) {
+  const float decay = h[0], hasDecay = h[1], b1 = h[2], omb1 = h[3], b2 = h[4], omb2 = h[5], eps = h[6], sbc2 = h[7], step = h[8];
+  const bool dec = hasDecay != 0.f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float g = G[j] * coef;
+    const float m = M[j] * b1 + g * omb1;
+    const float v = V[j] * b2 + (g * g) * omb2;
+    MO[j] = m;
+    VO[j] = v;
+    const float decayed = dec ? P[j] * decay : P[j];
+    PO[j] = decayed - (m / (std::sqrt(v) / sbc2 + eps)) * step;
+  }
+}
+
+at::Tensor CpuFloat(int32_t h) {
+  const at::Tensor& t = get(h);
+  if (!t.device().is_cpu() || t.scalar_type() != at::kFloat) throw JsError{"optimCpu: float32 CPU tensors only"};
+  return t.contiguous();
+}
+
+// optimCpu(kind 0 = LAMB | 1 = AdamW, handles [params…, grads…, m…, v…], clip, hyper[9], apply, adapt, trustClip)
+//   -> [params'…, m'…, v'…] (new handles). hyper as in native/tf/spark_tf_ops.cc: LAMB lr, wd, beta1, 1-beta1,
+//   beta2, 1-beta2, eps, bc1, sqrt(bc2); AdamW 1-lr*wd, hasDecay, beta1, 1-beta1, beta2, 1-beta2, eps, sqrt(bc2),
+//   lr/bc1. apply false: copies of the inputs.
+napi_value OptimCpu(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    size_t argc;
+    auto a = args<7>(env, info, &argc);
+    if (argc < 7) throw JsError{"optimCpu: 7 arguments expected"};
+    const int kind = static_cast<int>(toInt(env, a[0]));
+    const uint32_t total = arrayLen(env, a[1]);
+    if (total % 4 != 0) throw JsError{"optimCpu: the handle list must hold 4 lists of equal length"};
+    const uint32_t n = total / 4;
+    const float clip = CpuFloat(static_cast<int32_t>(toInt(env, a[2]))).item<float>();
+    std::vector<float> h(9);
+    if (arrayLen(env, a[3]) != 9) throw JsError{"optimCpu: hyper must have 9 values"};
+    for (uint32_t i = 0; i < 9; ++i) h[i] = static_cast<float>(toDouble(env, element(env, a[3], i)));
+    const bool go = get(static_cast<int32_t>(toInt(env, a[4]))).item<bool>();
+    const bool adapt = toBool(env, a[5]);
+    const bool trustClip = toBool(env, a[6]);
+    std::vector<int32_t> out(3 * n);
+    for (uint32_t i = 0; i < n; ++i) {
+      at::Tensor p = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[1], i))));
+      at::Tensor g = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[1], n + i))));
+      at::Tensor m = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[1], 2 * n + i))));
+      at::Tensor v = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[1], 3 * n + i))));
+      const int64_t len = p.numel();
+      if (g.numel() != len || m.numel() != len || v.numel() != len) throw JsError{"optimCpu: a parameter's gradient or moments differ in size"};
+      at::Tensor po = at::empty_like(p), mo = at::empty_like(m), vo = at::empty_like(v);
+      const float *P = p.data_ptr<float>(), *G = g.data_ptr<float>(), *M = m.data_ptr<float>(), *V = v.data_ptr<float>();
+      float *PO = po.data_ptr<float>(), *MO = mo.data_ptr<float>(), *VO = vo.data_ptr<float>();
+      if (!go) {
+        po.copy_(p);
+        mo.copy_(m);
+        vo.copy_(v);
+      } else if (kind == 0) {
+        std::vector<float> ubuf(len);
+        float* U = ubuf.data();
+        Chunks(len, [&](int64_t b, int64_t e, int64_t) {
+          LambMoments(P + b, G + b, M + b, V + b, MO + b, VO + b, U + b, e - b, clip, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]);
+        });
+        float trust = 1.f;
+        if (adapt) {
+          const float wn = static_cast<float>(std::sqrt(ParallelSumSq(P, len)));
+          const float un = static_cast<float>(std::sqrt(ParallelSumSq(U, len)));
+          if (wn > 0.f && un > 0.f) trust = wn / un;
+          if (trustClip) trust = std::min(trust, 1.f);
+        }
+        Chunks(len, [&](int64_t b, int64_t e, int64_t) { LambApply(P + b, U + b, PO + b, e - b, adapt, trust, h[0]); });
+      } else {
+        Chunks(len, [&](int64_t b, int64_t e, int64_t) { AdamWStep(P + b, G + b, M + b, V + b, PO + b, MO + b, VO + b, e - b, clip, h.data()); });
+      }
+      out[i] = put(po);
+      out[n + i] = put(mo);
+      out[2 * n + i] = put(vo);
+    }
+    napi_value arr;
+    NAPI_OK(napi_create_array_with_length(env, out.size(), &arr));
+    for (uint32_t i = 0; i < out.size(); ++i) NAPI_OK(napi_set_element(env, arr, i, int32(env, out[i])));
+    return arr;
+  });
+}
+
+// globalNormCpu([grad handles]) -> handle of a float32 scalar sqrt(sum of squares), accumulated in double
+napi_value GlobalNormCpu(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    size_t argc;
+    auto a = args<1>(env, info, &argc);
+    double total = 0;
+    const uint32_t n = arrayLen(env, a[0]);
+    for (uint32_t i = 0; i < n; ++i) {
+      at::Tensor g = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[0], i))));
+      total += ParallelSumSq(g.data_ptr<float>(), g.numel());
+    }
+    return int32(env, put(at::scalar_tensor(static_cast<float>(std::sqrt(total)), at::TensorOptions().dtype(at::kFloat))));
+  });
+}
+
 napi_value ModuleInit(napi_env env, napi_value exports) {
   struct Fn {
     const char* name;
@@ -555,7 +719,7 @@ napi_value ModuleInit(napi_env env, napi_value exports) {
       {"toData", ToData}, {"free", Free}, {"describe", Describe}, {"handles", Handles}, {"memory", Memory},
       {"setDevice", SetDevice}, {"device", Device}, {"cudaDeviceCount", CudaDeviceCount},
       {"synchronize", Synchronize}, {"setNumThreads", SetNumThreads}, {"numThreads", NumThreads},
-      {"setTf32", SetTf32}, {"version", Version},
+      {"setTf32", SetTf32}, {"version", Version}, {"optimCpu", OptimCpu}, {"globalNormCpu", GlobalNormCpu},
   };
   for (const auto& f : fns) {
     napi_value fn;

@@ -30,6 +30,13 @@ export interface TorchAddon {
   numThreads(): number;
   setTf32(conv: boolean, matmul: boolean): void;
   version(): string;
+  /**
+   * The fused optimizer on float32 CPU tensors (native/torch/spark_torch.cc): kind 0 LAMB, 1 AdamW; `lists` =
+   * params, grads, m, v handles; returns params', m', v' handles. Absent in addons built before it.
+   */
+  optimCpu?(kind: 0 | 1, lists: number[], clip: number, hyper: number[], apply: number, adapt: boolean, trustClip: boolean): number[];
+  /** √(Σ Σ g²) of float32 CPU tensors, accumulated in double: a new float32 scalar handle. */
+  globalNormCpu?(grads: number[]): number;
 }
 
 /** dtype codes shared with the addon. */

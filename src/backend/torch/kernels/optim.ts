@@ -7,6 +7,8 @@
  *
  * SparkGlobalNorm: √(Σᵢ‖gᵢ‖²) = ‖(‖g₀‖, …, ‖gₙ₋₁‖)‖ (_foreach_norm, stack, linalg_vector_norm).
  * SparkLambUpdate / SparkAdamWUpdate: timm 0.5.4's arithmetic, see the contract.
+ * On the CPU the three run as the addon's own loops (optimCpu / globalNormCpu in native/torch/spark_torch.cc; one
+ * pass instead of ~15; SPARK_TORCH_NATIVE_OPTIM=0 keeps the _foreach_ path), on CUDA as _foreach_* operators.
  */
 import type { KernelConfig, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import { aten, run, runMulti, DT } from '../addon.js';
@@ -125,9 +127,40 @@ function updateLists(b: TorchBackend, inputs: NamedTensorInfoMap, n: number) {
   return { p: list(b, inputs, 'param', n), g0: list(b, inputs, 'grad', n), m0: list(b, inputs, 'expAvg', n), v0: list(b, inputs, 'expAvgSq', n) };
 }
 
+/** Whether the addon's native CPU optimizer runs this update (CPU device, not the tests' device-select path). */
+function nativeCpu(b: TorchBackend): boolean {
+  return b.device === 'cpu' && !selectOnDevice && typeof b.addon.optimCpu === 'function' && process.env['SPARK_TORCH_NATIVE_OPTIM'] !== '0';
+}
+
+/**
+ * The update as the addon's CPU loops (one pass for the moments and the direction, one for the new weights, instead
+ * of ~15 whole-tensor passes of _foreach_* operators, each a loop over the parameters on the CPU). The scalars are
+ * computed here exactly as the reference chains compute them (see native/tf/spark_tf_ops.cc for the same layout).
+ */
+function nativeUpdate(b: TorchBackend, kind: 0 | 1, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo[] {
+  const n = a['n'] as number;
+  const { p, g0, m0, v0 } = updateLists(b, inputs, n);
+  const lr = a['lr'] as number;
+  const wd = a['weightDecay'] as number;
+  const beta1 = a['beta1'] as number;
+  const beta2 = a['beta2'] as number;
+  const eps = a['eps'] as number;
+  const bc1 = a['biasCorrection1'] as number;
+  const sbc2 = Math.sqrt(a['biasCorrection2'] as number);
+  const f = (x: number) => Math.fround(x);
+  const hyper = kind === 0
+    ? [lr, wd, beta1, 1 - beta1, beta2, 1 - beta2, eps, bc1, sbc2].map(f)
+    : [1 - lr * wd, wd !== 0 ? 1 : 0, beta1, 1 - beta1, beta2, 1 - beta2, eps, sbc2, lr / bc1].map(f);
+  const clip = scalarInput(b, inputs, kind === 0 ? 'clipDiv' : 'clipCoef');
+  const out = b.addon.optimCpu!(kind, [...p.h, ...g0.h, ...m0.h, ...v0.h], clip, hyper, scalarInput(b, inputs, 'apply'), !!a['adapt'], !!a['trustClip']);
+  const shapes = [...p.t, ...m0.t, ...v0.t].map((t) => t.shape);
+  return out.map((h, i) => b.make(h, shapes[i]!, 'float32'));
+}
+
 function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo[] {
   const n = a['n'] as number;
   if (n === 0) return [];
+  if (nativeCpu(b)) return nativeUpdate(b, 0, inputs, a);
   const { p, g0, m0, v0 } = updateLists(b, inputs, n);
   const g = unitOnCpu(b, scalarInput(b, inputs, 'clipDiv')) ? g0.h : runMulti(fDivT, g0.h, scalarInput(b, inputs, 'clipDiv'));
   const { m, v, den } = moments(g, m0.h, v0.h, a);
@@ -172,6 +205,7 @@ function lamb(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): Ten
 function adamw(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo[] {
   const n = a['n'] as number;
   if (n === 0) return [];
+  if (nativeCpu(b)) return nativeUpdate(b, 1, inputs, a);
   const { p, g0, m0, v0 } = updateLists(b, inputs, n);
   const lr = a['lr'] as number;
   const wd = a['weightDecay'] as number;
@@ -196,6 +230,7 @@ function globalNorm(b: TorchBackend, inputs: NamedTensorInfoMap, a: NamedAttrMap
   const n = a['n'] as number;
   if (n === 0) return b.make(run(full, [], 0, DT.float32), [], 'float32');
   const g = list(b, inputs, 'grad', n);
+  if (nativeCpu(b)) return b.make(b.addon.globalNormCpu!(g.h), [], 'float32');
   const norms = runMulti(fNorm, g.h, 2);
   const s = run(stack, norms, 0);
   const r = run(vectorNorm, s, 2, false);
