@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -709,6 +710,32 @@ napi_value GlobalNormCpu(napi_env env, napi_callback_info info) {
   });
 }
 
+// activationGradCpu(dy, y, six) -> dy where 0 < y (< 6 when six), else dy * 0 (so -0 for a negative dy, as the
+// portable composite dy * sign(y) and TensorFlow's ReluGrad give), in one pass over float32 CPU tensors
+// (ATen's threshold_backward / hardtanh_backward write +0; the multiply-by-condition chain takes four passes).
+napi_value ActivationGradCpu(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    size_t argc;
+    auto a = args<3>(env, info, &argc);
+    at::Tensor dy = CpuFloat(static_cast<int32_t>(toInt(env, a[0])));
+    at::Tensor y = CpuFloat(static_cast<int32_t>(toInt(env, a[1])));
+    const bool six = toBool(env, a[2]);
+    if (dy.numel() != y.numel()) throw JsError{"activationGradCpu: dy and y differ in size"};
+    at::Tensor out = at::empty_like(dy);
+    const float* DY = dy.data_ptr<float>();
+    const float* Y = y.data_ptr<float>();
+    float* O = out.data_ptr<float>();
+    const float hi = six ? 6.f : std::numeric_limits<float>::infinity();
+    Chunks(dy.numel(), [&](int64_t b, int64_t e, int64_t) {
+      const float* __restrict d = DY + b;
+      const float* __restrict yy = Y + b;
+      float* __restrict o = O + b;
+      for (int64_t j = 0; j < e - b; ++j) o[j] = d[j] * ((yy[j] > 0.f && yy[j] < hi) ? 1.f : 0.f);
+    });
+    return int32(env, put(out));
+  });
+}
+
 napi_value ModuleInit(napi_env env, napi_value exports) {
   struct Fn {
     const char* name;
@@ -720,6 +747,7 @@ napi_value ModuleInit(napi_env env, napi_value exports) {
       {"setDevice", SetDevice}, {"device", Device}, {"cudaDeviceCount", CudaDeviceCount},
       {"synchronize", Synchronize}, {"setNumThreads", SetNumThreads}, {"numThreads", NumThreads},
       {"setTf32", SetTf32}, {"version", Version}, {"optimCpu", OptimCpu}, {"globalNormCpu", GlobalNormCpu},
+      {"activationGradCpu", ActivationGradCpu},
   };
   for (const auto& f : fns) {
     napi_value fn;

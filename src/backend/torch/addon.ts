@@ -37,6 +37,8 @@ export interface TorchAddon {
   optimCpu?(kind: 0 | 1, lists: number[], clip: number, hyper: number[], apply: number, adapt: boolean, trustClip: boolean): number[];
   /** √(Σ Σ g²) of float32 CPU tensors, accumulated in double: a new float32 scalar handle. */
   globalNormCpu?(grads: number[]): number;
+  /** dy where 0 < y (< 6 when `six`), else dy·0, one pass over float32 CPU tensors: a new handle. */
+  activationGradCpu?(dy: number, y: number, six: boolean): number;
 }
 
 /** dtype codes shared with the addon. */

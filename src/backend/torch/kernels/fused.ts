@@ -32,6 +32,8 @@ const logicalAnd = aten('logical_and', '', 'TT');
  * give −0 (bit-identical results across backends).
  */
 function activationGrad(b: TorchBackend, dy: TensorInfo, y: TensorInfo, six: boolean): TensorInfo {
+  // on the CPU: the addon's one-pass loop (same values, −0 included)
+  if (b.device === 'cpu' && typeof b.addon.activationGradCpu === 'function') return b.make(b.addon.activationGradCpu(b.h(dy), b.h(y), six), dy.shape, 'float32');
   const pos = run(gtScalar, b.h(y), 0);
   const tmp = [pos];
   let cond = pos;
