@@ -180,12 +180,48 @@ void LambMoments(const float* __restrict P, const float* __restrict G, const flo
 }
 
 // p' = p - (u*trust)*lr (the trust ratio applied only when adapting, as the reference does).
-void LambApply(const float* __restrict P, const float* __restrict U, float* __restrict PO, int64_t n, bool adapt, float trust, float lr) {
-  if (adapt) {
-    for (int64_t j = 0; j < n; ++j) PO[j] = P[j] - (U[j] * trust) * lr;
-  } else {
-    for (int64_t j = 0; j < n; ++j) PO[j] = P[j] - U[j] * lr;
+// p' = p - (u*trust)*lr with u recomputed from m', v' and p exactly as LambMoments computes it (the trust ratio
+// applied only when adapting, as the reference does).
+void LambApply(const float* __restrict P, const float* __restrict MO, const float* __restrict VO, float* __restrict PO, int64_t n,
+               float wd, float eps, float bc1, float sbc2, bool adapt, float trust, float lr) {
+  for (int64_t j = 0; j < n; ++j) {
+    float u = (MO[j] / bc1) / (std::sqrt(VO[j]) / sbc2 + eps);
+    if (wd != 0.f) u = u + P[j] * wd;
+    PO[j] = adapt ? P[j] - (u * trust) * lr : P[j] - u * lr;
   }
+}
+
+// Sum of squares in double: float partial sums over blocks of 256 values (8 lanes of 32, vectorised), blocks added
+// in double (relative error ~1e-7 for any length).
+double SumSq(const float* __restrict x, int64_t n) {
+  double total = 0;
+  int64_t j = 0;
+  for (; j + 256 <= n; j += 256) {
+    float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int k = 0; k < 256; k += 8)
+      for (int l = 0; l < 8; ++l) lane[l] += x[j + k + l] * x[j + k + l];
+    total += static_cast<double>((lane[0] + lane[1]) + (lane[2] + lane[3])) + static_cast<double>((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  }
+  for (; j < n; ++j) total += static_cast<double>(x[j]) * x[j];
+  return total;
+}
+
+// LambMoments over [0, n) in blocks whose direction u stays in a small buffer (in cache), with the sums of squares
+// of p and u of the range (both in double; blocks added in order).
+void LambMomentsAndNorms(const float* P, const float* G, const float* M, const float* V, float* MO, float* VO, int64_t n,
+                         float clipDiv, float wd, float b1, float omb1, float b2, float omb2, float eps, float bc1, float sbc2,
+                         double* pp, double* uu) {
+  constexpr int64_t kBlock = 4096;
+  float u[kBlock];
+  double sp = 0, su = 0;
+  for (int64_t o = 0; o < n; o += kBlock) {
+    const int64_t len = std::min(kBlock, n - o);
+    LambMoments(P + o, G + o, M + o, V + o, MO + o, VO + o, u, len, clipDiv, wd, b1, omb1, b2, omb2, eps, bc1, sbc2);
+    sp += SumSq(P + o, len);
+    su += SumSq(u, len);
+  }
+  *pp = sp;
+  *uu = su;
 }
 
 // AdamW: p' = decayed - (m'/(sqrt(v')/sqrt(bc2) + eps)) * (lr/bc1), decayed = p*(1 - lr*wd) when decaying.
@@ -204,20 +240,6 @@ void AdamWStep(const float* __restrict P, const float* __restrict G, const float
   }
 }
 
-// Sum of squares in double: float partial sums over blocks of 256 values (8 lanes of 32, vectorised), blocks added
-// in double (relative error ~1e-7 for any length).
-double SumSq(const float* __restrict x, int64_t n) {
-  double total = 0;
-  int64_t j = 0;
-  for (; j + 256 <= n; j += 256) {
-    float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int k = 0; k < 256; k += 8)
-      for (int l = 0; l < 8; ++l) lane[l] += x[j + k + l] * x[j + k + l];
-    total += static_cast<double>((lane[0] + lane[1]) + (lane[2] + lane[3])) + static_cast<double>((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  }
-  for (; j < n; ++j) total += static_cast<double>(x[j]) * x[j];
-  return total;
-}
 
 // Inputs are params[0..n), grads[n..2n), m[2n..3n), v[3n..4n), clip, hyper, apply; outputs params', m', v'.
 template <bool kLamb>
@@ -246,15 +268,9 @@ void ComputeOpt(void* kernel, TF_OpKernelContext* ctx) {
     }
     if (kLamb) {
       const float clipDiv = c, lr = h[0], wd = h[1], b1 = h[2], omb1 = h[3], b2 = h[4], omb2 = h[5], eps = h[6], bc1 = h[7], sbc2 = h[8];
-      std::vector<float> ubuf(len);
-      float* U = ubuf.data();
       std::vector<double> pp(NumThreads(), 0.0), uu(NumThreads(), 0.0);
       ParallelFor(len, [&](int64_t b, int64_t e, int part) {
-        LambMoments(P + b, G + b, M + b, V + b, MO + b, VO + b, U + b, e - b, clipDiv, wd, b1, omb1, b2, omb2, eps, bc1, sbc2);
-        if (at.adapt) {
-          pp[part] = SumSq(P + b, e - b);
-          uu[part] = SumSq(U + b, e - b);
-        }
+        LambMomentsAndNorms(P + b, G + b, M + b, V + b, MO + b, VO + b, e - b, clipDiv, wd, b1, omb1, b2, omb2, eps, bc1, sbc2, &pp[part], &uu[part]);
       });
       float trust = 1.f;
       if (at.adapt) {
@@ -264,7 +280,7 @@ void ComputeOpt(void* kernel, TF_OpKernelContext* ctx) {
         if (wn > 0.f && un > 0.f) trust = wn / un;
         if (at.trust_clip) trust = std::min(trust, 1.f);
       }
-      ParallelFor(len, [&](int64_t b, int64_t e, int) { LambApply(P + b, U + b, PO + b, e - b, at.adapt != 0, trust, lr); });
+      ParallelFor(len, [&](int64_t b, int64_t e, int) { LambApply(P + b, MO + b, VO + b, PO + b, e - b, wd, eps, bc1, sbc2, at.adapt != 0, trust, lr); });
     } else {
       ParallelFor(len, [&](int64_t b, int64_t e, int) { AdamWStep(P + b, G + b, M + b, V + b, PO + b, MO + b, VO + b, e - b, c, h); });
     }

@@ -603,12 +603,33 @@ void LambMoments(const float* __restrict P, const float* __restrict G, const flo
   }
 }
 
-void LambApply(const float* __restrict P, const float* __restrict U, float* __restrict PO, int64_t n, bool adapt, float trust, float lr) {
-  if (adapt) {
-    for (int64_t j = 0; j < n; ++j) PO[j] = P[j] - (U[j] * trust) * lr;
-  } else {
-    for (int64_t j = 0; j < n; ++j) PO[j] = P[j] - U[j] * lr;
+// p' = p - (u*trust)*lr with u recomputed from m', v' and p exactly as LambMoments computes it (the trust ratio
+// applied only when adapting, as the reference does).
+void LambApply(const float* __restrict P, const float* __restrict MO, const float* __restrict VO, float* __restrict PO, int64_t n,
+               float wd, float eps, float bc1, float sbc2, bool adapt, float trust, float lr) {
+  for (int64_t j = 0; j < n; ++j) {
+    float u = (MO[j] / bc1) / (std::sqrt(VO[j]) / sbc2 + eps);
+    if (wd != 0.f) u = u + P[j] * wd;
+    PO[j] = adapt ? P[j] - (u * trust) * lr : P[j] - u * lr;
   }
+}
+
+// LambMoments over [0, n) in blocks whose direction u stays in a small buffer (in cache), with the sums of squares
+// of p and u of the range (both in double; blocks added in order).
+void LambMomentsAndNorms(const float* P, const float* G, const float* M, const float* V, float* MO, float* VO, int64_t n,
+                         float clipDiv, float wd, float b1, float omb1, float b2, float omb2, float eps, float bc1, float sbc2,
+                         double* pp, double* uu) {
+  constexpr int64_t kBlock = 4096;
+  float u[kBlock];
+  double sp = 0, su = 0;
+  for (int64_t o = 0; o < n; o += kBlock) {
+    const int64_t len = std::min(kBlock, n - o);
+    LambMoments(P + o, G + o, M + o, V + o, MO + o, VO + o, u, len, clipDiv, wd, b1, omb1, b2, omb2, eps, bc1, sbc2);
+    sp += SumSq(P + o, len);
+    su += SumSq(u, len);
+  }
+  *pp = sp;
+  *uu = su;
 }
 
 void AdamWStep(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
@@ -668,19 +689,21 @@ napi_value OptimCpu(napi_env env, napi_callback_info info) {
         mo.copy_(m);
         vo.copy_(v);
       } else if (kind == 0) {
-        std::vector<float> ubuf(len);
-        float* U = ubuf.data();
-        Chunks(len, [&](int64_t b, int64_t e, int64_t) {
-          LambMoments(P + b, G + b, M + b, V + b, MO + b, VO + b, U + b, e - b, clip, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]);
+        const int64_t chunks = (len + kChunk - 1) / kChunk;
+        std::vector<double> pp(chunks, 0.0), uu(chunks, 0.0);
+        Chunks(len, [&](int64_t b, int64_t e, int64_t c) {
+          LambMomentsAndNorms(P + b, G + b, M + b, V + b, MO + b, VO + b, e - b, clip, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], &pp[c], &uu[c]);
         });
         float trust = 1.f;
         if (adapt) {
-          const float wn = static_cast<float>(std::sqrt(ParallelSumSq(P, len)));
-          const float un = static_cast<float>(std::sqrt(ParallelSumSq(U, len)));
+          double sp = 0, su = 0;
+          for (int64_t c = 0; c < chunks; ++c) sp += pp[c], su += uu[c];
+          const float wn = static_cast<float>(std::sqrt(sp));
+          const float un = static_cast<float>(std::sqrt(su));
           if (wn > 0.f && un > 0.f) trust = wn / un;
           if (trustClip) trust = std::min(trust, 1.f);
         }
-        Chunks(len, [&](int64_t b, int64_t e, int64_t) { LambApply(P + b, U + b, PO + b, e - b, adapt, trust, h[0]); });
+        Chunks(len, [&](int64_t b, int64_t e, int64_t) { LambApply(P + b, MO + b, VO + b, PO + b, e - b, h[1], h[6], h[7], h[8], adapt, trust, h[0]); });
       } else {
         Chunks(len, [&](int64_t b, int64_t e, int64_t) { AdamWStep(P + b, G + b, M + b, V + b, PO + b, MO + b, VO + b, e - b, clip, h.data()); });
       }
