@@ -8,15 +8,15 @@
  *   the encoder and the decoder at the input size);
  * - bytes per element: CALIBRATION below, measured with `node dist/bench/memory-calibration.js <backend>` (peak
  *   RSS of one step at micro-batch 2 and 10, each in a fresh process; the slope per image divided by the
- *   elements). Measured on the 2-core x86-64 development machine (decoder width 128, mask ratio 0.6):
- *                 resnet_mini                          convnext_mini
- *     tensorflow  74.1 (96 px) 78.8 (160 px) 76.0 (224 px)   51.2 (96 px) 63.5 (224 px) B/element
- *     cpu         71.5 (96 px)                               52.4 (96 px)              B/element
- *   backprop keeps each conv output plus its norm, activation and mask products, about 19 floats per counted
- *   element for a ResNet and 13–16 for a ConvNeXt. The factors used are the largest measured, rounded up (80 / 68),
- *   so the estimate errs on the side of fitting. Full size: ResNet-50 at 224 px, batch 64 → 16 micro-batches of 4,
- *   estimated peak 8.7 GiB, measured peak RSS 9.6 GiB for the whole run (the step, the first-step check and the
- *   final reconstruction grid), inside its 14.2 GiB budget;
+ *   elements). Measured on the 2-core x86-64 development machine (decoder width 128, mask ratio 0.6), 2026-12-05,
+ *   with the lean backward pass (src/train/lean-grads.ts) and spark's TensorFlow ops:
+ *                 resnet_mini                 convnext_mini
+ *     tensorflow  14.0 (96 px) 12.0 (224 px)   7.8 (96 px) 12.3 (224 px)  B/element
+ *     cpu          4.9 (96 px)                 3.4 (96 px)                B/element
+ *   and at full size (bench/step-throughput.ts, one mode per process, batch 4 and 8 at 224 px): ResNet-50 12.2,
+ *   ConvNeXt-S 9.3 B/element. Backprop keeps about 3 floats per counted element. The factors used are the largest
+ *   measured, rounded up with room (16 / 14), so the estimate errs on the side of fitting. (Before the lean
+ *   backward pass they were 80 / 68: tfjs kept every activation gradient to the end of the backward pass.)
  * - model state: BYTES_PER_PARAM per trainable parameter (weights, the micro-batch gradient, the accumulated
  *   gradient, two optimizer moments, the update);
  * - input batches: the loader holds whole batches (prefetch + the one being trained) as float32 NHWC.
@@ -36,7 +36,7 @@ import type { ExperimentConfig } from '../spec/types.js';
 import { activationElementsPerImage, describeEncoder, sparkParamCount, type Family } from './registry.js';
 
 /** Bytes of training memory per activation element counted by the registry (see the calibration above). */
-export const CALIBRATION: Record<Family, number> = { resnet: 80, convnext: 68 };
+export const CALIBRATION: Record<Family, number> = { resnet: 16, convnext: 14 };
 /** Bytes per trainable parameter (weights, two gradients, two optimizer moments, the update). */
 export const BYTES_PER_PARAM = 24;
 /** RSS of the runtime itself (node + the backend's libraries, before a model), measured: the fixed part of the fit. */
