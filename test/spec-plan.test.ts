@@ -164,8 +164,9 @@ test('formatPlan shows the numbers and the resolved config', async () => {
     '52,921,835',
     '7×7 = 49 cells',
     '20 visible, 29 masked of 49',
-    '4,096 per step = 1,024 micro-batches of 4 (gradients averaged), accumulate auto',
-    'estimated peak 17.7 GiB at micro-batch 4 (1.7 GiB per image',
+    // 16 B per activation element (models/memory.ts CALIBRATION, measured after the lean backward pass)
+    '4,096 per step = 128 micro-batches of 32 (gradients averaged), accumulate auto',
+    'estimated peak 21.9 GiB at micro-batch 32 (353 MiB per image',
     'of a 24.0 GiB budget (a test budget)',
     'peak 3.2e-3',
     'betas (0.9, 0.95)',
