@@ -461,10 +461,14 @@ function stepBuild(pkg, restaged) {
  */
 function stepOps(pkg, force) {
   const src = path.join(root, 'native', 'tf', 'spark_tf_ops.cc');
-  if (!existsSync(src)) return;
+  // the .cc and the optimizer loops it shares with the torch addon (as src/backend/tf-native-ops.ts hashes them)
+  const sources = ['native/tf/spark_tf_ops.cc', 'native/torch/spark_fused_optim.h'];
+  if (!sources.every((f) => existsSync(path.join(root, f)))) return;
   const out = path.join(pkg, 'deps', 'spark-ops');
   const addon = path.join(out, 'spark_tf_ops.node');
-  const sourceHash = createHash('sha256').update(readFileSync(src)).digest('hex');
+  const hash = createHash('sha256');
+  for (const f of sources) hash.update(f).update('\0').update(readFileSync(path.join(root, f))).update('\0');
+  const sourceHash = hash.digest('hex');
   const stamp = readJson(path.join(out, 'stamp.json'));
   const lib = path.join(pkg, 'deps', 'lib');
   if (!force && stamp && existsSync(addon) && stamp.sourceHash === sourceHash && stamp.tf === TF_VERSION && stamp.node === process.versions.modules && stamp.lib === lib) {

@@ -27,6 +27,8 @@
 // torch/version.h (on the API include path) has the version macros in every 2.x; newer ones forward to headeronly/
 #include <torch/version.h>
 
+#include "spark_fused_optim.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -169,6 +171,14 @@ napi_value int32(napi_env env, int32_t x) {
   napi_value v;
   NAPI_OK(napi_create_int32(env, x, &v));
   return v;
+}
+
+// A JS array of tensor handles.
+napi_value handleArray(napi_env env, const std::vector<int32_t>& hs) {
+  napi_value arr;
+  NAPI_OK(napi_create_array_with_length(env, hs.size(), &arr));
+  for (size_t j = 0; j < hs.size(); j++) NAPI_OK(napi_set_element(env, arr, static_cast<uint32_t>(j), int32(env, hs[j])));
+  return arr;
 }
 napi_value str(napi_env env, const std::string& s) {
   napi_value v;
@@ -336,10 +346,7 @@ napi_value Call(napi_env env, napi_callback_info info) {
       }
     }
     if (out.size() == 1) return int32(env, out[0]);
-    napi_value arr;
-    NAPI_OK(napi_create_array_with_length(env, out.size(), &arr));
-    for (size_t j = 0; j < out.size(); j++) NAPI_OK(napi_set_element(env, arr, j, int32(env, out[j])));
-    return arr;
+    return handleArray(env, out);
   });
 }
 
@@ -556,19 +563,7 @@ napi_value Version(napi_env env, napi_callback_info) {
 // contract's (src/train/fused-optim.ts), operation by operation in the same order (built with -ffp-contract=off);
 // norms accumulate in double, per chunk, chunks added in order (deterministic for any thread count).
 
-// Sum of squares of x[0, n): float partial sums over blocks of 256 (vectorised), blocks added in double.
-double SumSq(const float* __restrict x, int64_t n) {
-  double total = 0;
-  int64_t j = 0;
-  for (; j + 256 <= n; j += 256) {
-    float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int k = 0; k < 256; k += 8)
-      for (int l = 0; l < 8; ++l) lane[l] += x[j + k + l] * x[j + k + l];
-    total += static_cast<double>((lane[0] + lane[1]) + (lane[2] + lane[3])) + static_cast<double>((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  }
-  for (; j < n; ++j) total += static_cast<double>(x[j]) * x[j];
-  return total;
-}
+using namespace spark_optim;  // SumSq, LambMomentsAndNorms, LambApply, AdamWStep (spark_fused_optim.h)
 
 constexpr int64_t kChunk = 1 << 16;
 
@@ -587,64 +582,6 @@ double ParallelSumSq(const float* x, int64_t n) {
   double s = 0;
   for (double v : part) s += v;
   return s;
-}
-
-void LambMoments(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
-                 float* __restrict MO, float* __restrict VO, float* __restrict U, int64_t n, float clipDiv, float wd,
-                 float b1, float omb1, float b2, float omb2, float eps, float bc1, float sbc2) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float g = G[j] / clipDiv;
-    const float m = M[j] * b1 + g * omb1;
-    const float v = V[j] * b2 + (g * g) * omb2;
-    MO[j] = m;
-    VO[j] = v;
-    const float u = (m / bc1) / (std::sqrt(v) / sbc2 + eps);
-    U[j] = wd != 0.f ? u + P[j] * wd : u;
-  }
-}
-
-// p' = p - (u*trust)*lr with u recomputed from m', v' and p exactly as LambMoments computes it (the trust ratio
-// applied only when adapting, as the reference does).
-void LambApply(const float* __restrict P, const float* __restrict MO, const float* __restrict VO, float* __restrict PO, int64_t n,
-               float wd, float eps, float bc1, float sbc2, bool adapt, float trust, float lr) {
-  for (int64_t j = 0; j < n; ++j) {
-    float u = (MO[j] / bc1) / (std::sqrt(VO[j]) / sbc2 + eps);
-    if (wd != 0.f) u = u + P[j] * wd;
-    PO[j] = adapt ? P[j] - (u * trust) * lr : P[j] - u * lr;
-  }
-}
-
-// LambMoments over [0, n) in blocks whose direction u stays in a small buffer (in cache), with the sums of squares
-// of p and u of the range (both in double; blocks added in order).
-void LambMomentsAndNorms(const float* P, const float* G, const float* M, const float* V, float* MO, float* VO, int64_t n,
-                         float clipDiv, float wd, float b1, float omb1, float b2, float omb2, float eps, float bc1, float sbc2,
-                         double* pp, double* uu) {
-  constexpr int64_t kBlock = 4096;
-  float u[kBlock];
-  double sp = 0, su = 0;
-  for (int64_t o = 0; o < n; o += kBlock) {
-    const int64_t len = std::min(kBlock, n - o);
-    LambMoments(P + o, G + o, M + o, V + o, MO + o, VO + o, u, len, clipDiv, wd, b1, omb1, b2, omb2, eps, bc1, sbc2);
-    sp += SumSq(P + o, len);
-    su += SumSq(u, len);
-  }
-  *pp = sp;
-  *uu = su;
-}
-
-void AdamWStep(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
-               float* __restrict PO, float* __restrict MO, float* __restrict VO, int64_t n, float coef, const float* h) {
-  const float decay = h[0], hasDecay = h[1], b1 = h[2], omb1 = h[3], b2 = h[4], omb2 = h[5], eps = h[6], sbc2 = h[7], step = h[8];
-  const bool dec = hasDecay != 0.f;
-  for (int64_t j = 0; j < n; ++j) {
-    const float g = G[j] * coef;
-    const float m = M[j] * b1 + g * omb1;
-    const float v = V[j] * b2 + (g * g) * omb2;
-    MO[j] = m;
-    VO[j] = v;
-    const float decayed = dec ? P[j] * decay : P[j];
-    PO[j] = decayed - (m / (std::sqrt(v) / sbc2 + eps)) * step;
-  }
 }
 
 at::Tensor CpuFloat(int32_t h) {
@@ -711,10 +648,7 @@ napi_value OptimCpu(napi_env env, napi_callback_info info) {
       out[n + i] = put(mo);
       out[2 * n + i] = put(vo);
     }
-    napi_value arr;
-    NAPI_OK(napi_create_array_with_length(env, out.size(), &arr));
-    for (uint32_t i = 0; i < out.size(); ++i) NAPI_OK(napi_set_element(env, arr, i, int32(env, out[i])));
-    return arr;
+    return handleArray(env, out);
   });
 }
 

@@ -16,45 +16,27 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { packageRoot } from '../util/paths.js';
 import { GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD } from './fused-kernel-names.js';
-
-interface Meta {
-  id: number;
-  shape: number[];
-  dtype: number;
-}
-interface Attr {
-  name: string;
-  type: number;
-  value: boolean | number | object | string | number[];
-}
-interface Binding {
-  TF_FLOAT: number;
-  TF_BOOL: number;
-  TF_ATTR_INT: number;
-  TF_ATTR_BOOL: number;
-  TF_ATTR_FLOAT: number;
-  createTensor(shape: number[], dtype: number, values: Float32Array): number;
-  deleteTensor(id: number): void;
-  executeOp(name: string, attrs: Attr[], inputs: number[], numOutputs: number): Meta[];
-}
-interface NodeBackend {
-  binding: Binding;
-  getInputTensorIds(tensors: tf.TensorInfo[]): number[];
-  createOutputTensor(m: Meta): tf.Tensor;
-}
+import { nativeOptimizerScalars, type AdamWUpdateAttrs, type LambUpdateAttrs } from './fused-optim-scalars.js';
+import { withChain, type Attr, type Chain } from './tf-binding.js';
 
 export const TF_OPS_ADDON = 'spark_tf_ops.node';
-const SOURCE = path.join('native', 'tf', 'spark_tf_ops.cc');
+/** The addon's sources (the .cc includes the optimizer loops it shares with the torch addon). */
+const SOURCES = [path.join('native', 'tf', 'spark_tf_ops.cc'), path.join('native', 'torch', 'spark_fused_optim.h')];
 
 /** Where setup:native puts the ops addon (beside the libtensorflow it links) and its stamp. */
 export function tfOpsDir(root = packageRoot()): string {
   return path.join(root, 'node_modules', '@tensorflow', 'tfjs-node', 'deps', 'spark-ops');
 }
 
-/** sha256 of the ops source (the stamp records the one it was built from). */
+/**
+ * sha256 over the addon's sources (path NUL content NUL each), as scripts/setup-native.mjs computes it for the
+ * stamp; null outside a checkout.
+ */
 export function tfOpsSourceHash(root = packageRoot()): string | null {
-  const src = path.join(root, SOURCE);
-  return existsSync(src) ? createHash('sha256').update(readFileSync(src)).digest('hex') : null;
+  if (!SOURCES.every((f) => existsSync(path.join(root, f)))) return null;
+  const h = createHash('sha256');
+  for (const f of SOURCES) h.update(f.split(path.sep).join('/')).update('\0').update(readFileSync(path.join(root, f))).update('\0');
+  return h.digest('hex');
 }
 
 export interface TfOpsStatus {
@@ -65,18 +47,18 @@ export interface TfOpsStatus {
 }
 
 /** Whether the ops addon is built for this checkout's source (a file check only: nothing is loaded). */
-export function tfOpsBuilt(root = packageRoot()): { built: boolean; reason: string } {
+export function tfOpsBuilt(root = packageRoot()): { built: boolean; reason: string; file: string } {
   const dir = tfOpsDir(root);
   const file = path.join(dir, TF_OPS_ADDON);
-  if (!existsSync(file)) return { built: false, reason: 'not built (run `npm run setup:native`)' };
+  if (!existsSync(file)) return { built: false, reason: 'not built (run `npm run setup:native`)', file };
   try {
     const stamp = JSON.parse(readFileSync(path.join(dir, 'stamp.json'), 'utf8')) as { sourceHash?: string };
     const want = tfOpsSourceHash(root);
-    if (want && stamp.sourceHash !== want) return { built: false, reason: `built from other sources than ${SOURCE} (run \`npm run setup:native\`)` };
+    if (want && stamp.sourceHash !== want) return { built: false, reason: `built from other sources than ${SOURCES.join(' + ')} (run \`npm run setup:native\`)`, file };
   } catch {
-    return { built: false, reason: 'no build stamp (run `npm run setup:native`)' };
+    return { built: false, reason: 'no build stamp (run `npm run setup:native`)', file };
   }
-  return { built: true, reason: file };
+  return { built: true, reason: file, file };
 }
 
 let status: TfOpsStatus | null = null;
@@ -85,15 +67,10 @@ let status: TfOpsStatus | null = null;
 export function loadTfOps(): TfOpsStatus {
   if (status) return status;
   if (process.env['SPARK_TF_NATIVE_OPS'] === '0') return (status = { loaded: false, reason: 'SPARK_TF_NATIVE_OPS=0', ops: [] });
-  const dir = tfOpsDir();
-  const file = path.join(dir, TF_OPS_ADDON);
-  if (!existsSync(file)) return (status = { loaded: false, reason: `not built (${file}; run \`npm run setup:native\`)`, ops: [] });
+  const built = tfOpsBuilt();
+  if (!built.built) return (status = { loaded: false, reason: built.reason, ops: [] });
+  const file = built.file;
   try {
-    const stamp = JSON.parse(readFileSync(path.join(dir, 'stamp.json'), 'utf8')) as { sourceHash?: string };
-    const want = tfOpsSourceHash();
-    if (want && stamp.sourceHash !== want) {
-      return (status = { loaded: false, reason: `built from other sources than ${SOURCE} (run \`npm run setup:native\`)`, ops: [] });
-    }
     const mod = createRequire(import.meta.url)(file) as { ops: string[]; error: string; threads: number };
     if (mod.error) return (status = { loaded: false, reason: `registration failed: ${mod.error}`, ops: [] });
     return (status = { loaded: true, reason: `${file} (${mod.ops.length} ops, ${mod.threads} threads)`, ops: mod.ops });
@@ -103,94 +80,62 @@ export function loadTfOps(): TfOpsStatus {
 }
 
 type KInputs = Record<string, tf.TensorInfo | undefined>;
+type Args = { inputs: KInputs; attrs?: unknown; backend: unknown };
 
-/** Run one of the addon's ops on tfjs tensors; a small float tensor made here is freed after the call. */
-function exec(be: NodeBackend, op: string, inputs: tf.TensorInfo[], extra: Float32Array | null, tail: tf.TensorInfo[], attrs: Attr[], n: number): tf.Tensor[] {
-  const b = be.binding;
-  const ids = be.getInputTensorIds(inputs);
-  let made = -1;
-  if (extra) made = b.createTensor([extra.length], b.TF_FLOAT, extra);
-  try {
-    const all = [...ids, ...(made >= 0 ? [made] : []), ...be.getInputTensorIds(tail)];
-    return b.executeOp(op, attrs, all, n).map((m) => be.createOutputTensor(m));
-  } finally {
-    if (made >= 0) b.deleteTensor(made);
-  }
+function input(inputs: KInputs, name: string): tf.TensorInfo {
+  const t = inputs[name];
+  if (!t) throw new Error(`spark's TensorFlow op kernel: input ${name} missing`);
+  return t;
 }
 
-function lists(inputs: KInputs, n: number): tf.TensorInfo[] {
-  const out: tf.TensorInfo[] = [];
-  for (const name of ['param', 'grad', 'expAvg', 'expAvgSq']) {
-    for (let i = 0; i < n; i++) {
-      const t = inputs[`${name}${i}`];
-      if (!t) throw new Error(`SparkTf optimizer kernel: input ${name}${i} missing`);
-      out.push(t);
-    }
-  }
-  return out;
-}
-
-interface OptAttrs {
-  n: number;
-  lr: number;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  biasCorrection1: number;
-  biasCorrection2: number;
-  adapt?: boolean;
-  trustClip?: boolean;
-}
-
-/**
- * The scalars exactly as the reference chains (src/train/fused-optim.ts) compute them in JavaScript before tfjs rounds
- * them to float32, so that the native update rounds the same operands.
- */
-function lambHyper(a: OptAttrs): Float32Array {
-  return Float32Array.of(a.lr, a.weightDecay, a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, a.eps, a.biasCorrection1, Math.sqrt(a.biasCorrection2));
-}
-function adamwHyper(a: OptAttrs): Float32Array {
-  return Float32Array.of(1 - a.lr * a.weightDecay, a.weightDecay !== 0 ? 1 : 0, a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, a.eps, Math.sqrt(a.biasCorrection2), a.lr / a.biasCorrection1);
+/** One of the addon's ops on the named inputs (in this order), its outputs handed to tfjs. */
+function runOp(c: Chain, op: string, ins: ReturnType<Chain['in']>[], attrs: Attr[], n: number): tf.Tensor[] {
+  return c.op(op, ins, attrs, n).map((m) => c.out(m));
 }
 
 function optimizerKernel(kind: 'lamb' | 'adamw'): tf.KernelFunc {
-  return (({ inputs, attrs, backend }: { inputs: KInputs; attrs: unknown; backend: unknown }) => {
-    const a = attrs as OptAttrs;
-    const be = backend as NodeBackend;
-    const b = be.binding;
-    const clip = inputs[kind === 'lamb' ? 'clipDiv' : 'clipCoef'];
-    const apply = inputs['apply'];
-    if (!clip || !apply) throw new Error(`SparkTf optimizer kernel: ${kind === 'lamb' ? 'clipDiv' : 'clipCoef'} or apply missing`);
-    const opAttrs: Attr[] = [{ name: 'N', type: b.TF_ATTR_INT, value: a.n }];
-    if (kind === 'lamb') {
-      opAttrs.push({ name: 'adapt', type: b.TF_ATTR_BOOL, value: !!a.adapt }, { name: 'trust_clip', type: b.TF_ATTR_BOOL, value: !!a.trustClip });
-    }
-    return exec(be, kind === 'lamb' ? 'SparkTfLamb' : 'SparkTfAdamW', [...lists(inputs, a.n), clip], kind === 'lamb' ? lambHyper(a) : adamwHyper(a), [apply], opAttrs, 3 * a.n);
-  }) as unknown as tf.KernelFunc;
+  return (({ inputs, attrs, backend }: Args) =>
+    withChain(backend, (c) => {
+      const a = attrs as LambUpdateAttrs | AdamWUpdateAttrs;
+      const b = c.b;
+      const lists = ['param', 'grad', 'expAvg', 'expAvgSq'].flatMap((name) => Array.from({ length: a.n }, (_, i) => c.in(input(inputs, `${name}${i}`))));
+      const clip = c.in(input(inputs, kind === 'lamb' ? 'clipDiv' : 'clipCoef'));
+      const opAttrs: Attr[] = [{ name: 'N', type: b.TF_ATTR_INT, value: a.n }];
+      if (kind === 'lamb') {
+        const l = a as LambUpdateAttrs;
+        opAttrs.push({ name: 'adapt', type: b.TF_ATTR_BOOL, value: !!l.adapt }, { name: 'trust_clip', type: b.TF_ATTR_BOOL, value: !!l.trustClip });
+      }
+      const ins = [...lists, clip, c.floats(nativeOptimizerScalars(kind, a)), c.in(input(inputs, 'apply'))];
+      return runOp(c, kind === 'lamb' ? 'SparkTfLamb' : 'SparkTfAdamW', ins, opAttrs, 3 * a.n);
+    })) as unknown as tf.KernelFunc;
 }
 
-function globalNormKernel({ inputs, attrs, backend }: { inputs: KInputs; attrs: unknown; backend: unknown }): tf.Tensor {
+function globalNormKernel({ inputs, attrs, backend }: Args): tf.Tensor {
   const n = (attrs as { n: number }).n;
   if (n === 0) return tf.scalar(0);
-  const be = backend as NodeBackend;
-  const grads = Array.from({ length: n }, (_, i) => inputs[`grad${i}`]!);
-  return exec(be, 'SparkTfGlobalNorm', grads, null, [], [{ name: 'N', type: be.binding.TF_ATTR_INT, value: n }], 1)[0]!;
+  return withChain(backend, (c) =>
+    runOp(c, 'SparkTfGlobalNorm', Array.from({ length: n }, (_, i) => c.in(input(inputs, `grad${i}`))), [{ name: 'N', type: c.b.TF_ATTR_INT, value: n }], 1)[0]!);
+}
+
+/** A kernel running `op` on the named inputs; `epsilon` is passed on when the kernel has it. */
+function opKernel(op: string, names: string[], n: number): tf.KernelFunc {
+  return (({ inputs, attrs, backend }: Args) =>
+    withChain(backend, (c) => {
+      const eps = (attrs as { epsilon?: number } | undefined)?.epsilon;
+      const opAttrs: Attr[] = eps === undefined ? [] : [{ name: 'epsilon', type: c.b.TF_ATTR_FLOAT, value: eps }];
+      const out = runOp(c, op, names.map((k) => c.in(input(inputs, k))), opAttrs, n);
+      return n === 1 ? out[0]! : out;
+    })) as unknown as tf.KernelFunc;
 }
 
 const KERNELS: Array<[string, tf.KernelFunc]> = [
   ['SparkLambUpdate', optimizerKernel('lamb')],
   ['SparkAdamWUpdate', optimizerKernel('adamw')],
   ['SparkGlobalNorm', globalNormKernel as unknown as tf.KernelFunc],
-  [GELU, (({ inputs, backend }: { inputs: KInputs; backend: unknown }) => exec(backend as NodeBackend, 'SparkTfGelu', [inputs['x']!], null, [], [], 1)[0]!) as unknown as tf.KernelFunc],
-  [LAYER_NORM, (({ inputs, attrs, backend }: { inputs: KInputs; attrs: unknown; backend: unknown }) => {
-    const be = backend as NodeBackend;
-    const eps = (attrs as { epsilon: number }).epsilon;
-    return exec(be, 'SparkTfLayerNorm', [inputs['x']!, inputs['gamma']!, inputs['beta']!], null, [], [{ name: 'epsilon', type: be.binding.TF_ATTR_FLOAT, value: eps }], 3);
-  }) as unknown as tf.KernelFunc],
-  [LAYER_NORM_GRAD, (({ inputs, backend }: { inputs: KInputs; backend: unknown }) =>
-    exec(backend as NodeBackend, 'SparkTfLayerNormGrad', ['dy', 'x', 'gamma', 'mean', 'invStd'].map((k) => inputs[k]!), null, [], [], 3)) as unknown as tf.KernelFunc],
-  [GELU_GRAD, (({ inputs, backend }: { inputs: KInputs; backend: unknown }) => exec(backend as NodeBackend, 'SparkTfGeluGrad', [inputs['dy']!, inputs['x']!], null, [], [], 1)[0]!) as unknown as tf.KernelFunc],
+  [GELU, opKernel('SparkTfGelu', ['x'], 1)],
+  [GELU_GRAD, opKernel('SparkTfGeluGrad', ['dy', 'x'], 1)],
+  [LAYER_NORM, opKernel('SparkTfLayerNorm', ['x', 'gamma', 'beta'], 3)],
+  [LAYER_NORM_GRAD, opKernel('SparkTfLayerNormGrad', ['dy', 'x', 'gamma', 'mean', 'invStd'], 3)],
 ];
 
 /**

@@ -46,30 +46,9 @@ export const GLOBAL_NORM_KERNEL = 'SparkGlobalNorm';
 export const LAMB_UPDATE_KERNEL = 'SparkLambUpdate';
 export const ADAMW_UPDATE_KERNEL = 'SparkAdamWUpdate';
 
-export interface LambUpdateAttrs {
-  n: number;
-  lr: number;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  biasCorrection1: number;
-  biasCorrection2: number;
-  /** Apply the trust ratio (weightDecay ≠ 0, or the fine-tuning variant's alwaysAdapt). */
-  adapt: boolean;
-  trustClip: boolean;
-}
+import type { AdamWUpdateAttrs, LambUpdateAttrs } from '../backend/fused-optim-scalars.js';
 
-export interface AdamWUpdateAttrs {
-  n: number;
-  lr: number;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  biasCorrection1: number;
-  biasCorrection2: number;
-}
+export type { AdamWUpdateAttrs, LambUpdateAttrs };
 
 /** True when the active backend registers a kernel under `name`. */
 export function backendHasKernel(name: string): boolean {

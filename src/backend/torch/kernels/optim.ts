@@ -14,6 +14,7 @@ import type { KernelConfig, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from 
 import { aten, run, runMulti, DT } from '../addon.js';
 import type { TorchBackend } from '../backend.js';
 import { kernel } from './util.js';
+import { nativeOptimizerScalars, type AdamWUpdateAttrs, type LambUpdateAttrs } from '../../fused-optim-scalars.js';
 
 const fNorm = aten('_foreach_norm', 'Scalar', 'Lsn');
 const fMulS = aten('_foreach_mul', 'Scalar', 'Ls');
@@ -134,23 +135,13 @@ function nativeCpu(b: TorchBackend): boolean {
 
 /**
  * The update as the addon's CPU loops (one pass for the moments and the direction, one for the new weights, instead
- * of ~15 whole-tensor passes of _foreach_* operators, each a loop over the parameters on the CPU). The scalars are
- * computed here exactly as the reference chains compute them (see native/tf/spark_tf_ops.cc for the same layout).
+ * of ~15 whole-tensor passes of _foreach_* operators, each a loop over the parameters on the CPU), on the scalars
+ * that spark's TensorFlow ops take too (fused-optim-scalars.ts).
  */
 function nativeUpdate(b: TorchBackend, kind: 0 | 1, inputs: NamedTensorInfoMap, a: NamedAttrMap): TensorInfo[] {
   const n = a['n'] as number;
   const { p, g0, m0, v0 } = updateLists(b, inputs, n);
-  const lr = a['lr'] as number;
-  const wd = a['weightDecay'] as number;
-  const beta1 = a['beta1'] as number;
-  const beta2 = a['beta2'] as number;
-  const eps = a['eps'] as number;
-  const bc1 = a['biasCorrection1'] as number;
-  const sbc2 = Math.sqrt(a['biasCorrection2'] as number);
-  const f = (x: number) => Math.fround(x);
-  const hyper = kind === 0
-    ? [lr, wd, beta1, 1 - beta1, beta2, 1 - beta2, eps, bc1, sbc2].map(f)
-    : [1 - lr * wd, wd !== 0 ? 1 : 0, beta1, 1 - beta1, beta2, 1 - beta2, eps, sbc2, lr / bc1].map(f);
+  const hyper = nativeOptimizerScalars(kind === 0 ? 'lamb' : 'adamw', a as unknown as LambUpdateAttrs | AdamWUpdateAttrs);
   const clip = scalarInput(b, inputs, kind === 0 ? 'clipDiv' : 'clipCoef');
   const out = b.addon.optimCpu!(kind, [...p.h, ...g0.h, ...m0.h, ...v0.h], clip, hyper, scalarInput(b, inputs, 'apply'), !!a['adapt'], !!a['trustClip']);
   const shapes = [...p.t, ...m0.t, ...v0.t].map((t) => t.shape);
