@@ -462,7 +462,7 @@ function stepBuild(pkg, restaged) {
 function stepOps(pkg, force) {
   const src = path.join(root, 'native', 'tf', 'spark_tf_ops.cc');
   // the .cc and the optimizer loops it shares with the torch addon (as src/backend/tf-native-ops.ts hashes them)
-  const sources = ['native/tf/spark_tf_ops.cc', 'native/torch/spark_fused_optim.h'];
+  const sources = ['native/tf/spark_tf_ops.cc', 'native/torch/spark_fused_optim.h', 'native/torch/spark_gelu.h', 'native/torch/spark_simd.h'];
   if (!sources.every((f) => existsSync(path.join(root, f)))) return;
   const out = path.join(pkg, 'deps', 'spark-ops');
   const addon = path.join(out, 'spark_tf_ops.node');
@@ -487,8 +487,8 @@ function stepOps(pkg, force) {
   mkdirSync(out, { recursive: true });
   const tmp = path.join(out, `.tmp-${process.pid}.node`);
   // -march=native: built and run on this machine; -ffp-contract=off keeps the reference chains' rounding (no fused
-  // multiply-add); -fno-math-errno lets sqrt vectorise
-  const args = ['-std=c++17', '-O3', '-march=native', '-ffp-contract=off', '-fno-math-errno', '-fPIC', '-shared', '-DNODE_GYP_MODULE_NAME=spark_tf_ops',
+  // multiply-add); -fno-math-errno lets sqrt vectorise, -fno-trapping-math compare-and-select loops
+  const args = ['-std=c++17', '-O3', '-march=native', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-fPIC', '-shared', '-DNODE_GYP_MODULE_NAME=spark_tf_ops',
     `-I${nodeInclude}`, `-I${path.join(pkg, 'deps', 'include')}`, src, '-o', tmp, `-L${lib}`, '-l:libtensorflow_framework.so.2', `-Wl,-rpath,${lib}`];
   const r = run('g++', args);
   if (!r.ok || !existsSync(tmp)) {

@@ -266,8 +266,10 @@ async function stepBuild(src, torch, cc, verify) {
   mkdirSync(tmp, { recursive: true });
   try {
     const defs = [`-D_GLIBCXX_USE_CXX11_ABI=${torch.abi}`, '-DNODE_GYP_MODULE_NAME=spark_torch', ...(torch.cudaLibs ? ['-DSPARK_TORCH_CUDA=1'] : [])];
-    // -ffp-contract=off: the fused optimizer loops round as the reference op chains do (no fused multiply-add)
-    const cflags = ['-O3', '-ffp-contract=off', '-fno-math-errno', '-std=c++17', '-fPIC', '-fvisibility=hidden', ...defs, `-I${cc.headers}`, ...torch.include.map((d) => `-I${d}`)];
+    // -ffp-contract=off: the fused optimizer loops round as the reference op chains do (no fused multiply-add);
+    // -fno-trapping-math lets compare-and-select loops (clamps, masks) vectorise; the hot loops are multiversioned
+    // for AVX-512/AVX2 in the source (spark_simd.h), so no -march=native
+    const cflags = ['-O3', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-std=c++17', '-fPIC', '-fvisibility=hidden', ...defs, `-I${cc.headers}`, ...torch.include.map((d) => `-I${d}`)];
     const jobs = Math.max(1, Math.min(src.files.length, os.availableParallelism()));
     process.stdout.write(`setup-torch: build    compiling ${src.files.length} file${src.files.length > 1 ? 's' : ''} (${jobs} at a time) ...\n`);
     const objects = src.files.map((f, i) => path.join(tmp, `${i}-${path.basename(f).replace(/\.\w+$/, '')}.o`));

@@ -8,7 +8,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { findTorchAddon, registerTorchBackend, torchKernelNames } from '../src/backend/torch/index.js';
+import { findTorchAddon, registerTorchBackend, torchKernelNames, TorchBackend } from '../src/backend/torch/index.js';
+import { defaultCpuCacheBytes } from '../src/backend/torch/backend.js';
 import { aten, missingOps, run } from '../src/backend/torch/addon.js';
 import { setOptimSelectOnDevice } from '../src/backend/torch/kernels/optim.js';
 import { initBackend } from '../src/backend/init.js';
@@ -437,6 +438,61 @@ test('torch fused kernels: SparkLayerNorm(+Grad) and SparkGelu(+Grad) equal the 
     return [...runK('SparkGelu', { x: x! }), ...runK('SparkGeluGrad', { dy: dy!, x: x! })];
   });
   close(got, want, 'SparkGelu', 1e-6);
+  // long enough for the vector loops' chunks and tails, with values out to ±8 (erf's clamp, exp's small range)
+  const mkLong = (): tf.Tensor[] => [T([70001], 66, 2.5)(), T([70001], 67)()];
+  const wantLong = await on('cpu', () => geluComposite(mkLong()[0]!, mkLong()[1]!));
+  const gotLong = await on('torch', () => {
+    const [x, dy] = mkLong();
+    return [...runK('SparkGelu', { x: x! }), ...runK('SparkGeluGrad', { dy: dy!, x: x! })];
+  });
+  close(gotLong, wantLong, 'SparkGelu [70001]', 1e-6);
+});
+
+const cpuOnlySkip = skip || ((process.env['SPARK_TORCH_DEVICE'] || 'cpu') !== 'cpu' ? 'the caching allocator serves CPU tensors' : false);
+
+test('torch CPU caching allocator: freed blocks are reused, kept within the cap and emptied on request', { skip: cpuOnlySkip }, async () => {
+  assert.equal(defaultCpuCacheBytes({ SPARK_TORCH_CPU_CACHE_MB: '0' }), 0);
+  assert.equal(defaultCpuCacheBytes({ SPARK_TORCH_CPU_CACHE_MB: '64' }), 64 * 2 ** 20);
+  assert.throws(() => defaultCpuCacheBytes({ SPARK_TORCH_CPU_CACHE_MB: 'lots' }), /SPARK_TORCH_CPU_CACHE_MB must be a number of MiB >= 0, not 'lots'/);
+  const auto = defaultCpuCacheBytes({});
+  assert.ok(auto > 0 && auto <= 8 * 2 ** 30, `default cap ${auto}`);
+
+  await tf.setBackend('torch');
+  const be = tf.backend() as TorchBackend;
+  const ad = be.addon;
+  const stats = (): { cached: number; hits: number; released: number; installed: number } => {
+    const [cached, , hits, , released, installed] = ad.cpuCacheStats!();
+    return { cached: cached!, hits: hits!, released: released!, installed: installed! };
+  };
+  assert.equal(stats().installed, 1, 'the backend installs the cache');
+  be.emptyCache();
+  assert.equal(stats().cached, 0);
+  assert.equal(be.memory().numBytesCachedCpu, 0);
+  const n = 1 << 20; // 4 MiB of float32: above the cache's 256 KiB threshold
+  tf.fill([n], 7).dispose();
+  const afterFree = stats();
+  assert.ok(afterFree.cached >= 4 * n, `the freed block is kept (${afterFree.cached} bytes cached)`);
+  assert.equal(be.memory().numBytesCachedCpu, afterFree.cached);
+  // the next tensor of that size reuses the block; what the old tensor wrote must not show through
+  const z = tf.zeros([n]);
+  assert.equal(stats().hits, afterFree.hits + 1, 'served from the cache');
+  assert.equal(stats().cached, afterFree.cached - 4 * n);
+  const zs = await z.data();
+  assert.ok(zs.every((v) => v === 0), 'zeros over a reused block');
+  const y = tf.add(z, 1);
+  assert.ok((await y.data()).every((v) => v === 1));
+  tf.dispose([z, y]);
+  // a cap of 1 MiB: a freed 4 MiB block goes back to the system at once
+  try {
+    ad.cpuCache!(2 ** 20);
+    be.emptyCache();
+    const r0 = stats().released;
+    tf.fill([n], 3).dispose();
+    assert.equal(stats().cached, 0);
+    assert.equal(stats().released, r0 + 1);
+  } finally {
+    ad.cpuCache!(defaultCpuCacheBytes());
+  }
 });
 
 // ------------------------------------------------------------------------------------------------ optimizer kernels

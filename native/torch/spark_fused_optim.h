@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "spark_simd.h"
+
 namespace spark_optim {
 
 // LAMB moments and the update direction u = (m'/bc1) / (sqrt(v')/sqrt(bc2) + eps) (+ wd*p), in the reference's order.
@@ -31,7 +33,7 @@ inline void LambMoments(const float* __restrict P, const float* __restrict G, co
 
 // p' = p - (u*trust)*lr with u recomputed from m', v' and p exactly as LambMoments computes it (the trust ratio
 // applied only when adapting, as the reference does).
-inline void LambApply(const float* __restrict P, const float* __restrict MO, const float* __restrict VO, float* __restrict PO, int64_t n,
+SPARK_SIMD_CLONES inline void LambApply(const float* __restrict P, const float* __restrict MO, const float* __restrict VO, float* __restrict PO, int64_t n,
                float wd, float eps, float bc1, float sbc2, bool adapt, float trust, float lr) {
   for (int64_t j = 0; j < n; ++j) {
     float u = (MO[j] / bc1) / (std::sqrt(VO[j]) / sbc2 + eps);
@@ -42,7 +44,7 @@ inline void LambApply(const float* __restrict P, const float* __restrict MO, con
 
 // Sum of squares in double: float partial sums over blocks of 256 values (8 lanes of 32, vectorised), blocks added
 // in double (relative error ~1e-7 for any length).
-inline double SumSq(const float* __restrict x, int64_t n) {
+SPARK_SIMD_CLONES inline double SumSq(const float* __restrict x, int64_t n) {
   double total = 0;
   int64_t j = 0;
   for (; j + 256 <= n; j += 256) {
@@ -57,7 +59,7 @@ inline double SumSq(const float* __restrict x, int64_t n) {
 
 // LambMoments over [0, n) in blocks whose direction u stays in a small buffer (in cache), with the sums of squares
 // of p and u of the range (both in double; blocks added in order).
-inline void LambMomentsAndNorms(const float* P, const float* G, const float* M, const float* V, float* MO, float* VO, int64_t n,
+SPARK_SIMD_CLONES inline void LambMomentsAndNorms(const float* P, const float* G, const float* M, const float* V, float* MO, float* VO, int64_t n,
                          float clipDiv, float wd, float b1, float omb1, float b2, float omb2, float eps, float bc1, float sbc2,
                          double* pp, double* uu) {
   constexpr int64_t kBlock = 4096;
@@ -74,7 +76,7 @@ inline void LambMomentsAndNorms(const float* P, const float* G, const float* M, 
 }
 
 // AdamW: p' = decayed - (m'/(sqrt(v')/sqrt(bc2) + eps)) * (lr/bc1), decayed = p*(1 - lr*wd) when decaying.
-inline void AdamWStep(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
+SPARK_SIMD_CLONES inline void AdamWStep(const float* __restrict P, const float* __restrict G, const float* __restrict M, const float* __restrict V,
                float* __restrict PO, float* __restrict MO, float* __restrict VO, int64_t n, float coef, const float* h) {
   const float decay = h[0], hasDecay = h[1], b1 = h[2], omb1 = h[3], b2 = h[4], omb2 = h[5], eps = h[6], sbc2 = h[7], step = h[8];
   const bool dec = hasDecay != 0.f;

@@ -12,6 +12,9 @@
 //   free(h | h[]), describe(h) (writes meta), handles(), memory() -> bytes of live storages
 //   setDevice('cpu'|'cuda'|'cuda:N'), device(), cudaDeviceCount(), synchronize()
 //   setNumThreads(n), numThreads(), setTf32(conv, matmul), version()
+//   cpuCache(limitBytes)               install the caching CPU allocator (spark_cpu_cache.h) with this cap; 0 empties
+//   geluGradCpu(dy, x) -> h            the exact GELU's gradient on float32 CPU tensors (spark_gelu.h)
+//   cpuCacheStats() -> [cached, peakCached, hits, misses, released], emptyCpuCache()
 //
 // Outputs: one handle per tensor output (tensor lists flattened); an undefined output is -1.
 // A signature starting with '!' returns outputs unnormalised (kernel-internal handles only).
@@ -27,7 +30,9 @@
 // torch/version.h (on the API include path) has the version macros in every 2.x; newer ones forward to headeronly/
 #include <torch/version.h>
 
+#include "spark_cpu_cache.h"
 #include "spark_fused_optim.h"
+#include "spark_gelu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -687,9 +692,61 @@ napi_value ActivationGradCpu(napi_env env, napi_callback_info info) {
       const float* __restrict d = DY + b;
       const float* __restrict yy = Y + b;
       float* __restrict o = O + b;
-      for (int64_t j = 0; j < e - b; ++j) o[j] = d[j] * ((yy[j] > 0.f && yy[j] < hi) ? 1.f : 0.f);
+      // bitwise & (no short-circuit branch): the loop vectorises; `&&` made it branch per element (~4x slower)
+      for (int64_t j = 0; j < e - b; ++j) o[j] = d[j] * static_cast<float>((yy[j] > 0.f) & (yy[j] < hi));
     });
     return int32(env, put(out));
+  });
+}
+
+// The exact GELU's gradient over float32 CPU tensors (spark_gelu.h, the loop spark's TensorFlow op runs):
+// ATen's gelu_backward takes twice as long on ConvNeXt's activations.
+napi_value GeluGradCpu(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    size_t argc;
+    auto a = args<2>(env, info, &argc);
+    at::Tensor dy = CpuFloat(static_cast<int32_t>(toInt(env, a[0])));
+    at::Tensor x = CpuFloat(static_cast<int32_t>(toInt(env, a[1])));
+    if (dy.numel() != x.numel()) throw JsError{"geluGradCpu: dy and x differ in size"};
+    at::Tensor out = at::empty_like(dy);
+    const float* DY = dy.data_ptr<float>();
+    const float* X = x.data_ptr<float>();
+    float* O = out.data_ptr<float>();
+    Chunks(x.numel(), [&](int64_t b, int64_t e, int64_t) { spark_gelu::GeluGradLoop(DY + b, X + b, O + b, e - b); });
+    return int32(env, put(out));
+  });
+}
+
+// ----------------------------------------------------------------------------------- caching CPU allocator
+
+napi_value CpuCache(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    size_t argc;
+    auto a = args<1>(env, info, &argc);
+    double limit = toDouble(env, a[0]);
+    if (!(limit >= 0)) throw JsError{"cpuCache: the limit must be a number of bytes >= 0"};
+    spark_cache::CachingCpuAllocator::Instance().Install(static_cast<size_t>(limit));
+    return undef(env);
+  });
+}
+
+napi_value CpuCacheStats(napi_env env, napi_callback_info) {
+  return guard(env, [&] {
+    auto& a = spark_cache::CachingCpuAllocator::Instance();
+    auto s = a.stats();
+    napi_value arr;
+    NAPI_OK(napi_create_array_with_length(env, 6, &arr));
+    const double v[] = {static_cast<double>(s.cached), static_cast<double>(s.peakCached), static_cast<double>(s.hits),
+                        static_cast<double>(s.misses), static_cast<double>(s.released), a.installed() ? 1.0 : 0.0};
+    for (uint32_t i = 0; i < 6; ++i) NAPI_OK(napi_set_element(env, arr, i, num(env, v[i])));
+    return arr;
+  });
+}
+
+napi_value EmptyCpuCache(napi_env env, napi_callback_info) {
+  return guard(env, [&] {
+    spark_cache::CachingCpuAllocator::Instance().EmptyCache();
+    return undef(env);
   });
 }
 
@@ -704,7 +761,8 @@ napi_value ModuleInit(napi_env env, napi_value exports) {
       {"setDevice", SetDevice}, {"device", Device}, {"cudaDeviceCount", CudaDeviceCount},
       {"synchronize", Synchronize}, {"setNumThreads", SetNumThreads}, {"numThreads", NumThreads},
       {"setTf32", SetTf32}, {"version", Version}, {"optimCpu", OptimCpu}, {"globalNormCpu", GlobalNormCpu},
-      {"activationGradCpu", ActivationGradCpu},
+      {"activationGradCpu", ActivationGradCpu}, {"cpuCache", CpuCache}, {"cpuCacheStats", CpuCacheStats},
+      {"emptyCpuCache", EmptyCpuCache}, {"geluGradCpu", GeluGradCpu},
   };
   for (const auto& f : fns) {
     napi_value fn;

@@ -21,7 +21,7 @@ import { withChain, type Attr, type Chain } from './tf-binding.js';
 
 export const TF_OPS_ADDON = 'spark_tf_ops.node';
 /** The addon's sources (the .cc includes the optimizer loops it shares with the torch addon). */
-const SOURCES = [path.join('native', 'tf', 'spark_tf_ops.cc'), path.join('native', 'torch', 'spark_fused_optim.h')];
+const SOURCES = [path.join('native', 'tf', 'spark_tf_ops.cc'), path.join('native', 'torch', 'spark_fused_optim.h'), path.join('native', 'torch', 'spark_gelu.h'), path.join('native', 'torch', 'spark_simd.h')];
 
 /** Where setup:native puts the ops addon (beside the libtensorflow it links) and its stamp. */
 export function tfOpsDir(root = packageRoot()): string {

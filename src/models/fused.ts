@@ -4,7 +4,7 @@
  * closed-form gradient needs (x plus per-channel / per-position mean and 1/σ; for GELU only x), instead of every
  * intermediate of a chain of small ops.
  *
- * Kernel dispatch (the contract with backends, also in /work/wt/notes/FUSED-CONTRACT.md): each op first asks
+ * Kernel dispatch (the contract with backends; kernel names in src/backend/fused-kernel-names.ts): each op first asks
  * `tf.getKernel(NAME, tf.getBackend())`; when the active backend registers a kernel under NAME the forward runs
  * `tf.engine().runKernel(NAME, inputs, attrs)` and the backward runs `NAME + 'Grad'` the same way (a backend that
  * registers NAME must register NAME + 'Grad' too); otherwise the portable composite below runs (tf ops, every

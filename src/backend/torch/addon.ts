@@ -39,6 +39,16 @@ export interface TorchAddon {
   globalNormCpu?(grads: number[]): number;
   /** dy where 0 < y (< 6 when `six`), else dy·0, one pass over float32 CPU tensors: a new handle. */
   activationGradCpu?(dy: number, y: number, six: boolean): number;
+  /** The exact GELU's gradient over float32 CPU tensors (native/torch/spark_gelu.h): a new handle. */
+  geluGradCpu?(dy: number, x: number): number;
+  /**
+   * Installs the caching CPU allocator (native/torch/spark_cpu_cache.h) with a cap on the bytes it keeps free;
+   * 0 keeps nothing (and empties it). Absent in addons built before it.
+   */
+  cpuCache?(limitBytes: number): void;
+  /** [cached bytes, peak cached bytes, hits, misses, released, installed (1|0)] */
+  cpuCacheStats?(): number[];
+  emptyCpuCache?(): void;
 }
 
 /** dtype codes shared with the addon. */

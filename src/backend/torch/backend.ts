@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendTimingInfo, DataId, DataType, TensorInfo } from '@tensorflow/tfjs';
+import os from 'node:os';
 import { DT, DTYPES, loadTorchAddon, meta, type TorchAddon } from './addon.js';
 
 type BackendValues = Float32Array | Int32Array | Uint8Array | Uint8Array[];
@@ -25,6 +26,22 @@ export interface TorchBackendOptions {
   threads?: number;
   /** TF32 for convolutions (cuDNN) on CUDA; default true, PyTorch's default. Matmuls stay full fp32. */
   tf32?: boolean;
+  /**
+   * Bytes of freed CPU tensor memory the caching allocator may keep for reuse (native/torch/spark_cpu_cache.h);
+   * 0 turns the cache off. Default: `defaultCpuCacheBytes()`.
+   */
+  cpuCacheBytes?: number;
+}
+
+/** The CPU cache cap: SPARK_TORCH_CPU_CACHE_MB (MiB, 0 = off) or a quarter of the machine's memory, at most 8 GiB. */
+export function defaultCpuCacheBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env['SPARK_TORCH_CPU_CACHE_MB'];
+  if (v !== undefined && v !== '') {
+    const mb = Number(v);
+    if (!Number.isFinite(mb) || mb < 0) throw new Error(`SPARK_TORCH_CPU_CACHE_MB must be a number of MiB >= 0, not '${v}'`);
+    return Math.floor(mb * 2 ** 20);
+  }
+  return Math.min(Math.floor(os.totalmem() / 4), 8 * 2 ** 30);
 }
 
 function dtypeCode(dtype: DataType): number {
@@ -50,6 +67,9 @@ export class TorchBackend extends tf.KernelBackend {
     if (opts.threads && opts.threads > 0) this.addon.setNumThreads(opts.threads);
     // PyTorch's defaults (TF32 convolutions on CUDA, full-fp32 matmuls) are left alone unless TF32 is turned off.
     if (opts.tf32 === false) this.addon.setTf32(false, false);
+    // Freed activation buffers are kept for the next step instead of going back to the system (every fresh page
+    // costs a fault and a zero-fill). On CUDA the cache only sees small host tensors; PyTorch caches device memory.
+    this.addon.cpuCache?.(opts.cpuCacheBytes ?? defaultCpuCacheBytes());
     this.data = new tf.DataStorage(this, tf.engine());
   }
 
@@ -190,8 +210,18 @@ export class TorchBackend extends tf.KernelBackend {
     return this.data.numDataIds();
   }
 
-  override memory(): { unreliable: boolean; reasons?: string[]; numBytesInTorch: number; numTorchHandles: number; device: string } {
-    return { unreliable: false, numBytesInTorch: this.addon.memory(), numTorchHandles: this.addon.handles(), device: this.device };
+  /**
+   * numBytesInTorch: bytes of the storages live tensors hold; numBytesCachedCpu: freed CPU blocks the caching
+   * allocator keeps for reuse (not tensors; released by `emptyCache()`).
+   */
+  override memory(): { unreliable: boolean; reasons?: string[]; numBytesInTorch: number; numTorchHandles: number; numBytesCachedCpu: number; device: string } {
+    const cached = this.addon.cpuCacheStats?.()[0] ?? 0;
+    return { unreliable: false, numBytesInTorch: this.addon.memory(), numTorchHandles: this.addon.handles(), numBytesCachedCpu: cached, device: this.device };
+  }
+
+  /** Gives the CPU blocks the caching allocator keeps back to the system. */
+  emptyCache(): void {
+    this.addon.emptyCpuCache?.();
   }
 
   override timerAvailable(): boolean {

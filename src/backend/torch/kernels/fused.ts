@@ -1,9 +1,11 @@
 /**
- * spark's fused kernels (the contract in src/models/fused.ts and /work/wt/notes/FUSED-CONTRACT.md) as ATen's own
+ * spark's fused kernels (the contract in src/models/fused.ts and src/backend/fused-kernel-names.ts) as ATen's own
  * fused operators: BatchNorm training forward/backward = native_batch_norm / native_batch_norm_backward on x viewed
  * as [M, C] (M = every leading position; ATen's channels-last kernels, no copy); LayerNorm = native_layer_norm /
  * native_layer_norm_backward; GELU = gelu / gelu_backward (exact, erf); the ReLU / ReLU6 backward = dy × the boolean
- * condition (one kernel, −0 kept as the other backends give it).
+ * condition (one kernel, −0 kept as the other backends give it). On the CPU, the GELU and ReLU/ReLU6 backward run as
+ * the addon's vectorised loops instead (native/torch/spark_gelu.h, spark_torch.cc: the same arithmetic as spark's
+ * TensorFlow ops; ATen's gelu_backward takes twice as long there).
  *
  * The masked BatchNorm (statistics over mask = 1 positions, y and dx zero elsewhere) has no ATen operator; as the
  * reference's sparse BatchNorm does, it takes the visible rows (nonzero + index_select), runs ATen's BatchNorm on
@@ -178,7 +180,11 @@ export const fusedKernels: KernelConfig[] = [
   kernel('SparkLayerNorm', (b, i, a) => layerNorm(b, i['x']!, i['gamma']!, i['beta']!, a['epsilon'] as number)),
   kernel('SparkLayerNormGrad', (b, i) => layerNormGrad(b, i['dy']!, i['x']!, i['gamma']!, i['mean']!, i['invStd']!)),
   kernel('SparkGelu', (b, { x }) => b.out(run(gelu, b.h(x!), 'none'))),
-  kernel('SparkGeluGrad', (b, { dy, x }) => b.out(run(geluBackward, b.h(dy!), b.h(x!), 'none'))),
+  // on the CPU: the loop of spark's TensorFlow op (native/torch/spark_gelu.h; ATen's gelu_backward is ~2× slower)
+  kernel('SparkGeluGrad', (b, { dy, x }) =>
+    b.device === 'cpu' && b.addon.geluGradCpu
+      ? b.make(b.addon.geluGradCpu(b.h(dy!), b.h(x!)), x!.shape, 'float32')
+      : b.out(run(geluBackward, b.h(dy!), b.h(x!), 'none'))),
   // from the activation's output y: dy where y > 0 (and, for ReLU6, y < 6), else 0
   kernel('SparkReluGrad', (b, { dy, y }) => activationGrad(b, dy!, y!, false)),
   kernel('SparkRelu6Grad', (b, { dy, y }) => activationGrad(b, dy!, y!, true)),

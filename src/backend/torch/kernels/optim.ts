@@ -1,5 +1,5 @@
 /**
- * spark's fused optimizer kernels (contract: header of src/train/fused-optim.ts, /work/wt/notes/FUSED-CONTRACT.md)
+ * spark's fused optimizer kernels (contract: header of src/train/fused-optim.ts)
  * on ATen's `_foreach_*` operators: one call per step of the update over all parameters of a group instead of one
  * per parameter. `apply` (a bool scalar on the device) selects new or old values with `where` on CUDA, so a skipped
  * step (non-finite loss) leaves every tensor bit for bit and nothing waits for the GPU; on the CPU the flag is read
