@@ -595,6 +595,24 @@ at::Tensor CpuFloat(int32_t h) {
   return t.contiguous();
 }
 
+// A float32 CPU tensor as it is stored when its memory is dense in any dimension order (a filter gradient is an
+// [kh,kw,in,out] view of [out,kh,kw,in] memory, see kernels/conv.ts), else a contiguous copy.
+at::Tensor CpuFloatDense(int32_t h) {
+  const at::Tensor& t = get(h);
+  if (!t.device().is_cpu() || t.scalar_type() != at::kFloat) throw JsError{"optimCpu: float32 CPU tensors only"};
+  return t.is_non_overlapping_and_dense() ? t : t.contiguous();
+}
+
+// `t` stored in the memory order of `ref` (same sizes): itself when the strides agree, else a copy. The optimizer's
+// flat loops need its four operands in one order; the gradient's is taken, so that a parameter loaded from a
+// checkpoint (contiguous) and one updated in place before (the gradient's order) give the same sums, bit for bit.
+at::Tensor LayoutLike(const at::Tensor& t, const at::Tensor& ref) {
+  if (t.strides() == ref.strides()) return t;
+  at::Tensor c = at::empty_like(ref);
+  c.copy_(t);
+  return c;
+}
+
 // optimCpu(kind 0 = LAMB | 1 = AdamW, handles [params…, grads…, m…, v…], clip, hyper[9], apply, adapt, trustClip)
 //   -> [params'…, m'…, v'…] (new handles). hyper as in native/tf/spark_tf_ops.cc: LAMB lr, wd, beta1, 1-beta1,
 //   beta2, 1-beta2, eps, bc1, sqrt(bc2); AdamW 1-lr*wd, hasDecay, beta1, 1-beta1, beta2, 1-beta2, eps, sqrt(bc2),
@@ -617,12 +635,15 @@ napi_value OptimCpu(napi_env env, napi_callback_info info) {
     const bool trustClip = toBool(env, a[6]);
     std::vector<int32_t> out(3 * n);
     for (uint32_t i = 0; i < n; ++i) {
-      at::Tensor p = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[1], i))));
-      at::Tensor g = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[1], n + i))));
-      at::Tensor m = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[1], 2 * n + i))));
-      at::Tensor v = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[1], 3 * n + i))));
+      at::Tensor g = CpuFloatDense(static_cast<int32_t>(toInt(env, element(env, a[1], n + i))));
+      at::Tensor p = CpuFloatDense(static_cast<int32_t>(toInt(env, element(env, a[1], i))));
+      at::Tensor m = CpuFloatDense(static_cast<int32_t>(toInt(env, element(env, a[1], 2 * n + i))));
+      at::Tensor v = CpuFloatDense(static_cast<int32_t>(toInt(env, element(env, a[1], 3 * n + i))));
+      if (p.sizes() != g.sizes() || m.sizes() != g.sizes() || v.sizes() != g.sizes()) throw JsError{"optimCpu: a parameter's gradient or moments differ in shape"};
+      p = LayoutLike(p, g);
+      m = LayoutLike(m, g);
+      v = LayoutLike(v, g);
       const int64_t len = p.numel();
-      if (g.numel() != len || m.numel() != len || v.numel() != len) throw JsError{"optimCpu: a parameter's gradient or moments differ in size"};
       at::Tensor po = at::empty_like(p), mo = at::empty_like(m), vo = at::empty_like(v);
       const float *P = p.data_ptr<float>(), *G = g.data_ptr<float>(), *M = m.data_ptr<float>(), *V = v.data_ptr<float>();
       float *PO = po.data_ptr<float>(), *MO = mo.data_ptr<float>(), *VO = vo.data_ptr<float>();
@@ -665,7 +686,7 @@ napi_value GlobalNormCpu(napi_env env, napi_callback_info info) {
     double total = 0;
     const uint32_t n = arrayLen(env, a[0]);
     for (uint32_t i = 0; i < n; ++i) {
-      at::Tensor g = CpuFloat(static_cast<int32_t>(toInt(env, element(env, a[0], i))));
+      at::Tensor g = CpuFloatDense(static_cast<int32_t>(toInt(env, element(env, a[0], i))));
       total += ParallelSumSq(g.data_ptr<float>(), g.numel());
     }
     return int32(env, put(at::scalar_tensor(static_cast<float>(std::sqrt(total)), at::TensorOptions().dtype(at::kFloat))));

@@ -21,6 +21,7 @@ const emptyMf = aten('empty', 'memory_format', 'IDnVni');
 const padNd = aten('constant_pad_nd', '', 'TIs');
 const slice = aten('slice', 'Tensor', 'Tiiii');
 const clone = aten('clone', '', 'Ti');
+const contiguous = aten('contiguous', '', 'Ti');
 const maxPoolIdx = aten('max_pool2d_with_indices', '', '!TIIIIb');
 const maxPoolBackward = aten('max_pool2d_with_indices_backward', '', 'TTIIIIbT');
 const avgPool = aten('avg_pool2d', '', 'TIIIbbn');
@@ -72,13 +73,14 @@ function nchwInput(b: TorchBackend, x: TensorInfo, p: Pad, tmp: number[], value 
 function torchFilter(b: TorchBackend, f: TensorInfo, depthwise: boolean, tmp: number[]): number {
   let h = b.h(f);
   if (!depthwise) {
-    // A channels-last [out,in,kh,kw] copy (OHWI memory), made once per filter tensor and shared by the forward and
-    // the input-gradient convolutions of a step: oneDNN reorders it to its blocked layout much faster than the
-    // HWIO-strided view (up to ~40% of a weight-heavy 1×1 convolution at small batch).
+    // The filter as a channels-last [out,in,kh,kw] tensor (OHWI memory), shared by the forward and the input-gradient
+    // convolutions of a step: oneDNN reorders it to its blocked layout much faster than the HWIO-strided view (up to
+    // ~40% of a weight-heavy 1×1 convolution at small batch). A filter the optimizer has updated on the CPU is
+    // already stored that way (see convBackpropFilter) and is used as it is; one loaded from host data is copied once.
     const hf = h;
     return b.derived(hf, () => {
       const v = run(permute, hf, [3, 2, 0, 1]);
-      const c = run(clone, v, CHANNELS_LAST);
+      const c = run(contiguous, v, CHANNELS_LAST);
       b.free(v);
       return c;
     });
@@ -163,6 +165,14 @@ function convBackpropFilter(b: TorchBackend, x: TensorInfo, dy: TensorInfo, a: N
   const [, gw] = runMulti(convBackward, hdy, hx, shapeOnly, [ci.strideHeight, ci.strideWidth], pad, [ci.dilationHeight, ci.dilationWidth], false, [0, 0], groups, [false, true, false]);
   tmp.push(gw!);
   const hwc = run(permute, gw!, [2, 3, 1, 0]); // [kh, kw, in/groups, out]
+  if (!depthwise && b.device === 'cpu') {
+    // On the CPU a dense filter's gradient stays in oneDNN's [out,kh,kw,in] memory under its [kh,kw,in,out] shape:
+    // the optimizer's loops (optimCpu) write the new filter and moments in the gradient's memory order, so the next
+    // forward uses the filter without a copy, as PyTorch's channels-last weights are. Every other kernel reads
+    // tensors through their strides. (On CUDA the _foreach_ kernels want one layout for all operands: a copy.)
+    freeAll(b, tmp);
+    return b.out(hwc);
+  }
   tmp.push(hwc);
   let r = run(clone, hwc, CONTIGUOUS);
   if (depthwise) {
