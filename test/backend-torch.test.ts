@@ -482,6 +482,17 @@ test('torch CPU caching allocator: freed blocks are reused, kept within the cap 
   const y = tf.add(z, 1);
   assert.ok((await y.data()).every((v) => v === 1));
   tf.dispose([z, y]);
+  // best fit: a cached block serves a request of up to its size and at least half of it
+  be.emptyCache();
+  tf.fill([2 * n], 1).dispose(); // one 8 MiB block cached
+  const h0 = stats().hits;
+  const small = tf.zeros([n / 2]); // 2 MiB: the 8 MiB block is more than twice that, so the system serves it
+  assert.equal(stats().hits, h0, 'a block over twice the request is not used');
+  const mid = tf.zeros([n + n / 2]); // 6 MiB: the 8 MiB block
+  assert.equal(stats().hits, h0 + 1, 'best fit from a larger class');
+  assert.equal(stats().cached, 0);
+  assert.ok((await mid.data()).every((v) => v === 0));
+  tf.dispose([small, mid]);
   // a cap of 1 MiB: a freed 4 MiB block goes back to the system at once
   try {
     ad.cpuCache!(2 ** 20);

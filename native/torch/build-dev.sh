@@ -20,5 +20,5 @@ for p in "${parts[@]}"; do incs+=("-I$p"); done
 libs=(-ltorch_cpu -lc10)
 [ "$cuda" = 1 ] && libs+=(-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed)
 set -x
-g++ -O3 -ffp-contract=off -fno-math-errno -std=c++17 -shared -fPIC -DNODE_GYP_MODULE_NAME=spark_torch -D_GLIBCXX_USE_CXX11_ABI="$abi" -I"$nodeinc" "${incs[@]}" \
+g++ -O3 -ffp-contract=off -fno-math-errno -fno-trapping-math -std=c++17 -shared -fPIC -DNODE_GYP_MODULE_NAME=spark_torch -D_GLIBCXX_USE_CXX11_ABI="$abi" -I"$nodeinc" "${incs[@]}" \
   "$here"/*.cc -o "$out" -L"$lib" -Wl,-rpath,"$lib" "${libs[@]}"

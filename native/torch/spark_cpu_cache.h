@@ -7,8 +7,10 @@
 // for the same reason; this is the CPU counterpart, sized for repeated steps.
 //
 // How: blocks of at least kMinBytes are rounded up to a size class (1/16 steps between powers of two, so at most
-// ~6% slack) and, when freed, kept on that class's list instead of going back to the system; the next allocation of
-// the class reuses one. The cached (free) bytes are capped; a block that would exceed the cap is released at once.
+// ~6% slack) and, when freed, kept on that class's list instead of going back to the system. An allocation takes
+// the smallest cached block of its class or a larger one up to twice its size (best fit: exact classes alone kept
+// ConvNeXt-S's many sizes idle, +26% peak RSS; with best fit the peak is at or below that without a cache). The
+// cached (free) bytes are capped; a block that would exceed the cap is released at once.
 // Smaller blocks go straight to c10::alloc_cpu/free_cpu, exactly as the default allocator does. Thread-safe (one
 // mutex; allocations of this size are a few thousand per step).
 #pragma once
@@ -19,6 +21,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -73,10 +76,13 @@ class CachingCpuAllocator final : public c10::Allocator {
     void* p = nullptr;
     {
       std::lock_guard<std::mutex> g(mu_);
-      auto it = free_.find(cls);
-      if (it != free_.end() && !it->second.empty()) {
+      // best fit: the smallest cached block of this class or of a larger one up to twice its size
+      auto it = free_.lower_bound(cls);
+      if (it != free_.end() && it->first <= 2 * cls) {
+        cls = it->first;
         p = it->second.back();
         it->second.pop_back();
+        if (it->second.empty()) free_.erase(it);
         stats_.cached -= cls;
         ++stats_.hits;
       } else {
@@ -100,10 +106,8 @@ class CachingCpuAllocator final : public c10::Allocator {
     std::vector<void*> drop;
     {
       std::lock_guard<std::mutex> g(mu_);
-      for (auto& [cls, list] : free_) {
-        drop.insert(drop.end(), list.begin(), list.end());
-        list.clear();
-      }
+      for (auto& [cls, list] : free_) drop.insert(drop.end(), list.begin(), list.end());
+      free_.clear();
       stats_.cached = 0;
     }
     for (void* p : drop) c10::free_cpu(p);
@@ -148,7 +152,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  std::map<size_t, std::vector<void*>> free_;  // size class -> free blocks (no empty lists)
   std::unordered_map<void*, size_t> live_;
   size_t limit_ = 0;
   Stats stats_;
