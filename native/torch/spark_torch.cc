@@ -693,6 +693,27 @@ napi_value GlobalNormCpu(napi_env env, napi_callback_info info) {
   });
 }
 
+// out = loop(dy, x) over two float32 CPU tensors of one size (contiguous copies when they are not), in chunks on
+// ATen's threads: a new handle. `loop(d, x, o, n)` is one of the element-wise loops below.
+template <typename Loop>
+napi_value GradLoopCpu(napi_env env, napi_value hdy, napi_value hx, const char* name, Loop loop) {
+  at::Tensor dy = CpuFloat(static_cast<int32_t>(toInt(env, hdy)));
+  at::Tensor x = CpuFloat(static_cast<int32_t>(toInt(env, hx)));
+  if (dy.numel() != x.numel()) throw JsError{std::string(name) + ": dy and its input differ in size"};
+  at::Tensor out = at::empty_like(dy);
+  const float* DY = dy.data_ptr<float>();
+  const float* X = x.data_ptr<float>();
+  float* O = out.data_ptr<float>();
+  Chunks(dy.numel(), [&](int64_t b, int64_t e, int64_t) { loop(DY + b, X + b, O + b, e - b); });
+  return int32(env, put(out));
+}
+
+// dy where 0 < y < hi, else dy * 0. Bitwise & (no short-circuit branch), so that the loop vectorises; with `&&` it
+// branched per element and ran ~4x slower.
+SPARK_SIMD_CLONES void ActivationGradLoop(const float* __restrict d, const float* __restrict y, float* __restrict o, int64_t n, float hi) {
+  for (int64_t j = 0; j < n; ++j) o[j] = d[j] * static_cast<float>((y[j] > 0.f) & (y[j] < hi));
+}
+
 // activationGradCpu(dy, y, six) -> dy where 0 < y (< 6 when six), else dy * 0 (so -0 for a negative dy, as the
 // portable composite dy * sign(y) and TensorFlow's ReluGrad give), in one pass over float32 CPU tensors
 // (ATen's threshold_backward / hardtanh_backward write +0; the multiply-by-condition chain takes four passes).
@@ -700,41 +721,18 @@ napi_value ActivationGradCpu(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     size_t argc;
     auto a = args<3>(env, info, &argc);
-    at::Tensor dy = CpuFloat(static_cast<int32_t>(toInt(env, a[0])));
-    at::Tensor y = CpuFloat(static_cast<int32_t>(toInt(env, a[1])));
-    const bool six = toBool(env, a[2]);
-    if (dy.numel() != y.numel()) throw JsError{"activationGradCpu: dy and y differ in size"};
-    at::Tensor out = at::empty_like(dy);
-    const float* DY = dy.data_ptr<float>();
-    const float* Y = y.data_ptr<float>();
-    float* O = out.data_ptr<float>();
-    const float hi = six ? 6.f : std::numeric_limits<float>::infinity();
-    Chunks(dy.numel(), [&](int64_t b, int64_t e, int64_t) {
-      const float* __restrict d = DY + b;
-      const float* __restrict yy = Y + b;
-      float* __restrict o = O + b;
-      // bitwise & (no short-circuit branch): the loop vectorises; `&&` made it branch per element (~4x slower)
-      for (int64_t j = 0; j < e - b; ++j) o[j] = d[j] * static_cast<float>((yy[j] > 0.f) & (yy[j] < hi));
-    });
-    return int32(env, put(out));
+    const float hi = toBool(env, a[2]) ? 6.f : std::numeric_limits<float>::infinity();
+    return GradLoopCpu(env, a[0], a[1], "activationGradCpu", [hi](const float* d, const float* y, float* o, int64_t n) { ActivationGradLoop(d, y, o, n, hi); });
   });
 }
 
-// The exact GELU's gradient over float32 CPU tensors (spark_gelu.h, the loop spark's TensorFlow op runs):
-// ATen's gelu_backward takes twice as long on ConvNeXt's activations.
+// geluGradCpu(dy, x): the exact GELU's gradient (spark_gelu.h, the loop spark's TensorFlow op runs); ATen's
+// gelu_backward takes twice as long on ConvNeXt's activations.
 napi_value GeluGradCpu(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     size_t argc;
     auto a = args<2>(env, info, &argc);
-    at::Tensor dy = CpuFloat(static_cast<int32_t>(toInt(env, a[0])));
-    at::Tensor x = CpuFloat(static_cast<int32_t>(toInt(env, a[1])));
-    if (dy.numel() != x.numel()) throw JsError{"geluGradCpu: dy and x differ in size"};
-    at::Tensor out = at::empty_like(dy);
-    const float* DY = dy.data_ptr<float>();
-    const float* X = x.data_ptr<float>();
-    float* O = out.data_ptr<float>();
-    Chunks(x.numel(), [&](int64_t b, int64_t e, int64_t) { spark_gelu::GeluGradLoop(DY + b, X + b, O + b, e - b); });
-    return int32(env, put(out));
+    return GradLoopCpu(env, a[0], a[1], "geluGradCpu", spark_gelu::GeluGradLoop);
   });
 }
 
