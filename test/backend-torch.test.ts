@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { findTorchAddon, registerTorchBackend, torchKernelNames, TorchBackend } from '../src/backend/torch/index.js';
 import { defaultCpuCacheBytes } from '../src/backend/torch/backend.js';
+import { UsageError } from '../src/util/errors.js';
 import { aten, missingOps, run } from '../src/backend/torch/addon.js';
 import { setOptimSelectOnDevice } from '../src/backend/torch/kernels/optim.js';
 import { initBackend } from '../src/backend/init.js';
@@ -453,7 +454,7 @@ const cpuOnlySkip = skip || ((process.env['SPARK_TORCH_DEVICE'] || 'cpu') !== 'c
 test('torch CPU caching allocator: freed blocks are reused, kept within the cap and emptied on request', { skip: cpuOnlySkip }, async () => {
   assert.equal(defaultCpuCacheBytes({ SPARK_TORCH_CPU_CACHE_MB: '0' }), 0);
   assert.equal(defaultCpuCacheBytes({ SPARK_TORCH_CPU_CACHE_MB: '64' }), 64 * 2 ** 20);
-  assert.throws(() => defaultCpuCacheBytes({ SPARK_TORCH_CPU_CACHE_MB: 'lots' }), /SPARK_TORCH_CPU_CACHE_MB must be a number of MiB >= 0, not 'lots'/);
+  assert.throws(() => defaultCpuCacheBytes({ SPARK_TORCH_CPU_CACHE_MB: 'lots' }), (e: unknown) => e instanceof UsageError && e.exitCode === 2 && /SPARK_TORCH_CPU_CACHE_MB must be a number of MiB >= 0, not 'lots'/.test(e.message));
   const auto = defaultCpuCacheBytes({});
   assert.ok(auto > 0 && auto <= 8 * 2 ** 30, `default cap ${auto}`);
 

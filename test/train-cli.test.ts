@@ -6,6 +6,7 @@ import { existsSync, writeFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import runCommand from '../src/cli/commands/run.js';
 import { SparkError } from '../src/util/errors.js';
+import { findTorchAddon } from '../src/backend/torch/addon-path.js';
 import { tinySpecYaml, tmpDir, sparkCli } from './helpers/train.js';
 
 /** The command rejects with a SparkError of exit code 2 whose message matches. */
@@ -39,6 +40,27 @@ test('spark run reports bad spec values and missing data with exit 2, leaving no
   assert.equal(existsSync(out), false);
   await rejects2([spec, '--set', 'data.source=imagefolder', '--set', `data.root=${path.join(dir, 'nope')}`], /nope/);
   assert.ok(!existsSync(path.join(out, 'bad')) || readdirSync(path.join(out, 'bad')).length === 0, 'no run folder left');
+});
+
+test('spark run with a backend that cannot run (bad env values) exits before anything is written', () => {
+  const [cmd, ...pre] = sparkCli();
+  const dir = tmpDir();
+  const out = path.join(dir, 'runs');
+  const spec = path.join(dir, 'tiny.yaml');
+  writeFileSync(spec, tinySpecYaml({ outDir: out, name: 'nobackend' }));
+  const run = (env: NodeJS.ProcessEnv): ReturnType<typeof spawnSync> =>
+    spawnSync(cmd!, [...pre, 'run', spec, '--plain', '--set', 'runtime.backend=torch'], { encoding: 'utf8', env: { ...process.env, ...env } });
+  // the device request is read before the addon is loaded: this holds with or without a torch build
+  const bad = run({ SPARK_TORCH_DEVICE: 'bogus' });
+  assert.equal(bad.status, 3, String(bad.stderr));
+  assert.match(String(bad.stderr), /SPARK_TORCH_DEVICE: unknown device 'bogus'/);
+  assert.equal(existsSync(out), false, 'no run folder for a backend that cannot start');
+  if (findTorchAddon().path) {
+    const cache = run({ SPARK_TORCH_DEVICE: 'cpu', SPARK_TORCH_CPU_CACHE_MB: 'lots' });
+    assert.equal(cache.status, 2, String(cache.stderr));
+    assert.match(String(cache.stderr), /SPARK_TORCH_CPU_CACHE_MB must be a number of MiB >= 0, not 'lots'/);
+    assert.equal(existsSync(out), false);
+  }
 });
 
 test('spark run --help, and --dry-run prints the plan and writes nothing (child process)', () => {

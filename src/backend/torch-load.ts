@@ -5,7 +5,7 @@
  * ends in a BackendError (exit 3) naming the cause and the fix, never a crash, and the other backends never load it.
  * Device requests: `auto | cpu | cuda | cuda:N` (`runtime.device`, else $SPARK_TORCH_DEVICE).
  */
-import { BackendError } from '../util/errors.js';
+import { BackendError, SparkError } from '../util/errors.js';
 import { findTorchAddon, SETUP_TORCH_FIX, type TorchAddonLocation } from './torch/addon-path.js';
 import { nvidiaGpuVisible } from './native.js';
 
@@ -86,7 +86,7 @@ export async function registerTorch(device: string, tf32: boolean, threads?: num
   try {
     await m.registerTorchBackend({ device, tf32, ...(threads ? { threads } : {}) });
   } catch (e) {
-    if (e instanceof BackendError) throw e;
+    if (e instanceof SparkError) throw e; // already says what is wrong (a BackendError, or bad input such as an env value)
     throw new BackendError(`backend 'torch' is unusable: ${firstLine(e)} (fix: ${SETUP_TORCH_FIX})`, SETUP_TORCH_FIX);
   }
 }

@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
 import type { ExperimentConfig } from '../spec/types.js';
 import { configToYaml, loadExperiment } from '../spec/index.js';
-import { initBackend, runtimeBackendOptions } from '../backend/init.js';
+import { initBackend, runtimeBackendOptions, type BackendInfo } from '../backend/init.js';
 import { buildSparK, type SparKModel } from '../models/spark.js';
 import { describeEncoder } from '../models/registry.js';
 import { checkDataReadable, createLoader, type Loader } from '../data/index.js';
@@ -175,6 +175,7 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
   // ---- the run folder and the configuration
   let folder: RunFolder;
   let config: ExperimentConfig;
+  let backend: BackendInfo | undefined;
   let resumeState: TrainState | null = null;
   let specPath = opts.specPath ?? null;
   let resolvedYaml: string;
@@ -201,8 +202,9 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
     if (config.task !== 'pretrain') {
       throw new UsageError(`task '${config.task}' is not run by \`spark run\`; use \`spark ${config.task}\``);
     }
-    // bad data is an error before anything exists (run folder, MLflow run)
+    // bad data, or a backend that cannot run, is an error before anything exists (run folder, MLflow run)
     await checkDataReadable(config.data);
+    backend = await initBackend(config.runtime.backend, runtimeBackendOptions(config.runtime));
     if (opts.runDir) {
       const dir = path.resolve(opts.runDir);
       mkdirSync(dir, { recursive: true });
@@ -222,8 +224,8 @@ export async function runExperiment(opts: RunOptions): Promise<RunResult> {
   }
   const seed = config.runtime.seed;
 
-  // ---- compute
-  const backend = await initBackend(config.runtime.backend, runtimeBackendOptions(config.runtime));
+  // ---- compute (a resumed run's backend: from the config in its folder)
+  backend ??= await initBackend(config.runtime.backend, runtimeBackendOptions(config.runtime));
   const info = describeEncoder(config.model.encoder);
   const batchPlan = resolveBatchPlan(config, backend.name, opts.resumeDir ? (folder.readRunInfo()?.['batch'] as RunBatchInfo | undefined) : undefined);
   const betas: [number, number] = config.train.optimizer.betas ?? [0.9, info.defaultBeta2];

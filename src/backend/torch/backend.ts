@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendTimingInfo, DataId, DataType, TensorInfo } from '@tensorflow/tfjs';
 import os from 'node:os';
+import { UsageError } from '../../util/errors.js';
 import { DT, DTYPES, loadTorchAddon, meta, type TorchAddon } from './addon.js';
 
 type BackendValues = Float32Array | Int32Array | Uint8Array | Uint8Array[];
@@ -33,12 +34,15 @@ export interface TorchBackendOptions {
   cpuCacheBytes?: number;
 }
 
-/** The CPU cache cap: SPARK_TORCH_CPU_CACHE_MB (MiB, 0 = off) or a quarter of the machine's memory, at most 8 GiB. */
+/**
+ * The CPU cache cap: SPARK_TORCH_CPU_CACHE_MB (MiB, 0 = off) or a quarter of the machine's memory, at most 8 GiB. A value
+ * that is not a number is a UsageError (exit 2).
+ */
 export function defaultCpuCacheBytes(env: NodeJS.ProcessEnv = process.env): number {
   const v = env['SPARK_TORCH_CPU_CACHE_MB'];
   if (v !== undefined && v !== '') {
     const mb = Number(v);
-    if (!Number.isFinite(mb) || mb < 0) throw new Error(`SPARK_TORCH_CPU_CACHE_MB must be a number of MiB >= 0, not '${v}'`);
+    if (!Number.isFinite(mb) || mb < 0) throw new UsageError(`SPARK_TORCH_CPU_CACHE_MB must be a number of MiB >= 0, not '${v}'`);
     return Math.floor(mb * 2 ** 20);
   }
   return Math.min(Math.floor(os.totalmem() / 4), 8 * 2 ** 30);
