@@ -152,6 +152,16 @@ void Fail(TF_OpKernelContext* ctx, const char* msg) {
 
 // ------------------------------------------------------------------------------------------------- the optimizers
 
+// An optional attribute into `*v` (left at its default when the op has none).
+void OptionalAttr(TF_OpKernelConstruction* c, const char* name, TF_Bool* v) {
+  Status st;
+  if (TF_OpKernelConstruction_HasAttr(c, name, st.s)) TF_OpKernelConstruction_GetAttrBool(c, name, v, st.s);
+}
+void OptionalAttr(TF_OpKernelConstruction* c, const char* name, float* v) {
+  Status st;
+  if (TF_OpKernelConstruction_HasAttr(c, name, st.s)) TF_OpKernelConstruction_GetAttrFloat(c, name, v, st.s);
+}
+
 struct OptAttrs {
   TF_Bool adapt = 0;
   TF_Bool trust_clip = 0;
@@ -159,9 +169,8 @@ struct OptAttrs {
 
 void* CreateOpt(TF_OpKernelConstruction* c) {
   auto* a = new OptAttrs;
-  Status st;
-  if (TF_OpKernelConstruction_HasAttr(c, "adapt", st.s)) TF_OpKernelConstruction_GetAttrBool(c, "adapt", &a->adapt, st.s);
-  if (TF_OpKernelConstruction_HasAttr(c, "trust_clip", st.s)) TF_OpKernelConstruction_GetAttrBool(c, "trust_clip", &a->trust_clip, st.s);
+  OptionalAttr(c, "adapt", &a->adapt);
+  OptionalAttr(c, "trust_clip", &a->trust_clip);
   return a;
 }
 void DeleteOpt(void* k) { delete static_cast<OptAttrs*>(k); }
@@ -258,19 +267,19 @@ void ComputeGeluGrad(void*, TF_OpKernelContext* ctx) {
 
 // ----------------------------------------------------------------------------------------- masked BatchNorm
 
-struct BnAttrs {
+// The attributes of the masked BatchNorm and LayerNorm ops (LayerNorm has no momentum: it keeps the default).
+struct NormAttrs {
   float eps = 1e-5f;
   float momentum = 0.1f;
 };
 
-void* CreateBn(TF_OpKernelConstruction* c) {
-  auto* a = new BnAttrs;
-  Status st;
-  if (TF_OpKernelConstruction_HasAttr(c, "epsilon", st.s)) TF_OpKernelConstruction_GetAttrFloat(c, "epsilon", &a->eps, st.s);
-  if (TF_OpKernelConstruction_HasAttr(c, "momentum", st.s)) TF_OpKernelConstruction_GetAttrFloat(c, "momentum", &a->momentum, st.s);
+void* CreateNorm(TF_OpKernelConstruction* c) {
+  auto* a = new NormAttrs;
+  OptionalAttr(c, "epsilon", &a->eps);
+  OptionalAttr(c, "momentum", &a->momentum);
   return a;
 }
-void DeleteBn(void* k) { delete static_cast<BnAttrs*>(k); }
+void DeleteNorm(void* k) { delete static_cast<NormAttrs*>(k); }
 
 // acc[c] += x[c] (and the square of x[c] - mean[c] when `centered`), over one row of C values.
 inline void AddRow(const float* __restrict x, double* __restrict acc, int64_t C) {
@@ -300,7 +309,7 @@ std::vector<double> ChannelSums(int64_t M, int64_t C, const float* mask, RowFn r
 }
 
 void ComputeMaskedBn(void* kernel, TF_OpKernelContext* ctx) {
-  const BnAttrs& at = *static_cast<BnAttrs*>(kernel);
+  const NormAttrs& at = *static_cast<NormAttrs*>(kernel);
   Status st;
   In x(ctx, 0, st), gamma(ctx, 1, st), beta(ctx, 2, st), rm(ctx, 3, st), rv(ctx, 4, st), mask(ctx, 5, st);
   if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
@@ -409,15 +418,8 @@ inline float RowSum(const float* __restrict x, int64_t C) {
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
 }
 
-void* CreateLn(TF_OpKernelConstruction* c) {
-  auto* a = new BnAttrs;
-  Status st;
-  if (TF_OpKernelConstruction_HasAttr(c, "epsilon", st.s)) TF_OpKernelConstruction_GetAttrFloat(c, "epsilon", &a->eps, st.s);
-  return a;
-}
-
 void ComputeLayerNorm(void* kernel, TF_OpKernelContext* ctx) {
-  const float eps = static_cast<BnAttrs*>(kernel)->eps;
+  const float eps = static_cast<NormAttrs*>(kernel)->eps;
   Status st;
   In x(ctx, 0, st), gamma(ctx, 1, st), beta(ctx, 2, st);
   if (!st.ok()) return TF_OpKernelContext_Failure(ctx, st.s);
@@ -541,10 +543,10 @@ std::string RegisterAll() {
   if (!Register("SparkTfGeluGrad", {}, {"dy: float", "x: float"}, {"dx: float"}, nullptr, ComputeGeluGrad, nullptr, &err)) return err;
   if (!Register("SparkTfMaskedBatchNorm", {"epsilon: float", "momentum: float"},
                 {"x: float", "gamma: float", "beta: float", "running_mean: float", "running_var: float", "mask: float"},
-                {"y: float", "mean: float", "inv_std: float", "new_running_mean: float", "new_running_var: float"}, CreateBn, ComputeMaskedBn, DeleteBn, &err))
+                {"y: float", "mean: float", "inv_std: float", "new_running_mean: float", "new_running_var: float"}, CreateNorm, ComputeMaskedBn, DeleteNorm, &err))
     return err;
   if (!Register("SparkTfLayerNorm", {"epsilon: float"}, {"x: float", "gamma: float", "beta: float"}, {"y: float", "mean: float", "inv_std: float"},
-                CreateLn, ComputeLayerNorm, DeleteBn, &err))
+                CreateNorm, ComputeLayerNorm, DeleteNorm, &err))
     return err;
   if (!Register("SparkTfLayerNormGrad", {}, {"dy: float", "x: float", "gamma: float", "mean: float", "inv_std: float"}, {"dx: float", "dgamma: float", "dbeta: float"},
                 nullptr, ComputeLayerNormGrad, nullptr, &err))

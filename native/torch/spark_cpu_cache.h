@@ -85,15 +85,14 @@ class CachingCpuAllocator final : public c10::Allocator {
         if (it->second.empty()) free_.erase(it);
         stats_.cached -= cls;
         ++stats_.hits;
-      } else {
-        ++stats_.misses;
+        live_[p] = cls;
+        return {p, p, &FreeAny, c10::Device(c10::kCPU)};
       }
+      ++stats_.misses;
     }
-    if (!p) p = c10::alloc_cpu(cls);
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      live_[p] = cls;
-    }
+    p = c10::alloc_cpu(cls);  // outside the lock
+    std::lock_guard<std::mutex> g(mu_);
+    live_[p] = cls;
     return {p, p, &FreeAny, c10::Device(c10::kCPU)};
   }
 

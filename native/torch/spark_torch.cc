@@ -589,17 +589,19 @@ double ParallelSumSq(const float* x, int64_t n) {
   return s;
 }
 
-at::Tensor CpuFloat(int32_t h) {
+// The tensor of handle h, which the addon's CPU loops accept only as float32 on the CPU.
+const at::Tensor& CheckedCpuFloat(int32_t h) {
   const at::Tensor& t = get(h);
-  if (!t.device().is_cpu() || t.scalar_type() != at::kFloat) throw JsError{"optimCpu: float32 CPU tensors only"};
-  return t.contiguous();
+  if (!t.device().is_cpu() || t.scalar_type() != at::kFloat) throw JsError{"spark_torch: the CPU loops take float32 CPU tensors only"};
+  return t;
 }
+
+at::Tensor CpuFloat(int32_t h) { return CheckedCpuFloat(h).contiguous(); }
 
 // A float32 CPU tensor as it is stored when its memory is dense in any dimension order (a filter gradient is an
 // [kh,kw,in,out] view of [out,kh,kw,in] memory, see kernels/conv.ts), else a contiguous copy.
 at::Tensor CpuFloatDense(int32_t h) {
-  const at::Tensor& t = get(h);
-  if (!t.device().is_cpu() || t.scalar_type() != at::kFloat) throw JsError{"optimCpu: float32 CPU tensors only"};
+  const at::Tensor& t = CheckedCpuFloat(h);
   return t.is_non_overlapping_and_dense() ? t : t.contiguous();
 }
 
